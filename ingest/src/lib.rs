@@ -1,0 +1,501 @@
+//! Video lists and directory crawls into video tasks.
+//!
+//! Inputs (any mix):
+//! * CSV / TSV lists with a header; columns `id,source,labels,start,end,split`, only `source`
+//!   required, labels separated by `;`. A relative `source` is relative to the list file.
+//! * Kinetics annotation CSVs (`label,youtube_id,time_start,time_end,split[,is_cc]`, test files
+//!   without `label`): each clip is looked for under `video_root` as
+//!   `{youtube_id}_{time_start:06}_{time_end:06}.{ext}` (also inside a `{label}/` folder), else
+//!   as the full video `{youtube_id}.{ext}` cut to the window.
+//! * JSONL: one object per line with the same keys (`labels` an array of strings).
+//! * TXT: one source (path or URL) per line; `#` starts a comment.
+//! * Directories: crawled recursively for video files, in sorted order, without following
+//!   symbolic links to directories (so link loops cannot trap the crawl).
+//! * Video files: taken as they are.
+//!
+//! Bad rows do not stop ingestion: each becomes a [`RowError`] naming file, line and problem.
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// File extensions taken as videos when crawling directories or reading plain inputs.
+pub const VIDEO_EXTENSIONS: &[&str] = &[
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "m2ts", "flv", "3gp", "gif", "wmv", "ogv",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Local(PathBuf),
+    Url(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Local(p) => write!(f, "{}", p.display()),
+            Source::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Where a task or an error came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    pub file: String,
+    /// 1-based line number; 0 when the input was a video file or directory entry.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub id: String,
+    pub source: Source,
+    /// Clip window [start, end) in seconds of the source's media time.
+    pub window: Option<(f64, f64)>,
+    pub labels: Vec<String>,
+    pub split: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowError {
+    pub origin: Origin,
+    pub id: Option<String>,
+    pub source: Option<String>,
+    /// `invalid_row`, `duplicate_id`, `not_found`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.origin.file, self.origin.line, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where Kinetics clips are looked for (default: the annotation file's folder).
+    pub video_root: Option<PathBuf>,
+    /// Split for rows that do not name one.
+    pub default_split: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub tasks: Vec<Task>,
+    pub errors: Vec<RowError>,
+}
+
+impl Ingested {
+    fn push(&mut self, seen: &mut HashSet<String>, t: Task) {
+        if !seen.insert(t.id.clone()) {
+            self.errors.push(RowError {
+                id: Some(t.id.clone()),
+                source: Some(t.source.to_string()),
+                kind: "duplicate_id",
+                message: format!("duplicate id `{}`: the first occurrence wins", t.id),
+                origin: t.origin,
+            });
+        } else {
+            self.tasks.push(t);
+        }
+    }
+}
+
+/// Reads every input in order. Fails only when an input itself cannot be read.
+pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingested> {
+    let mut out = Ingested::default();
+    let mut seen = HashSet::new();
+    let default_split = if opts.default_split.is_empty() { "train" } else { &opts.default_split };
+    for input in inputs {
+        let meta = std::fs::metadata(input)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", input.display())))?;
+        if meta.is_dir() {
+            for path in crawl(input)? {
+                let id = id_from_path(path.strip_prefix(input).unwrap_or(&path));
+                let origin = Origin { file: path.display().to_string(), line: 0 };
+                out.push(&mut seen, Task { id, source: Source::Local(path), window: None, labels: vec![], split: default_split.into(), origin });
+            }
+            continue;
+        }
+        let ext = extension(input);
+        let rows = match ext.as_str() {
+            "csv" | "tsv" => read_delimited(input, if ext == "tsv" { b'\t' } else { b',' }, opts, default_split)?,
+            "jsonl" | "ndjson" => read_jsonl(input, default_split)?,
+            "txt" | "list" => read_txt(input, default_split)?,
+            e if VIDEO_EXTENSIONS.contains(&e) => {
+                let id = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let origin = Origin { file: input.display().to_string(), line: 0 };
+                vec![Ok(Task { id, source: Source::Local(input.clone()), window: None, labels: vec![], split: default_split.into(), origin })]
+            }
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{}: not a list (.csv .tsv .jsonl .txt), a directory or a video file", input.display()),
+                ))
+            }
+        };
+        for r in rows {
+            match r {
+                Ok(t) => out.push(&mut seen, t),
+                Err(e) => out.errors.push(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn extension(p: &Path) -> String {
+    p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default()
+}
+
+fn id_from_path(rel: &Path) -> String {
+    let s = rel.with_extension("");
+    s.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/")
+}
+
+/// Recursive crawl for video files, sorted, not following symlinked directories.
+pub fn crawl(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut subdirs = vec![];
+        for e in entries {
+            let ft = e.file_type()?;
+            let p = e.path();
+            if ft.is_dir() {
+                subdirs.push(p);
+            } else if (ft.is_file() || ft.is_symlink() && p.is_file()) && VIDEO_EXTENSIONS.contains(&extension(&p).as_str()) {
+                out.push(p);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn resolve_source(list: &Path, s: &str) -> Source {
+    if s.starts_with("http://") || s.starts_with("https://") {
+        return Source::Url(s.to_string());
+    }
+    let s = s.strip_prefix("file://").unwrap_or(s);
+    let p = Path::new(s);
+    if p.is_absolute() {
+        Source::Local(p.to_path_buf())
+    } else {
+        Source::Local(list.parent().unwrap_or(Path::new(".")).join(p))
+    }
+}
+
+fn default_id(source: &str) -> String {
+    let last = source.trim_end_matches('/').rsplit('/').next().unwrap_or(source);
+    let last = last.split(['?', '#']).next().unwrap_or(last);
+    Path::new(last).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| last.to_string())
+}
+
+fn parse_window(start: Option<&str>, end: Option<&str>) -> Result<Option<(f64, f64)>, String> {
+    let parse = |name: &str, v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{name}` is not a number: `{v}`"));
+    match (start.filter(|s| !s.trim().is_empty()), end.filter(|s| !s.trim().is_empty())) {
+        (None, None) => Ok(None),
+        (Some(s), Some(e)) => {
+            let (s, e) = (parse("start", s)?, parse("end", e)?);
+            if !(s >= 0.0 && e > s && e.is_finite()) {
+                return Err(format!("window [{s}, {e}) is empty or negative"));
+            }
+            Ok(Some((s, e)))
+        }
+        (Some(s), None) => Ok(Some((parse("start", s)?, f64::INFINITY))),
+        (None, Some(e)) => {
+            let e = parse("end", e)?;
+            if e <= 0.0 {
+                return Err(format!("window end {e} is not positive"));
+            }
+            Ok(Some((0.0, e)))
+        }
+    }
+}
+
+fn split_labels(s: &str) -> Vec<String> {
+    s.split(';').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+type Row = Result<Task, RowError>;
+
+fn row_error(file: &Path, line: usize, id: Option<String>, msg: impl Into<String>) -> RowError {
+    RowError { origin: Origin { file: file.display().to_string(), line }, id, source: None, kind: "invalid_row", message: msg.into() }
+}
+
+fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str) -> std::io::Result<Vec<Row>> {
+    let mut rdr = csv::ReaderBuilder::new().delimiter(delim).flexible(true).from_path(path).map_err(csv_io)?;
+    let headers: Vec<String> = rdr.headers().map_err(csv_io)?.iter().map(|h| h.trim().to_lowercase()).collect();
+    let col = |n: &str| headers.iter().position(|h| h == n);
+    let file = path.display().to_string();
+    let mut rows = vec![];
+    if col("youtube_id").is_some() && col("time_start").is_some() {
+        return read_kinetics(path, rdr, &headers, opts);
+    }
+    let Some(cs) = col("source") else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{file}: header has no `source` column (got: {})", headers.join(","))));
+    };
+    let (ci, cl, cst, cen, csp) = (col("id"), col("labels"), col("start"), col("end"), col("split"));
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                rows.push(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+        let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
+        let id = get(ci).map(str::to_string);
+        let Some(src) = get(Some(cs)) else {
+            rows.push(Err(row_error(path, line, id, "empty `source`")));
+            continue;
+        };
+        let window = match parse_window(get(cst), get(cen)) {
+            Ok(w) => w,
+            Err(m) => {
+                rows.push(Err(row_error(path, line, id, m)));
+                continue;
+            }
+        };
+        rows.push(Ok(Task {
+            id: id.unwrap_or_else(|| default_id(src)),
+            source: resolve_source(path, src),
+            window,
+            labels: get(cl).map(split_labels).unwrap_or_default(),
+            split: get(csp).unwrap_or(default_split).to_string(),
+            origin: Origin { file: file.clone(), line },
+        }));
+    }
+    Ok(rows)
+}
+
+fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[String], opts: &Options) -> std::io::Result<Vec<Row>> {
+    let col = |n: &str| headers.iter().position(|h| h == n);
+    let (cl, cy, cs, ce, csp) = (col("label"), col("youtube_id").unwrap(), col("time_start").unwrap(), col("time_end"), col("split"));
+    let root = opts.video_root.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let file = path.display().to_string();
+    let mut rows = vec![];
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                rows.push(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+        let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
+        let Some(yid) = get(Some(cy)) else {
+            rows.push(Err(row_error(path, line, None, "empty `youtube_id`")));
+            continue;
+        };
+        let (s, e) = match (get(Some(cs)).map(str::parse::<u32>), get(ce).map(str::parse::<u32>)) {
+            (Some(Ok(s)), Some(Ok(e))) if e > s => (s, e),
+            _ => {
+                rows.push(Err(row_error(path, line, Some(yid.into()), "`time_start`/`time_end` must be whole seconds with end > start")));
+                continue;
+            }
+        };
+        let id = format!("{yid}_{s:06}_{e:06}");
+        let label = get(cl).map(str::to_string);
+        let (source, window) = find_kinetics_clip(&root, yid, &id, label.as_deref(), s, e);
+        rows.push(Ok(Task {
+            id,
+            source: Source::Local(source),
+            window,
+            labels: label.into_iter().collect(),
+            split: get(csp).unwrap_or("train").to_string(),
+            origin: Origin { file: file.clone(), line },
+        }));
+    }
+    Ok(rows)
+}
+
+/// The clip file if present (no window: it is already cut), else the full video with the
+/// window, else the conventional clip path (which then fails as `not_found`).
+fn find_kinetics_clip(root: &Path, yid: &str, clip: &str, label: Option<&str>, s: u32, e: u32) -> (PathBuf, Option<(f64, f64)>) {
+    let dirs: Vec<PathBuf> = match label {
+        Some(l) => vec![root.to_path_buf(), root.join(l), root.join(l.replace(' ', "_"))],
+        None => vec![root.to_path_buf()],
+    };
+    for ext in ["mp4", "mkv", "webm"] {
+        for d in &dirs {
+            let p = d.join(format!("{clip}.{ext}"));
+            if p.is_file() {
+                return (p, None);
+            }
+        }
+    }
+    for ext in ["mp4", "mkv", "webm"] {
+        for d in &dirs {
+            let p = d.join(format!("{yid}.{ext}"));
+            if p.is_file() {
+                return (p, Some((s as f64, e as f64)));
+            }
+        }
+    }
+    (root.join(format!("{clip}.mp4")), None)
+}
+
+fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path)?;
+    let file = path.display().to_string();
+    let mut rows = vec![];
+    for (i, l) in text.lines().enumerate() {
+        let line = i + 1;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = match serde_json::from_str(l) {
+            Ok(v) => v,
+            Err(e) => {
+                rows.push(Err(row_error(path, line, None, format!("not JSON: {e}"))));
+                continue;
+            }
+        };
+        let s = |k: &str| v.get(k).and_then(|x| match x {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let id = s("id");
+        let Some(src) = s("source").filter(|x| !x.trim().is_empty()) else {
+            rows.push(Err(row_error(path, line, id, "missing string `source`")));
+            continue;
+        };
+        let labels = match v.get("labels") {
+            None | Some(serde_json::Value::Null) => vec![],
+            Some(serde_json::Value::Array(a)) if a.iter().all(|x| x.is_string()) => {
+                a.iter().map(|x| x.as_str().unwrap().trim().to_string()).collect()
+            }
+            Some(serde_json::Value::String(x)) => split_labels(x),
+            Some(_) => {
+                rows.push(Err(row_error(path, line, id, "`labels` must be an array of strings")));
+                continue;
+            }
+        };
+        let window = match parse_window(s("start").as_deref(), s("end").as_deref()) {
+            Ok(w) => w,
+            Err(m) => {
+                rows.push(Err(row_error(path, line, id, m)));
+                continue;
+            }
+        };
+        rows.push(Ok(Task {
+            id: id.unwrap_or_else(|| default_id(&src)),
+            source: resolve_source(path, &src),
+            window,
+            labels,
+            split: s("split").unwrap_or_else(|| default_split.to_string()),
+            origin: Origin { file: file.clone(), line },
+        }));
+    }
+    Ok(rows)
+}
+
+fn read_txt(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path)?;
+    let file = path.display().to_string();
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| {
+            let src = l.trim();
+            Ok(Task {
+                id: default_id(src),
+                source: resolve_source(path, src),
+                window: None,
+                labels: vec![],
+                split: default_split.to_string(),
+                origin: Origin { file: file.clone(), line: i + 1 },
+            })
+        })
+        .collect())
+}
+
+fn csv_io(e: csv::Error) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn opts() -> Options {
+        Options { video_root: None, default_split: "train".into() }
+    }
+
+    #[test]
+    fn csv_rows_resolve_and_bad_rows_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let list = d.path().join("list.csv");
+        fs::write(&list, "id,source,labels,start,end,split\na,clips/a.mp4,x;y,,,val\n,/abs/b.mkv,,1.5,4,\nc,,z,,,\nd,d.mp4,,5,2,\na,again.mp4,,,,\n").unwrap();
+        let got = read_inputs(&[list.clone()], &opts()).unwrap();
+        let ids: Vec<_> = got.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(got.tasks[0].source, Source::Local(d.path().join("clips/a.mp4")));
+        assert_eq!(got.tasks[0].labels, ["x", "y"]);
+        assert_eq!(got.tasks[0].split, "val");
+        assert_eq!(got.tasks[1].window, Some((1.5, 4.0)));
+        assert_eq!(got.tasks[1].split, "train");
+        let errs: Vec<_> = got.errors.iter().map(|e| (e.origin.line, e.kind)).collect();
+        assert_eq!(errs, [(4, "invalid_row"), (5, "invalid_row"), (6, "duplicate_id")]);
+        assert!(got.errors[0].to_string().contains("list.csv:4"));
+    }
+
+    #[test]
+    fn jsonl_txt_and_crawl() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("l.jsonl"), "{\"source\":\"v1.mp4\",\"labels\":[\"arm wrestling\"]}\nnot json\n{\"id\":\"k\",\"source\":\"https://e.org/x.mp4?a=1\"}\n").unwrap();
+        let got = read_inputs(&[d.path().join("l.jsonl")], &opts()).unwrap();
+        assert_eq!(got.tasks.len(), 2);
+        assert_eq!(got.tasks[0].id, "v1");
+        assert_eq!(got.tasks[1].source, Source::Url("https://e.org/x.mp4?a=1".into()));
+        assert_eq!(got.errors[0].origin.line, 2);
+
+        fs::write(d.path().join("l.txt"), "# comment\nsub/z.webm\n\n").unwrap();
+        let got = read_inputs(&[d.path().join("l.txt")], &opts()).unwrap();
+        assert_eq!((got.tasks[0].id.as_str(), got.tasks[0].origin.line), ("z", 2));
+
+        let v = d.path().join("vids");
+        fs::create_dir_all(v.join("b/c")).unwrap();
+        for f in ["b/c/2.mp4", "a.mkv", "b/1.MOV", "notes.txt"] {
+            fs::write(v.join(f), b"").unwrap();
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&v, v.join("b/loop")).unwrap();
+        let got = read_inputs(&[v.clone()], &opts()).unwrap();
+        let ids: Vec<_> = got.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b/1", "b/c/2"]);
+    }
+
+    #[test]
+    fn kinetics_rows_find_clips_or_full_videos() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("-abc_000010_000020.mp4"), b"").unwrap();
+        fs::create_dir_all(d.path().join("arm wrestling")).unwrap();
+        fs::write(d.path().join("arm wrestling/full.mkv"), b"").unwrap();
+        let csv = d.path().join("k.csv");
+        fs::write(&csv, "label,youtube_id,time_start,time_end,split,is_cc\n\"flipping pancake\",-abc,10,20,val,0\narm wrestling,full,3,13,train,1\nx,gone,1,11,val,0\ny,bad,9,3,val,0\n").unwrap();
+        let got = read_inputs(&[csv], &opts()).unwrap();
+        assert_eq!(got.tasks.len(), 3);
+        assert_eq!(got.tasks[0].id, "-abc_000010_000020");
+        assert_eq!(got.tasks[0].labels, ["flipping pancake"]);
+        assert_eq!(got.tasks[0].window, None);
+        assert_eq!(got.tasks[1].source, Source::Local(d.path().join("arm wrestling/full.mkv")));
+        assert_eq!(got.tasks[1].window, Some((3.0, 13.0)));
+        assert!(matches!(&got.tasks[2].source, Source::Local(p) if !p.exists()));
+        assert_eq!(got.errors.len(), 1);
+    }
+}

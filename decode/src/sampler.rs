@@ -1,0 +1,204 @@
+//! The 1-fps sampling rule, as pure timestamp arithmetic (no FFmpeg), so it can be tested alone.
+//!
+//! Row k shows the frame *on screen* at `t_k = origin + k / fps`: the newest frame whose
+//! presentation time is `<= t_k` (a frame exactly at `t_k` is taken). That is what FFmpeg's
+//! `fps=1:round=up` filter outputs, and YouTube-8M's "frame at or just after each whole second"
+//! for frame rates whose frames land on whole seconds. `origin` is the first frame's timestamp
+//! (or the window start for clips), so files whose first frame is at 1.4 s still give row 0 =
+//! first frame. A gap in the video repeats the last frame; later rows never shift. Rows run
+//! while `t_k < end`, where `end` is the end of the last frame (or the window end), so a
+//! 10.0 s clip gives 10 rows and a 10.4 s clip 11.
+//!
+//! All comparisons are exact (i128 cross-multiplication of rationals).
+
+/// A rational number `num / den` (den > 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rational {
+    pub num: i64,
+    pub den: i64,
+}
+
+impl Rational {
+    pub fn new(num: i64, den: i64) -> Self {
+        assert!(den != 0, "zero denominator");
+        if den < 0 {
+            Rational { num: -num, den: -den }
+        } else {
+            Rational { num, den }
+        }
+    }
+
+    pub fn to_f64(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+
+    /// Parses `30`, `29.97`, `30000/1001`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if let Some((n, d)) = s.split_once('/') {
+            let (n, d) = (n.trim().parse::<i64>().ok()?, d.trim().parse::<i64>().ok()?);
+            return (n > 0 && d > 0).then(|| Rational::new(n, d));
+        }
+        let v: f64 = s.parse().ok()?;
+        if !(v > 0.0 && v.is_finite() && v <= 1e6) {
+            return None;
+        }
+        let den = 1_000_000i64;
+        Some(Rational::new((v * den as f64).round() as i64, den))
+    }
+}
+
+/// Streaming sampler: feed frame timestamps in display order.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    /// Stream time base (seconds per tick).
+    tb: Rational,
+    /// Output rows per second.
+    fps: Rational,
+    origin: Option<i64>,
+    /// Exclusive end of sampling in stream ticks (window end), if any.
+    limit: Option<i64>,
+    max_rows: Option<u64>,
+    next_row: u64,
+    have_pending: bool,
+}
+
+impl Sampler {
+    /// `origin`: `Some(window start)` in ticks for clips, `None` to start at the first frame.
+    pub fn new(tb: Rational, fps: Rational, origin: Option<i64>, limit: Option<i64>, max_rows: Option<u64>) -> Self {
+        Sampler { tb, fps, origin, limit, max_rows, next_row: 0, have_pending: false }
+    }
+
+    /// Is row k's time strictly before tick `p` (and before the limit)?
+    fn row_before(&self, k: u64, p: i64) -> bool {
+        if self.max_rows.is_some_and(|m| k >= m) {
+            return false;
+        }
+        let origin = self.origin.expect("origin set");
+        let p = self.limit.map_or(p, |l| p.min(l));
+        // origin + k * (fps.den/fps.num) / (tb.num/tb.den) < p
+        // <=> k * fps.den * tb.den < (p - origin) * fps.num * tb.num
+        let lhs = k as i128 * self.fps.den as i128 * self.tb.den as i128;
+        let rhs = (p as i128 - origin as i128) * self.fps.num as i128 * self.tb.num as i128;
+        lhs < rhs
+    }
+
+    /// A new frame at tick `pts` arrives. Returns the rows that the *previous* frame fills
+    /// (possibly empty, possibly several through a gap). The new frame becomes the pending one.
+    pub fn push(&mut self, pts: i64) -> std::ops::Range<u64> {
+        if self.origin.is_none() {
+            self.origin = Some(pts);
+        }
+        if !self.have_pending {
+            // Nothing shown yet: the first frame covers everything up to its successor.
+            self.have_pending = true;
+            return self.next_row..self.next_row;
+        }
+        let start = self.next_row;
+        while self.row_before(self.next_row, pts) {
+            self.next_row += 1;
+        }
+        start..self.next_row
+    }
+
+    /// End of stream at tick `end` (end of the last frame): rows the pending frame still fills.
+    pub fn finish(&mut self, end: i64) -> std::ops::Range<u64> {
+        if !self.have_pending {
+            return 0..0;
+        }
+        let start = self.next_row;
+        while self.row_before(self.next_row, end) {
+            self.next_row += 1;
+        }
+        start..self.next_row
+    }
+
+    /// True once no later frame can produce a row (max rows reached or past the window end).
+    pub fn done_before(&self, pts: i64) -> bool {
+        if self.max_rows.is_some_and(|m| self.next_row >= m) {
+            return true;
+        }
+        // Past the limit and the pending frame has filled every row before it.
+        self.limit.is_some_and(|l| pts >= l && self.origin.is_some() && !self.row_before(self.next_row, l))
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.next_row
+    }
+
+    /// Time of row k in seconds relative to the origin.
+    pub fn row_time(&self, k: u64) -> f64 {
+        k as f64 * self.fps.den as f64 / self.fps.num as f64
+    }
+
+    pub fn origin(&self) -> Option<i64> {
+        self.origin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the sampler over frame times and returns, per row, the index of the frame used.
+    fn sample(tb: Rational, pts: &[i64], end: i64, origin: Option<i64>, limit: Option<i64>, max: Option<u64>) -> Vec<usize> {
+        let mut s = Sampler::new(tb, Rational::new(1, 1), origin, limit, max);
+        let mut rows = vec![];
+        for (i, &p) in pts.iter().enumerate() {
+            for _ in s.push(p) {
+                rows.push(i - 1);
+            }
+        }
+        for _ in s.finish(end) {
+            rows.push(pts.len() - 1);
+        }
+        rows
+    }
+
+    #[test]
+    fn constant_rate_takes_the_frame_at_each_second() {
+        // 25 fps for 10 s, tb 1/25: frames 0, 25, 50, ... ; 10 rows.
+        let pts: Vec<i64> = (0..250).collect();
+        assert_eq!(sample(Rational::new(1, 25), &pts, 250, None, None, None), (0..10).map(|k| k * 25).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unaligned_rate_takes_the_frame_on_screen() {
+        // 45000/1499 fps (~30.02): frame 30 is at 0.99933 s, frame 31 at 1.0327 s.
+        let pts: Vec<i64> = (0..36).map(|i| i * 1499).collect();
+        let rows = sample(Rational::new(1, 45000), &pts, 36 * 1499, None, None, None);
+        assert_eq!(rows, vec![0, 30]);
+    }
+
+    #[test]
+    fn offset_start_gap_and_partial_last_second() {
+        // First frame at 1.4 s; frames every 0.5 s until 2.9, then a gap to 6.4, then 6.9; end 7.4.
+        let tb = Rational::new(1, 10);
+        let pts = [14, 19, 24, 29, 64, 69];
+        // Rows at 1.4, 2.4, 3.4, 4.4, 5.4, 6.4 (7.4 is the end, excluded).
+        let rows = sample(tb, &pts, 74, None, None, None);
+        assert_eq!(rows, vec![0, 2, 3, 3, 3, 4], "the gap repeats the last frame before it");
+    }
+
+    #[test]
+    fn window_and_max_rows() {
+        let tb = Rational::new(1, 10);
+        let pts: Vec<i64> = (0..100).collect(); // 10 fps for 10 s
+        // Window [2.5, 5.5): rows at 2.5, 3.5, 4.5.
+        assert_eq!(sample(tb, &pts, 100, Some(25), Some(55), None), vec![25, 35, 45]);
+        // Window start between frames takes the frame on screen: [2.55, 4.0) -> frames 25, 35.
+        let tb2 = Rational::new(1, 100);
+        let pts2: Vec<i64> = (0..100).map(|i| i * 10).collect();
+        assert_eq!(sample(tb2, &pts2, 1000, Some(255), Some(400), None), vec![25, 35]);
+        assert_eq!(sample(tb, &pts, 100, None, None, Some(3)), vec![0, 10, 20]);
+    }
+
+    #[test]
+    fn rational_parsing() {
+        assert_eq!(Rational::parse("30000/1001"), Some(Rational::new(30000, 1001)));
+        assert_eq!(Rational::parse("1").map(|r| r.to_f64()), Some(1.0));
+        assert_eq!(Rational::parse("0.5").map(|r| r.to_f64()), Some(0.5));
+        assert_eq!(Rational::parse("-1"), None);
+        assert_eq!(Rational::parse("x"), None);
+    }
+}

@@ -1,1 +1,195 @@
+//! CNN features through libtorch (tch), PCA with whitening, and 8-bit quantization.
+//! Knows nothing of FFmpeg: it takes packed RGB24 frames at the model's input size.
+use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+pub mod pca;
+pub mod quant;
+pub use pca::{CovarianceAccumulator, Pca};
+pub use quant::{dequantize, quantize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error("model {path}: {msg}")]
+    Model { path: String, msg: String },
+    #[error("sidecar {path}: {msg}")]
+    Sidecar { path: String, msg: String },
+    #[error("PCA {path}: {msg}")]
+    Pca { path: String, msg: String },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What a TorchScript model expects and returns. Stored as `MODEL.json` beside `MODEL.pt`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sidecar {
+    pub name: String,
+    #[serde(default)]
+    pub weights: String,
+    /// [height, width]
+    pub input_size: [u32; 2],
+    /// Per-channel mean and std in pixel units (0..255): input = (pixel - mean) / std.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// `rgb` or `bgr`: the channel order the network expects.
+    pub channel_order: String,
+    pub output_dim: usize,
+    /// Whether half precision is acceptable on GPU.
+    #[serde(default)]
+    pub fp16: bool,
+    /// Default resize mode (`squash`).
+    #[serde(default = "default_resize")]
+    pub resize: String,
+}
+
+fn default_resize() -> String {
+    "squash".into()
+}
+
+impl Sidecar {
+    pub fn load(path: &Path) -> Result<Self, FeatureError> {
+        let err = |msg: String| FeatureError::Sidecar { path: path.display().to_string(), msg };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let s: Sidecar = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        if s.input_size[0] == 0 || s.input_size[1] == 0 || s.output_dim == 0 {
+            return Err(err("input_size and output_dim must be positive".into()));
+        }
+        if s.std.iter().any(|&v| v == 0.0) {
+            return Err(err("std must be non-zero".into()));
+        }
+        if s.channel_order != "rgb" && s.channel_order != "bgr" {
+            return Err(err(format!("channel_order must be rgb or bgr, not {}", s.channel_order)));
+        }
+        Ok(s)
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(path)?;
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// `auto`, `cpu`, `cuda`, `cuda:N`. CUDA needs libtorch_cuda, which is loaded on demand; when it
+/// or a GPU is missing the answer is the CPU plus a message saying why.
+pub fn resolve_device(spec: &str) -> Result<(Device, Option<String>), String> {
+    let spec = spec.trim().to_lowercase();
+    let want_cuda = match spec.as_str() {
+        "cpu" => return Ok((Device::Cpu, None)),
+        "auto" => None,
+        "cuda" => Some(0),
+        s if s.starts_with("cuda:") => Some(s[5..].parse::<usize>().map_err(|_| format!("bad device `{spec}`"))?),
+        _ => return Err(format!("unknown device `{spec}` (auto, cpu, cuda, cuda:N)")),
+    };
+    let loaded = load_cuda_backend();
+    let available = loaded.is_ok() && tch::Cuda::is_available();
+    match (want_cuda, available) {
+        (Some(i), true) if (i as i64) < tch::Cuda::device_count() => Ok((Device::Cuda(i), None)),
+        (Some(i), true) => Ok((Device::Cpu, Some(format!("cuda:{i} requested but only {} CUDA device(s): using the CPU", tch::Cuda::device_count())))),
+        (None, true) => Ok((Device::Cuda(0), None)),
+        (Some(_), false) => Ok((Device::Cpu, Some(format!("CUDA requested but unavailable ({}): using the CPU", loaded.err().unwrap_or_else(|| "no CUDA device".into()))))),
+        (None, false) => Ok((Device::Cpu, None)),
+    }
+}
+
+/// dlopen(libtorch_cuda.so, RTLD_GLOBAL): the linker drops it (--as-needed) since nothing
+/// references it directly, yet it registers the CUDA backend when loaded.
+fn load_cuda_backend() -> Result<(), String> {
+    use std::ffi::CString;
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            let mut candidates: Vec<PathBuf> = vec![];
+            if let Some(dir) = option_env!("DEP_TCH_LIBTORCH_LIB") {
+                candidates.push(Path::new(dir).join("libtorch_cuda.so"));
+            }
+            if let Ok(dir) = std::env::var("LIBTORCH") {
+                candidates.push(Path::new(&dir).join("lib/libtorch_cuda.so"));
+            }
+            candidates.push(PathBuf::from("libtorch_cuda.so"));
+            let mut last = String::from("libtorch_cuda.so not found");
+            for c in candidates {
+                let Ok(cs) = CString::new(c.to_string_lossy().as_bytes()) else { continue };
+                let h = unsafe { libc::dlopen(cs.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+                if !h.is_null() {
+                    return Ok(());
+                }
+                let e = unsafe { libc::dlerror() };
+                if !e.is_null() {
+                    last = unsafe { std::ffi::CStr::from_ptr(e) }.to_string_lossy().into_owned();
+                }
+            }
+            Err(last)
+        })
+        .clone()
+}
+
+/// A TorchScript image model returning pre-logit features.
+pub struct Model {
+    module: tch::CModule,
+    pub sidecar: Sidecar,
+    pub device: Device,
+    pub path: PathBuf,
+    pub sha256: String,
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl Model {
+    /// Loads `path` and its sidecar (`sidecar`, else `path` with the extension `.json`).
+    pub fn load(path: &Path, sidecar: Option<&Path>, device: Device) -> Result<Self, FeatureError> {
+        let side_path = sidecar.map(Path::to_path_buf).unwrap_or_else(|| path.with_extension("json"));
+        let sidecar = Sidecar::load(&side_path)?;
+        let err = |msg: String| FeatureError::Model { path: path.display().to_string(), msg };
+        if !path.is_file() {
+            return Err(err("no such file".into()));
+        }
+        let mut module = tch::CModule::load_on_device(path, device).map_err(|e| err(e.to_string()))?;
+        module.set_eval();
+        let sha256 = file_sha256(path)?;
+        let mean = Tensor::from_slice(&sidecar.mean).view([1, 1, 1, 3]).to_device(device);
+        let std = Tensor::from_slice(&sidecar.std).view([1, 1, 1, 3]).to_device(device);
+        Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std })
+    }
+
+    /// (width, height) the model takes.
+    pub fn input_wh(&self) -> (u32, u32) {
+        (self.sidecar.input_size[1], self.sidecar.input_size[0])
+    }
+
+    /// Features for `n` packed RGB24 frames (n * h * w * 3 bytes): n * output_dim floats.
+    pub fn extract(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, FeatureError> {
+        let (w, h) = self.input_wh();
+        let expect = n * (w * h * 3) as usize;
+        if rgb.len() != expect {
+            return Err(FeatureError::Model { path: self.path.display().to_string(), msg: format!("got {} bytes for {n} frames, expected {expect}", rgb.len()) });
+        }
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        let out = tch::no_grad(|| -> Result<Tensor, FeatureError> {
+            let mut x = Tensor::from_slice(rgb).view([n as i64, h as i64, w as i64, 3]).to_device(self.device).to_kind(Kind::Float);
+            if self.sidecar.channel_order == "bgr" {
+                x = x.flip([3]);
+            }
+            let x = ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous();
+            Ok(self.module.forward_ts(&[x])?)
+        })?;
+        let out = out.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+        let size = out.size();
+        if size.len() != 2 || size[0] != n as i64 || size[1] != self.sidecar.output_dim as i64 {
+            return Err(FeatureError::Model {
+                path: self.path.display().to_string(),
+                msg: format!("returned shape {size:?}, sidecar says [{n}, {}]", self.sidecar.output_dim),
+            });
+        }
+        Ok(Vec::<f32>::try_from(out.view([-1]))?)
+    }
+}

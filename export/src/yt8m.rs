@@ -76,9 +76,10 @@ fn labels_of(f: &BTreeMap<String, Feature>) -> Result<Vec<i64>, ExportError> {
 /// Parses a record as a frame-level SequenceExample if it has feature lists, else as an Example.
 pub fn parse_record(data: &[u8]) -> Result<Parsed, ExportError> {
     if let Ok(seq) = SequenceExample::decode(data) {
-        // An Example decodes as a SequenceExample without feature lists (same field 1).
+        // An Example decodes as a SequenceExample too (same field 1), and Google's video-level
+        // records even carry an empty field 2: frame level means at least one feature list.
         if let (Some(ctx), Some(lists)) = (&seq.context, &seq.feature_lists) {
-            {
+            if !lists.feature_list.is_empty() {
                 let mut out = Parsed {
                     level: "frame",
                     id: id_of(&ctx.feature)?,

@@ -51,6 +51,21 @@ impl Pca {
         Ok(Pca { mean, eigenvals, eigenvecs, dims, proj })
     }
 
+    /// SHA-256 over the arrays' little-endian f32 bytes (mean, eigenvals, eigenvecs), so the
+    /// same PCA hashes the same whatever file it came from (.npz timestamps, .npy layout).
+    pub fn content_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for t in [&self.mean, &self.eigenvals, &self.eigenvecs] {
+            h.update(format!("{:?};", t.size()).as_bytes());
+            let v = Vec::<f32>::try_from(t.contiguous().view([-1])).expect("float tensor");
+            for x in v {
+                h.update(x.to_le_bytes());
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
     pub fn input_dim(&self) -> usize {
         self.mean.size()[0] as usize
     }
@@ -212,6 +227,7 @@ mod tests {
             pca.save(&p).unwrap();
             let back = Pca::load(&p, Some(2)).unwrap();
             assert_eq!(back.apply(&rows, 200), y);
+            assert_eq!(back.content_sha256(), pca.content_sha256());
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,0 +1,210 @@
+//! End-to-end: the real `vidfeat` binary on real clips, output read back through the export
+//! crate's CRC-checking reader, and checked against independent references (ffprobe, the
+//! Kinetics class list, Google's own YouTube-8M shards).
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vidfeat_export::{parse_record, read_file, Parsed};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn vidfeat(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(args).current_dir(root()).output().unwrap();
+    if !matches!(out.status.code(), Some(0) | Some(2)) {
+        panic!("vidfeat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+fn records(dir: &Path) -> Vec<(String, Parsed)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut out = vec![];
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!name.starts_with('.'), "temporary shard left behind: {name}");
+        for r in read_file(&f).unwrap_or_else(|e| panic!("{name}: {e}")) {
+            out.push((name.clone(), parse_record(&r).unwrap()));
+        }
+    }
+    out
+}
+
+/// Rows under the 1-fps rule, from ffprobe's frame timestamps: ceil(end of last frame - first).
+fn expected_rows(video: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time,pkt_duration_time", "-of", "csv=p=0"])
+        .arg(video)
+        .output()
+        .unwrap();
+    let mut first = None;
+    let mut end = 0f64;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Vec<f64> = line.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        if v.len() < 2 {
+            continue;
+        }
+        first.get_or_insert(v[0]);
+        end = end.max(v[0] + v[1]);
+    }
+    ((end - first.unwrap()) - 1e-9).ceil() as u64
+}
+
+fn kinetics_index(label: &str) -> i64 {
+    let text = std::fs::read_to_string(root().join("labels/vocab/kinetics400_label_map.txt")).unwrap();
+    text.lines().position(|l| l == label).unwrap() as i64
+}
+
+fn dequantize(q: u8) -> f32 {
+    q as f32 * 4.0 / 255.0 + 4.0 / 512.0 - 2.0
+}
+
+#[test]
+fn kinetics_labelled_clips_end_to_end() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let res = vidfeat(&["run", "data-samples/samples.csv", "--vocab", "kinetics-400", "--out", o, "--json"]);
+    assert_eq!(res.status.code(), Some(0));
+    let summary: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(summary["videos_ok"], 3);
+
+    let expect = [
+        ("arm_wrestling_demo", "videos/mmaction2__demo.mp4", "arm wrestling"),
+        ("pancake_flip", "videos/decord__flipping_a_pancake.mkv", "flipping pancake"),
+        ("pool_cleaning", "videos/mmaction2__rawvideo_part_0.mp4", "cleaning pool"),
+    ];
+    let frame = records(&out.path().join("frame"));
+    let video = records(&out.path().join("video"));
+    assert_eq!(frame.len(), 3);
+    assert_eq!(video.len(), 3);
+    let mut total_rows = 0;
+    for (id, src, label) in expect {
+        let (shard, f) = frame.iter().find(|(_, p)| p.id == id).unwrap_or_else(|| panic!("{id} missing"));
+        let split = if id == "pool_cleaning" { "validate" } else { "train" };
+        assert_eq!(shard, &format!("{split}-00000-of-00001.tfrecord"));
+        assert_eq!(f.labels, vec![kinetics_index(label)], "{id}");
+        let rows = expected_rows(&root().join("data-samples").join(src));
+        assert_eq!(f.rgb.len() as u64, rows, "{id}: rows = seconds from the first frame");
+        total_rows += rows;
+        assert!(f.rgb.iter().all(|r| r.len() == 1024));
+        // Not a constant: real features vary across rows.
+        assert!(f.rgb.iter().flatten().any(|&b| b != f.rgb[0][0]));
+        let d: Vec<f32> = f.rgb.iter().flatten().map(|&b| dequantize(b)).collect();
+        assert!(d.iter().all(|v| (-2.0..=2.01).contains(v)));
+
+        let (_, v) = video.iter().find(|(_, p)| p.id == id).unwrap();
+        assert_eq!(v.labels, f.labels);
+        let mean = &v.floats["mean_rgb"];
+        assert_eq!(mean.len(), 1024);
+        // mean_rgb is the mean of the unquantized rows: within half a bin (+ the read offset)
+        // of the mean of the dequantized rows, wherever no row was clipped.
+        let n = f.rgb.len();
+        for j in 0..1024 {
+            let col: Vec<f32> = (0..n).map(|r| dequantize(f.rgb[r][j])).collect();
+            if col.iter().all(|v| v.abs() < 1.98) {
+                let m = col.iter().sum::<f32>() / n as f32 - 4.0 / 512.0;
+                assert!((m - mean[j]).abs() <= 2.0 / 255.0 + 1e-4, "{id} dim {j}: {m} vs {}", mean[j]);
+            }
+        }
+    }
+    assert_eq!(summary["rows"], total_rows);
+    // The vocabulary and the fitted PCA are written beside the output.
+    assert!(out.path().join("vocabulary.csv").exists());
+    assert!(out.path().join("pca.npz").exists());
+    assert_eq!(std::fs::read_to_string(out.path().join("failures.jsonl")).unwrap(), "");
+}
+
+#[test]
+fn failures_are_recorded_and_the_rest_completes() {
+    let out = tempfile::tempdir().unwrap();
+    let res = vidfeat(&["run", "data-samples/with_failures.csv", "--vocab", "kinetics-400", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(res.status.code(), Some(2), "some failed");
+    let failures: Vec<serde_json::Value> = std::fs::read_to_string(out.path().join("failures.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = failures.iter().map(|f| (f["id"].as_str().unwrap(), f["kind"].as_str().unwrap())).collect();
+    assert_eq!(got, [("missing_video", "not_found"), ("corrupt_video", "corrupt")]);
+    assert!(failures.iter().all(|f| f["reason"].as_str().unwrap().len() > 10 && f["stage"] == "decode"));
+    let ids: Vec<String> = records(&out.path().join("frame")).into_iter().map(|(_, p)| p.id).collect();
+    assert_eq!(ids, ["arm_wrestling_demo", "pancake_flip"]);
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["videos_ok"].as_u64(), summary["videos_failed"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(summary["failures_by_kind"]["corrupt"], 1);
+}
+
+#[test]
+fn kinetics_annotations_with_windows_and_missing_videos() {
+    let out = tempfile::tempdir().unwrap();
+    let res = vidfeat(&[
+        "run", "data-samples/kinetics-400_sample.csv", "--video-root", "data-samples/videos", "--vocab", "kinetics-400", "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(res.status.code(), Some(2));
+    let frame = records(&out.path().join("frame"));
+    let rows: Vec<(&str, usize)> = frame.iter().map(|(_, p)| (p.id.as_str(), p.rgb.len())).collect();
+    // Windows [0, 10) and [0, 1) of the full videos: exactly 10 and 1 rows.
+    assert_eq!(rows, [("mmaction2__demo_000000_000010", 10), ("decord__flipping_a_pancake_000000_000010", 10), ("mmaction2__rawvideo_part_0_000000_000001", 1)]);
+    let failures = std::fs::read_to_string(out.path().join("failures.jsonl")).unwrap();
+    assert!(failures.contains("deleted_video_id_000020_000030") && failures.contains("not_found"));
+}
+
+#[test]
+fn runs_are_byte_identical_and_a_saved_pca_reproduces_them() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let base = ["run", "data-samples/samples.csv", "data-samples/samples.txt", "--vocab", "kinetics-400", "--shards", "2"];
+    vidfeat(&[&base[..], &["--out", dirs[0].path().to_str().unwrap(), "--decode-workers", "2", "--batch-size", "7"]].concat());
+    vidfeat(&[&base[..], &["--out", dirs[1].path().to_str().unwrap(), "--decode-workers", "1", "--batch-size", "7"]].concat());
+    let pca = dirs[0].path().join("pca.npz");
+    vidfeat(&[&base[..], &["--out", dirs[2].path().to_str().unwrap(), "--batch-size", "7", "--pca", pca.to_str().unwrap()]].concat());
+    let mut compared = 0;
+    for level in ["frame", "video"] {
+        for split in ["train", "validate"] {
+            for shard in 0..2 {
+                let name = format!("{level}/{split}-{shard:05}-of-00002.tfrecord");
+                let a = std::fs::read(dirs[0].path().join(&name)).unwrap();
+                for d in &dirs[1..] {
+                    assert!(a == std::fs::read(d.path().join(&name)).unwrap(), "{name} differs");
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 8);
+}
+
+#[test]
+fn googles_youtube8m_shards_parse_with_the_expected_ids_and_labels() {
+    let fixture = root().join("tests/fixtures/yt8m_video_level_validate0000.tfrecord");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/yt8m_video_level.DERIVED_summary.json")).unwrap()).unwrap();
+    let want = &want["yt8m_video_level_validate0000.tfrecord"];
+    let recs = read_file(&fixture).unwrap();
+    assert_eq!(recs.len() as u64, want["num_records"].as_u64().unwrap());
+    for (r, w) in recs.iter().zip(want["records_first3"].as_array().unwrap()) {
+        let p = parse_record(r).unwrap();
+        assert_eq!(p.level, "video");
+        assert_eq!(p.id, w["id"].as_str().unwrap());
+        let labels: Vec<i64> = w["labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        assert_eq!(p.labels, labels);
+        assert_eq!(p.floats["mean_rgb"].len(), 1024);
+        assert_eq!(p.floats["mean_audio"].len(), 128);
+        for (a, b) in p.floats["mean_rgb"].iter().zip(w["mean_rgb_first4"].as_array().unwrap()) {
+            assert_eq!(*a, b.as_f64().unwrap() as f32);
+        }
+    }
+    // The CLI reads them too, and a flipped bit is reported with its byte offset.
+    let out = vidfeat(&["inspect", fixture.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 284);
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.tfrecord");
+    let mut bytes = std::fs::read(&fixture).unwrap();
+    bytes[4711 + 12 + 100] ^= 0x10; // inside record 1 (offset 4711)
+    std::fs::write(&bad, bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(["inspect", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("byte 4711"), "{}", String::from_utf8_lossy(&out.stderr));
+}

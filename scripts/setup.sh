@@ -28,6 +28,11 @@ else
   say "Debian packages present"
 fi
 
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "[setup] cargo not found on PATH: install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+
 # 2. CPU libtorch from wheels -----------------------------------------------
 if [[ -f $LIBTORCH/build-version && $(cat "$LIBTORCH/build-version") == "$TORCH_VERSION" ]]; then
   say "libtorch $TORCH_VERSION present in $LIBTORCH"

@@ -1,0 +1,32 @@
+# Two commands on a fresh Debian 12 machine:
+#   make demo   set up, build, and run vidfeat on the bundled samples
+#   make test   set up and run the whole test suite
+# Both run scripts/setup.sh first (idempotent: Debian packages, CPU libtorch in .deps/).
+
+CARGO ?= cargo
+DEMO_OUT ?= demo-out
+
+.PHONY: setup build demo test clean-demo
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+demo: build
+	@rm -rf $(DEMO_OUT)
+	./target/release/vidfeat run data-samples/samples.csv --vocab kinetics-400 --out $(DEMO_OUT)
+	@echo
+	@echo "== records (vidfeat inspect) =="
+	@./target/release/vidfeat inspect $(DEMO_OUT)/frame/*.tfrecord
+	@echo
+	@echo "== summary: $(DEMO_OUT)/summary.json =="
+	@python3 -c "import json; s=json.load(open('$(DEMO_OUT)/summary.json')); print(json.dumps({k: s[k] for k in ['videos_ok','videos_failed','rows','seconds_of_video','wall_time_s','throughput','device','outcome']}, indent=1))"
+	@echo "output in $(DEMO_OUT)/ (frame/ and video/ shards, summary.json, failures.jsonl, vocabulary.csv, pca.npz)"
+
+test: setup
+	$(CARGO) test --workspace
+
+clean-demo:
+	rm -rf $(DEMO_OUT)

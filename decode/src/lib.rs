@@ -1,8 +1,14 @@
 //! FFmpeg decoding (through ffmpeg-next) with the 1-fps sampling rule of [`sampler`], producing
 //! packed RGB24 frames at the requested size.
 //!
-//! Only sampled frames are converted and scaled: the decoder keeps the newest decoded frame
-//! ("pending") and converts it only when the sampler assigns it rows.
+//! Work a filter graph cannot avoid is avoided here:
+//! * only sampled frames are converted and scaled (the newest decoded frame is kept as
+//!   "pending" and converted only when the sampler assigns it rows);
+//! * non-reference frames that cannot be on screen at any row time are not decoded at all:
+//!   packets are read a few ahead, and a packet whose successor in display order is known to
+//!   start before the next row time is sent with `skip_frame = NONREF` (the decoder then drops
+//!   it if nothing references it). This keeps the output identical to decoding everything.
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,15 +18,10 @@ use ffmpeg::media::Type as MediaType;
 use ffmpeg::software::scaling;
 use ffmpeg::util::frame::Video as VideoFrame;
 
+pub mod geometry;
 pub mod sampler;
+pub use geometry::{Geometry, Resize};
 pub use sampler::{Rational, Sampler};
-
-/// How sampled frames are fitted to the output size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resize {
-    /// Bilinear to the output size, no crop, aspect not kept (YouTube-8M).
-    Squash,
-}
 
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
@@ -31,7 +32,7 @@ pub struct DecodeOptions {
     /// Output size (width, height); `None` = the source's displayed size.
     pub size: Option<(u32, u32)>,
     pub resize: Resize,
-    /// Clip window [start, end) in seconds.
+    /// Clip window [start, end) in seconds from the stream's start.
     pub window: Option<(f64, f64)>,
     /// Decoder threads (0 = FFmpeg's choice).
     pub threads: usize,
@@ -39,6 +40,8 @@ pub struct DecodeOptions {
     pub timeout: Option<Duration>,
     /// A video fails as `corrupt` when more than this fraction of its packets fail to decode.
     pub max_error_ratio: f64,
+    /// Skip non-reference frames that no row can use (exact; see the module docs).
+    pub skip_unneeded: bool,
 }
 
 impl Default for DecodeOptions {
@@ -52,6 +55,7 @@ impl Default for DecodeOptions {
             threads: 0,
             timeout: Some(Duration::from_secs(600)),
             max_error_ratio: 0.01,
+            skip_unneeded: true,
         }
     }
 }
@@ -60,11 +64,11 @@ impl Default for DecodeOptions {
 #[derive(Debug, Clone)]
 pub struct SampledFrame {
     pub index: u64,
-    /// Presentation time of the row, seconds, relative to the origin (first frame or window start).
+    /// Time of the row, seconds, relative to the origin (first frame or window start).
     pub time: f64,
-    /// Presentation time of the source frame used, seconds, on the stream's own clock.
+    /// Presentation time of the source frame used, seconds, relative to the origin.
     pub source_pts: f64,
-    /// 0-based number of the source frame in decode output order.
+    /// 0-based number of the source frame in display order (frames skipped undecoded count too).
     pub source_frame: u64,
     pub width: u32,
     pub height: u32,
@@ -77,12 +81,16 @@ pub struct DecodeReport {
     pub rows: u64,
     /// Seconds from the origin to the end of sampling.
     pub duration: f64,
+    /// Displayed size of the source (sample aspect ratio and rotation applied).
     pub source_width: u32,
     pub source_height: u32,
     /// Display rotation applied, degrees clockwise (0, 90, 180, 270).
     pub rotation: u32,
     pub codec: String,
+    pub packets: u64,
     pub decoded_frames: u64,
+    /// Packets sent with skip_frame=NONREF because no row could use them.
+    pub skippable_packets: u64,
     pub decode_errors: u64,
     /// Non-fatal problems (a truncated tail, a few broken packets).
     pub warnings: Vec<String>,
@@ -155,12 +163,17 @@ fn pick_stream(ictx: &ffmpeg::format::context::Input) -> Option<usize> {
 }
 
 /// Display rotation (clockwise degrees, multiple of 90) from the stream's display matrix.
+/// Read through the FFI: ffmpeg-next's side-data type conversion panics on unknown types.
 fn rotation_of(stream: &ffmpeg::format::stream::Stream) -> u32 {
     unsafe {
         let st = stream.as_ptr();
         let mut size: usize = 0;
         #[allow(deprecated)]
-        let data = ffmpeg::ffi::av_stream_get_side_data(st, ffmpeg::ffi::AVPacketSideDataType::AV_PKT_DATA_DISPLAYMATRIX, &mut size as *mut usize as *mut _);
+        let data = ffmpeg::ffi::av_stream_get_side_data(
+            st,
+            ffmpeg::ffi::AVPacketSideDataType::AV_PKT_DATA_DISPLAYMATRIX,
+            &mut size as *mut usize as *mut _,
+        );
         if data.is_null() || size < 36 {
             return 0;
         }
@@ -168,8 +181,8 @@ fn rotation_of(stream: &ffmpeg::format::stream::Stream) -> u32 {
         if !theta.is_finite() {
             return 0;
         }
-        // av_display_rotation_get gives counter-clockwise degrees; FFmpeg's autorotate turns
-        // the picture clockwise by -theta.
+        // av_display_rotation_get is counter-clockwise; FFmpeg's autorotate turns the picture
+        // clockwise by -theta.
         let cw = (-theta).rem_euclid(360.0);
         (((cw / 90.0).round() as u32) % 4) * 90
     }
@@ -179,29 +192,355 @@ fn secs_to_ticks(s: f64, tb: Rational) -> i64 {
     (s * tb.den as f64 / tb.num as f64).round() as i64
 }
 
+/// Converts decoded frames to packed RGB24 at the geometry's scale size, reusing the scaler
+/// and the output frame.
 struct Converter {
-    ctx: Option<(scaling::Context, Pixel, u32, u32)>,
+    ctx: Option<(scaling::Context, (Pixel, u32, u32, i32, bool))>,
     out: VideoFrame,
+    packed: Vec<u8>,
 }
 
 impl Converter {
-    fn convert(&mut self, f: &VideoFrame, w: u32, h: u32) -> Result<Vec<u8>, DecodeError> {
-        let key = (f.format(), f.width(), f.height());
-        if self.ctx.as_ref().is_none_or(|c| (c.1, c.2, c.3) != key) {
-            let ctx = scaling::Context::get(key.0, key.1, key.2, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
+    fn convert(&mut self, f: &VideoFrame, w: u32, h: u32) -> Result<&[u8], DecodeError> {
+        // Colour matrix and range of the frame, as FFmpeg's scale filter honours them.
+        let (space, full) = unsafe {
+            let p = f.as_ptr();
+            ((*p).colorspace as i32, (*p).color_range == ffmpeg::ffi::AVColorRange::AVCOL_RANGE_JPEG)
+        };
+        let key = (f.format(), f.width(), f.height(), space, full);
+        if self.ctx.as_ref().is_none_or(|c| c.1 != key) {
+            let mut ctx = scaling::Context::get(key.0, key.1, key.2, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
                 .map_err(|e| DecodeError::Ffmpeg(format!("scaler {:?} {}x{} -> rgb24 {w}x{h}: {e}", key.0, key.1, key.2)))?;
-            self.ctx = Some((ctx, key.0, key.1, key.2));
+            unsafe {
+                use ffmpeg::ffi::{sws_getCoefficients, sws_setColorspaceDetails, SWS_CS_DEFAULT};
+                // Unknown matrices (2, 8, > 10) fall back to swscale's default (BT.601).
+                sws_setColorspaceDetails(
+                    ctx.as_mut_ptr(),
+                    sws_getCoefficients(space),
+                    full as i32,
+                    sws_getCoefficients(SWS_CS_DEFAULT as i32),
+                    1,
+                    0,
+                    1 << 16,
+                    1 << 16,
+                );
+            }
+            self.ctx = Some((ctx, key));
         }
         let ctx = &mut self.ctx.as_mut().unwrap().0;
         ctx.run(f, &mut self.out).map_err(|e| DecodeError::Ffmpeg(format!("scale: {e}")))?;
         let stride = self.out.stride(0);
         let data = self.out.data(0);
         let row = w as usize * 3;
-        let mut rgb = Vec::with_capacity(row * h as usize);
+        self.packed.clear();
         for y in 0..h as usize {
-            rgb.extend_from_slice(&data[y * stride..y * stride + row]);
+            self.packed.extend_from_slice(&data[y * stride..y * stride + row]);
         }
-        Ok(rgb)
+        Ok(&self.packed)
+    }
+}
+
+/// The per-video state between the decoder and the caller.
+struct Session<'a> {
+    sampler: Sampler,
+    tb: Rational,
+    geom: Geometry,
+    conv: Converter,
+    /// Newest decoded frame: (frame, pts, display-order number).
+    pending: Option<(VideoFrame, i64, u64)>,
+    report: DecodeReport,
+    finished: bool,
+    on_row: &'a mut dyn FnMut(SampledFrame),
+    /// Packets read so far, and the pts of the most recent ones: a frame's display-order
+    /// number is (packets read) - (recent packets with a later pts), counting skipped frames.
+    packets_read: u64,
+    recent_pts: VecDeque<i64>,
+}
+
+impl Session<'_> {
+    fn emit(&mut self, rows: std::ops::Range<u64>) -> Result<(), DecodeError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (f, pts, no) = self.pending.as_ref().expect("rows need a frame");
+        let (sw, sh) = self.geom.scale_size();
+        let scaled = self.conv.convert(f, sw, sh)?;
+        let rgb = self.geom.finish(scaled);
+        let origin = self.sampler.origin().unwrap_or(0);
+        for k in rows {
+            (self.on_row)(SampledFrame {
+                index: k,
+                time: self.sampler.row_time(k),
+                source_pts: (*pts - origin) as f64 * self.tb.to_f64(),
+                source_frame: *no,
+                width: self.geom.out_w,
+                height: self.geom.out_h,
+                rgb: rgb.clone(),
+            });
+            self.report.rows = k + 1;
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, f: VideoFrame, fallback_pts: i64) -> Result<(), DecodeError> {
+        self.report.decoded_frames += 1;
+        if f.is_corrupt() {
+            self.report.decode_errors += 1;
+        }
+        if self.finished {
+            return Ok(());
+        }
+        let pts = f.timestamp().unwrap_or(fallback_pts);
+        if self.sampler.done_before(pts) {
+            self.finished = true;
+            return Ok(());
+        }
+        let rows = self.sampler.push(pts);
+        self.emit(rows)?;
+        let later = self.recent_pts.iter().filter(|&&q| q > pts).count() as u64;
+        self.pending = Some((f, pts, self.packets_read.saturating_sub(later + 1)));
+        Ok(())
+    }
+
+    fn drain(&mut self, decoder: &mut ffmpeg::decoder::Video, fallback_pts: i64) -> Result<(), DecodeError> {
+        loop {
+            let mut f = VideoFrame::empty();
+            match decoder.receive_frame(&mut f) {
+                Ok(()) => self.on_frame(f, fallback_pts)?,
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => return Ok(()),
+                Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(_) => {
+                    self.report.decode_errors += 1;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// How many packets are read ahead to learn the display-order successor of each packet.
+const LOOKAHEAD: usize = 24;
+
+/// Decodes `path`, calling `on_row` for each sampled row in order.
+pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
+    init();
+    let started = Instant::now();
+    if !path.exists() {
+        return Err(DecodeError::NotFound(path.display().to_string()));
+    }
+    let mut ictx = ffmpeg::format::input(&path).map_err(|e| DecodeError::UnsupportedFormat(e.to_string()))?;
+    let si = pick_stream(&ictx).ok_or(DecodeError::NoVideoStream)?;
+    let stream = ictx.stream(si).unwrap();
+    let tb = {
+        let r = stream.time_base();
+        if r.numerator() <= 0 || r.denominator() <= 0 {
+            return Err(DecodeError::Corrupt("invalid stream time base".into()));
+        }
+        Rational::new(r.numerator() as i64, r.denominator() as i64)
+    };
+    let rotation = rotation_of(&stream);
+    // What the container's index promises, to tell a truncated file from an empty one.
+    let claimed = (stream.frames().max(0), ictx.duration().max(0));
+    let avg = stream.avg_frame_rate();
+    let stream_sar = stream.parameters();
+    let mut cctx = ffmpeg::codec::context::Context::from_parameters(stream_sar).map_err(|e| DecodeError::Ffmpeg(e.to_string()))?;
+    cctx.set_threading(ffmpeg::codec::threading::Config {
+        kind: ffmpeg::codec::threading::Type::Frame,
+        count: opts.threads,
+        ..Default::default()
+    });
+    let codec_name = cctx.id().name().to_string();
+    let mut decoder = cctx.decoder().video().map_err(|e| match e {
+        ffmpeg::Error::DecoderNotFound => DecodeError::UnsupportedCodec(codec_name.clone()),
+        e => DecodeError::UnsupportedCodec(format!("{codec_name}: {e}")),
+    })?;
+    let sar = {
+        let s = unsafe { (*stream.as_ptr()).sample_aspect_ratio };
+        if s.num > 0 && s.den > 0 {
+            (s.num as u32, s.den as u32)
+        } else {
+            let a = decoder.aspect_ratio();
+            if a.numerator() > 0 && a.denominator() > 0 {
+                (a.numerator() as u32, a.denominator() as u32)
+            } else {
+                (1, 1)
+            }
+        }
+    };
+    let geom = Geometry::new(decoder.width(), decoder.height(), sar, rotation, opts.size, opts.resize);
+
+    let st0 = match stream.start_time() {
+        t if t == ffmpeg::ffi::AV_NOPTS_VALUE => 0,
+        t => t,
+    };
+    let (origin, limit) = match opts.window {
+        Some((s, e)) => {
+            let start = st0 + secs_to_ticks(s, tb);
+            if s > 0.0 {
+                // Seek to the keyframe at or before start; decode forward from there.
+                let ts = (start as f64 * tb.to_f64() * 1_000_000.0) as i64;
+                let _ = ictx.seek(ts, ..ts + 1);
+            }
+            (Some(start), e.is_finite().then(|| st0 + secs_to_ticks(e, tb)))
+        }
+        None => (None, None),
+    };
+    let default_dur = if avg.numerator() > 0 && avg.denominator() > 0 {
+        ((avg.denominator() as i128 * tb.den as i128) / (avg.numerator() as i128 * tb.num as i128)).max(1) as i64
+    } else {
+        1
+    };
+
+    let mut session = Session {
+        sampler: Sampler::new(tb, opts.fps, origin, limit, opts.max_frames),
+        tb,
+        conv: Converter { ctx: None, out: VideoFrame::empty(), packed: vec![] },
+        pending: None,
+        report: DecodeReport {
+            source_width: geom.display_w,
+            source_height: geom.display_h,
+            rotation,
+            codec: codec_name,
+            ..Default::default()
+        },
+        geom,
+        finished: false,
+        on_row: &mut on_row,
+        packets_read: 0,
+        recent_pts: VecDeque::new(),
+    };
+
+    let mut lookahead: VecDeque<ffmpeg::Packet> = VecDeque::new();
+    let mut eof = false;
+    let mut read_error: Option<String> = None;
+    let mut first_error: Option<String> = None;
+    // End of the stream in ticks: max over packets of pts + duration.
+    let mut stream_end: Option<i64> = None;
+    let mut last_pts: i64 = 0;
+    loop {
+        if let Some(t) = opts.timeout {
+            if started.elapsed() > t {
+                return Err(DecodeError::Timeout(t));
+            }
+        }
+        if session.finished {
+            break;
+        }
+        // Fill the look-ahead.
+        while !eof && lookahead.len() < LOOKAHEAD {
+            let mut packet = ffmpeg::Packet::empty();
+            match packet.read(&mut ictx) {
+                Ok(()) => {
+                    if packet.stream() != si {
+                        continue;
+                    }
+                    if let Some(p) = packet.pts().or(packet.dts()) {
+                        let d = if packet.duration() > 0 { packet.duration() } else { default_dur };
+                        stream_end = Some(stream_end.map_or(p + d, |e| e.max(p + d)));
+                        session.packets_read += 1;
+                        session.recent_pts.push_back(p);
+                        if session.recent_pts.len() > 4 * LOOKAHEAD {
+                            session.recent_pts.pop_front();
+                        }
+                    }
+                    lookahead.push_back(packet);
+                }
+                Err(ffmpeg::Error::Eof) => eof = true,
+                Err(e) => {
+                    read_error = Some(e.to_string());
+                    eof = true;
+                }
+            }
+        }
+        let Some(packet) = lookahead.pop_front() else { break };
+        session.report.packets += 1;
+        let skip = opts.skip_unneeded && skippable(&packet, &lookahead, &session.sampler);
+        if skip {
+            session.report.skippable_packets += 1;
+        }
+        unsafe {
+            (*decoder.as_mut_ptr()).skip_frame = if skip { ffmpeg::ffi::AVDiscard::AVDISCARD_NONREF } else { ffmpeg::ffi::AVDiscard::AVDISCARD_DEFAULT };
+        }
+        if let Some(p) = packet.pts() {
+            last_pts = last_pts.max(p);
+        }
+        if let Err(e) = decoder.send_packet(&packet) {
+            session.report.decode_errors += 1;
+            first_error.get_or_insert_with(|| e.to_string());
+        }
+        session.drain(&mut decoder, last_pts)?;
+    }
+    unsafe {
+        (*decoder.as_mut_ptr()).skip_frame = ffmpeg::ffi::AVDiscard::AVDISCARD_DEFAULT;
+    }
+    let _ = decoder.send_eof();
+    session.drain(&mut decoder, last_pts)?;
+
+    let packets = session.report.packets;
+    let errors = session.report.decode_errors;
+    if session.pending.is_none() {
+        if let Some(e) = read_error {
+            return Err(DecodeError::Truncated(format!("no frame decoded before reading failed: {e}")));
+        }
+        if packets > 0 {
+            return Err(DecodeError::Corrupt(format!(
+                "no decodable frame ({errors} of {packets} packets failed{})",
+                first_error.map(|e| format!(": {e}")).unwrap_or_default()
+            )));
+        }
+        if let Some((s, e)) = opts.window {
+            return Err(DecodeError::EmptyWindow(s, e));
+        }
+        if claimed.0 > 0 || claimed.1 > 0 {
+            return Err(DecodeError::Truncated(format!(
+                "the index promises {} frames / {:.1} s but the file ends before the first packet",
+                claimed.0,
+                claimed.1 as f64 / 1e6
+            )));
+        }
+        return Err(DecodeError::Corrupt("the video stream holds no packets".into()));
+    }
+    let ratio = errors as f64 / packets.max(1) as f64;
+    if errors > 0 && ratio > opts.max_error_ratio {
+        return Err(DecodeError::Corrupt(format!(
+            "{errors} of {packets} packets failed to decode ({:.1}% > {:.1}% allowed){}",
+            ratio * 100.0,
+            opts.max_error_ratio * 100.0,
+            first_error.map(|e| format!(": {e}")).unwrap_or_default()
+        )));
+    }
+    if errors > 0 {
+        session.report.warnings.push(format!("{errors} of {packets} packets failed to decode"));
+    }
+    if let Some(e) = &read_error {
+        session.report.warnings.push(format!("truncated: reading stopped early ({e}); kept what decoded"));
+    }
+    let end = stream_end.unwrap_or(last_pts + default_dur);
+    if !session.finished {
+        let rows = session.sampler.finish(end);
+        session.emit(rows)?;
+    }
+    if let (Some((s, e)), 0) = (opts.window, session.report.rows) {
+        return Err(DecodeError::EmptyWindow(s, e));
+    }
+    let origin = session.sampler.origin().unwrap_or(0);
+    let end = limit.map_or(end, |l| l.min(end));
+    session.report.duration = (end - origin).max(0) as f64 * tb.to_f64();
+    Ok(session.report)
+}
+
+/// A packet may be skipped (if it is a non-reference frame) when some other packet in the
+/// look-ahead starts after it and no later than the next row time: then a later frame is on
+/// screen at every row time this one could cover.
+fn skippable(p: &ffmpeg::Packet, lookahead: &VecDeque<ffmpeg::Packet>, sampler: &Sampler) -> bool {
+    let Some(pts) = p.pts() else { return false };
+    if sampler.origin().is_none() || !sampler.has_pending() {
+        return false;
+    }
+    let successor = lookahead.iter().filter_map(|q| q.pts()).filter(|&q| q > pts).min();
+    match successor {
+        Some(s) => !sampler.row_in(pts, s),
+        None => false,
     }
 }
 
@@ -231,224 +570,4 @@ pub fn rotate_rgb(rgb: &[u8], w: u32, h: u32, cw: u32) -> (Vec<u8>, u32, u32) {
         }
         _ => (rgb.to_vec(), w as u32, h as u32),
     }
-}
-
-/// Decodes `path`, calling `on_row` for each sampled row in order.
-pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
-    init();
-    let started = Instant::now();
-    if !path.exists() {
-        return Err(DecodeError::NotFound(path.display().to_string()));
-    }
-    let mut ictx = ffmpeg::format::input(&path).map_err(|e| DecodeError::UnsupportedFormat(e.to_string()))?;
-    let si = pick_stream(&ictx).ok_or(DecodeError::NoVideoStream)?;
-    let stream = ictx.stream(si).unwrap();
-    let tb = {
-        let r = stream.time_base();
-        if r.numerator() <= 0 || r.denominator() <= 0 {
-            return Err(DecodeError::Corrupt("invalid stream time base".into()));
-        }
-        Rational::new(r.numerator() as i64, r.denominator() as i64)
-    };
-    let rotation = rotation_of(&stream);
-    let avg = stream.avg_frame_rate();
-    let params = stream.parameters();
-    let mut cctx = ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| DecodeError::Ffmpeg(e.to_string()))?;
-    cctx.set_threading(ffmpeg::codec::threading::Config {
-        kind: ffmpeg::codec::threading::Type::Frame,
-        count: opts.threads,
-        ..Default::default()
-    });
-    let codec_name = cctx.id().name().to_string();
-    let mut decoder = cctx.decoder().video().map_err(|e| match e {
-        ffmpeg::Error::DecoderNotFound => DecodeError::UnsupportedCodec(codec_name.clone()),
-        e => DecodeError::UnsupportedCodec(format!("{codec_name}: {e}")),
-    })?;
-    let (src_w, src_h) = (decoder.width(), decoder.height());
-    let (disp_w, disp_h) = if rotation % 180 == 90 { (src_h, src_w) } else { (src_w, src_h) };
-    let (out_w, out_h) = opts.size.unwrap_or((disp_w.max(1), disp_h.max(1)));
-    // Scale to the pre-rotation size, then rotate into (out_w, out_h).
-    let (scale_w, scale_h) = if rotation % 180 == 90 { (out_h, out_w) } else { (out_w, out_h) };
-
-    let (origin, limit) = match opts.window {
-        Some((s, e)) => {
-            // Window times are seconds from the stream's start.
-            let st0 = match stream.start_time() {
-                t if t == ffmpeg::ffi::AV_NOPTS_VALUE => 0,
-                t => t,
-            };
-            let start = st0 + secs_to_ticks(s, tb);
-            if s > 0.0 {
-                // Seek to the keyframe at or before start; decode forward from there.
-                let ts = (start as f64 * tb.to_f64() * 1_000_000.0) as i64;
-                let _ = ictx.seek(ts, ..ts + 1);
-            }
-            (Some(start), e.is_finite().then(|| st0 + secs_to_ticks(e, tb)))
-        }
-        None => (None, None),
-    };
-    let mut sampler = Sampler::new(tb, opts.fps, origin, limit, opts.max_frames);
-    let mut report = DecodeReport { source_width: disp_w, source_height: disp_h, rotation, codec: codec_name, ..Default::default() };
-    let mut conv = Converter { ctx: None, out: VideoFrame::empty() };
-    let mut pending: Option<(VideoFrame, i64, u64)> = None;
-    let mut last_end: Option<i64> = None;
-    let default_dur = if avg.numerator() > 0 && avg.denominator() > 0 {
-        // One frame at the average rate, in ticks.
-        ((avg.denominator() as i128 * tb.den as i128) / (avg.numerator() as i128 * tb.num as i128)).max(1) as i64
-    } else {
-        1
-    };
-    let mut packets = 0u64;
-    let mut read_error: Option<String> = None;
-    let mut first_error: Option<String> = None;
-    let mut frame_no = 0u64;
-    let mut finished = false;
-
-    let mut emit = |rows: std::ops::Range<u64>, pending: &Option<(VideoFrame, i64, u64)>, sampler: &Sampler, report: &mut DecodeReport| -> Result<(), DecodeError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let (f, pts, no) = pending.as_ref().expect("rows need a frame");
-        let rgb = conv.convert(f, scale_w, scale_h)?;
-        let (rgb, w, h) = rotate_rgb(&rgb, scale_w, scale_h, rotation);
-        for k in rows {
-            on_row(SampledFrame {
-                index: k,
-                time: sampler.row_time(k),
-                source_pts: *pts as f64 * tb.to_f64(),
-                source_frame: *no,
-                width: w,
-                height: h,
-                rgb: rgb.clone(),
-            });
-            report.rows = k + 1;
-        }
-        Ok(())
-    };
-
-    let mut receive = |decoder: &mut ffmpeg::decoder::Video,
-                       sampler: &mut Sampler,
-                       pending: &mut Option<(VideoFrame, i64, u64)>,
-                       last_end: &mut Option<i64>,
-                       report: &mut DecodeReport,
-                       frame_no: &mut u64,
-                       finished: &mut bool|
-     -> Result<(), DecodeError> {
-        loop {
-            let mut f = VideoFrame::empty();
-            match decoder.receive_frame(&mut f) {
-                Ok(()) => {}
-                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => return Ok(()),
-                Err(ffmpeg::Error::Eof) => return Ok(()),
-                Err(_) => {
-                    report.decode_errors += 1;
-                    continue;
-                }
-            }
-            report.decoded_frames += 1;
-            if f.is_corrupt() {
-                report.decode_errors += 1;
-            }
-            let pts = f.timestamp().or_else(|| last_end.map(|e| e)).unwrap_or(0);
-            let dur = match f.packet().duration {
-                d if d > 0 => d,
-                _ => default_dur,
-            };
-            *last_end = Some(last_end.map_or(pts + dur, |e| e.max(pts + dur)));
-            if *finished {
-                continue;
-            }
-            if sampler.done_before(pts) {
-                *finished = true;
-                continue;
-            }
-            let rows = sampler.push(pts);
-            emit(rows, pending, sampler, report)?;
-            *pending = Some((f, pts, *frame_no));
-            *frame_no += 1;
-        }
-    };
-
-    let mut packet = ffmpeg::Packet::empty();
-    loop {
-        if let Some(t) = opts.timeout {
-            if started.elapsed() > t {
-                return Err(DecodeError::Timeout(t));
-            }
-        }
-        if finished {
-            break;
-        }
-        match packet.read(&mut ictx) {
-            Ok(()) => {}
-            Err(ffmpeg::Error::Eof) => break,
-            Err(e) => {
-                read_error = Some(e.to_string());
-                break;
-            }
-        }
-        if packet.stream() != si {
-            continue;
-        }
-        packets += 1;
-        if let Err(e) = decoder.send_packet(&packet) {
-            report.decode_errors += 1;
-            first_error.get_or_insert_with(|| e.to_string());
-        }
-        receive(&mut decoder, &mut sampler, &mut pending, &mut last_end, &mut report, &mut frame_no, &mut finished)?;
-    }
-    let _ = decoder.send_eof();
-    receive(&mut decoder, &mut sampler, &mut pending, &mut last_end, &mut report, &mut frame_no, &mut finished)?;
-
-    if pending.is_none() {
-        if let Some(e) = read_error {
-            return Err(DecodeError::Truncated(format!("no frame decoded before the read failed: {e}")));
-        }
-        if report.decode_errors > 0 || packets > 0 {
-            return Err(DecodeError::Corrupt(format!(
-                "no decodable frame ({} of {packets} packets failed{})",
-                report.decode_errors,
-                first_error.map(|e| format!(": {e}")).unwrap_or_default()
-            )));
-        }
-        if let Some((s, e)) = opts.window {
-            if packets > 0 || s > 0.0 {
-                return Err(DecodeError::EmptyWindow(s, e));
-            }
-        }
-        return Err(DecodeError::Corrupt("the video stream holds no frames".into()));
-    }
-    let ratio = report.decode_errors as f64 / packets.max(1) as f64;
-    if report.decode_errors > 0 && ratio > opts.max_error_ratio {
-        return Err(DecodeError::Corrupt(format!(
-            "{} of {packets} packets failed to decode ({:.1}% > {:.1}% allowed){}",
-            report.decode_errors,
-            ratio * 100.0,
-            opts.max_error_ratio * 100.0,
-            first_error.map(|e| format!(": {e}")).unwrap_or_default()
-        )));
-    }
-    if report.decode_errors > 0 {
-        report.warnings.push(format!("{} of {packets} packets failed to decode", report.decode_errors));
-    }
-    if let Some(e) = read_error {
-        report.warnings.push(format!("truncated: reading stopped early ({e}); kept what decoded"));
-    }
-    if !finished {
-        let end = last_end.unwrap_or(0);
-        let rows = sampler.finish(end);
-        emit(rows, &pending, &sampler, &mut report)?;
-    }
-    if let (Some((s, e)), 0) = (opts.window, report.rows) {
-        return Err(DecodeError::EmptyWindow(s, e));
-    }
-    let origin = sampler.origin().unwrap_or(0);
-    let end = match (limit, last_end) {
-        (Some(l), Some(e)) => l.min(e),
-        (_, Some(e)) => e,
-        (Some(l), None) => l,
-        _ => origin,
-    };
-    report.duration = ((end - origin).max(0)) as f64 * tb.to_f64();
-    Ok(report)
 }

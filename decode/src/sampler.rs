@@ -122,6 +122,23 @@ impl Sampler {
         self.limit.is_some_and(|l| pts >= l && self.origin.is_some() && !self.row_before(self.next_row, l))
     }
 
+    /// Is there a row not yet emitted whose time lies in [p, s)? (A frame shown from p until
+    /// its successor at s is needed exactly when this holds.)
+    pub fn row_in(&self, p: i64, s: i64) -> bool {
+        let Some(origin) = self.origin else { return true };
+        let a = self.fps.den as i128 * self.tb.den as i128;
+        let b = self.fps.num as i128 * self.tb.num as i128;
+        let rhs = (p as i128 - origin as i128) * b;
+        let k0 = if rhs <= 0 { 0 } else { (rhs + a - 1) / a };
+        let k = (k0.max(0) as u64).max(self.next_row);
+        self.row_before(k, s)
+    }
+
+    /// Whether a frame has been seen (the pending frame exists).
+    pub fn has_pending(&self) -> bool {
+        self.have_pending
+    }
+
     pub fn rows(&self) -> u64 {
         self.next_row
     }
@@ -191,6 +208,18 @@ mod tests {
         let pts2: Vec<i64> = (0..100).map(|i| i * 10).collect();
         assert_eq!(sample(tb2, &pts2, 1000, Some(255), Some(400), None), vec![25, 35]);
         assert_eq!(sample(tb, &pts, 100, None, None, Some(3)), vec![0, 10, 20]);
+    }
+
+    #[test]
+    fn row_in_finds_rows_covered_by_a_frame() {
+        let mut s = Sampler::new(Rational::new(1, 10), Rational::new(1, 1), None, None, Some(5));
+        s.push(0);
+        s.push(5); // emits nothing yet (row 0 at 0 needs a frame > 0 to be decided: 5 > 0 -> row 0)
+        assert_eq!(s.rows(), 1);
+        assert!(s.row_in(9, 11), "row 1 at t=10 lies in [9, 11)");
+        assert!(!s.row_in(6, 9), "no row in [0.6, 0.9)");
+        assert!(s.row_in(6, 10) == false && s.row_in(6, 11));
+        assert!(!s.row_in(95, 200), "past max rows (rows 0..5 end at t=4)");
     }
 
     #[test]

@@ -29,6 +29,10 @@ enum Cmd {
     /// Decode, extract features, reduce, quantize and write shards.
     #[command(after_help = "Example:\n  vidfeat run data-samples/kinetics.csv --video-root data-samples/videos --vocab kinetics-400 --out out\n\n".to_string() + EXIT_CODES)]
     Run(RunArgs),
+    /// Write the frames a video is sampled to (PNG per row, or one raw rgb24 file) plus
+    /// frames.json (per row: index, time, source pts, source frame number), to check sampling.
+    #[command(after_help = "Example:\n  vidfeat frames data-samples/videos/mmaction2__demo.mp4 --out /tmp/demo-frames\n  vidfeat frames clip.mp4 --out f --size 224x224 --format rgb24 --start 2 --end 5")]
+    Frames(FramesArgs),
     /// Print the records of TFRecord files as JSON lines (ours or Google's YouTube-8M shards).
     #[command(after_help = "Example:\n  vidfeat inspect out/frame/train-00000-of-00001.tfrecord")]
     Inspect {
@@ -37,6 +41,33 @@ enum Cmd {
         #[arg(long)]
         values: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct FramesArgs {
+    video: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// WxH; default: the source's displayed size (rotation and sample aspect ratio applied).
+    #[arg(long)]
+    size: Option<String>,
+    /// png (one file per row) or rgb24 (one raw file, rows back to back).
+    #[arg(long, default_value = "png")]
+    format: String,
+    /// squash, center-crop or letterbox (matters with --size).
+    #[arg(long, default_value = "squash")]
+    resize: String,
+    #[arg(long, default_value = "1")]
+    fps: String,
+    /// Cap on rows (0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    max_frames: u64,
+    /// Clip window start, seconds.
+    #[arg(long)]
+    start: Option<f64>,
+    /// Clip window end, seconds.
+    #[arg(long)]
+    end: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -65,6 +96,9 @@ struct RunArgs {
     /// Cap on rows per video (0 = no cap).
     #[arg(long, default_value_t = 300)]
     max_frames: u64,
+    /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
+    #[arg(long)]
+    resize: Option<String>,
     /// A fitted PCA: our .npz, or a folder with YouTube-8M's mean.npy/eigenvals.npy/eigenvecs.npy.
     /// Without it, one is fitted on the run's first frames and saved as OUT/pca.npz.
     #[arg(long)]
@@ -115,6 +149,7 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         device: a.device,
         fps,
         max_frames: a.max_frames,
+        resize: a.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
         pca: a.pca,
         pca_dims: a.pca_dims,
         pca_sample_frames: a.pca_sample_frames.max(2),
@@ -148,6 +183,76 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         Outcome::SomeFailed => 2,
         Outcome::NoneOk => 3,
     }))
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let (w, h) = s.split_once(['x', 'X']).with_context(|| format!("--size `{s}` is not WxH"))?;
+    let (w, h): (u32, u32) = (w.trim().parse()?, h.trim().parse()?);
+    anyhow::ensure!(w > 0 && h > 0 && w <= 16384 && h <= 16384, "--size `{s}` out of range");
+    Ok((w, h))
+}
+
+fn frames_cmd(a: FramesArgs) -> Result<ExitCode> {
+    use vidfeat_decode::{decode_file, DecodeOptions};
+    let fps = Rational::parse(&a.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", a.fps))?;
+    anyhow::ensure!(a.format == "png" || a.format == "rgb24", "--format must be png or rgb24");
+    let window = match (a.start, a.end) {
+        (None, None) => None,
+        (s, e) => Some((s.unwrap_or(0.0), e.unwrap_or(f64::INFINITY))),
+    };
+    let opts = DecodeOptions {
+        fps,
+        max_frames: (a.max_frames > 0).then_some(a.max_frames),
+        size: a.size.as_deref().map(parse_size).transpose()?,
+        resize: a.resize.parse().map_err(anyhow::Error::msg)?,
+        window,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&a.out)?;
+    let mut raw = if a.format == "rgb24" { Some(std::io::BufWriter::new(std::fs::File::create(a.out.join("frames.rgb24"))?)) } else { None };
+    let mut rows = vec![];
+    let mut err: Option<anyhow::Error> = None;
+    let (mut w, mut h) = (0, 0);
+    let report = decode_file(&a.video, &opts, |f| {
+        if err.is_some() {
+            return;
+        }
+        (w, h) = (f.width, f.height);
+        let r = match raw.as_mut() {
+            Some(out) => out.write_all(&f.rgb).map_err(anyhow::Error::from),
+            None => image::RgbImage::from_raw(f.width, f.height, f.rgb.clone())
+                .context("frame buffer size")
+                .and_then(|img| img.save(a.out.join(format!("frame_{:05}.png", f.index))).map_err(anyhow::Error::from)),
+        };
+        if let Err(e) = r {
+            err = Some(e);
+        }
+        rows.push(json!({"index": f.index, "time": f.time, "pts": f.source_pts, "source_frame": f.source_frame}));
+    })
+    .map_err(|e| anyhow::anyhow!("{} ({}): {e}", a.video.display(), e.kind()))?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if let Some(mut out) = raw {
+        out.flush()?;
+    }
+    let meta = json!({
+        "video": a.video.display().to_string(),
+        "format": a.format,
+        "width": w,
+        "height": h,
+        "fps": fps.to_f64(),
+        "source_width": report.source_width,
+        "source_height": report.source_height,
+        "rotation": report.rotation,
+        "codec": report.codec,
+        "duration": report.duration,
+        "warnings": report.warnings,
+        "rows": rows,
+    });
+    std::fs::write(a.out.join("frames.json"), serde_json::to_vec_pretty(&meta)?)?;
+    println!("{} rows ({w}x{h}) written to {}", report.rows, a.out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
@@ -205,6 +310,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run(a) => run_cmd(a),
+        Cmd::Frames(a) => frames_cmd(a),
         Cmd::Inspect { files, values } => inspect_cmd(files, values),
     };
     match r {

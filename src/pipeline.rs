@@ -33,6 +33,8 @@ pub struct RunConfig {
     pub fps: Rational,
     /// 0 = no cap.
     pub max_frames: u64,
+    /// None: the model sidecar's mode.
+    pub resize: Option<vidfeat_decode::Resize>,
     pub pca: Option<PathBuf>,
     pub pca_dims: Option<usize>,
     pub pca_sample_frames: usize,
@@ -206,9 +208,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         tch::set_num_threads(cfg.torch_threads as i32);
     }
     let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
-    if model.sidecar.resize != "squash" {
-        bail!("resize mode `{}` is not supported yet (only squash)", model.sidecar.resize);
-    }
+    let resize = match cfg.resize {
+        Some(r) => r,
+        None => model.sidecar.resize.parse().map_err(|e| anyhow::anyhow!("model sidecar: {e}"))?,
+    };
     let dim = model.sidecar.output_dim;
     let model_info = json!({
         "name": model.sidecar.name,
@@ -235,6 +238,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         fps: cfg.fps,
         max_frames: (cfg.max_frames > 0).then_some(cfg.max_frames),
         size: Some((w, h)),
+        resize,
         threads: cfg.decode_threads,
         timeout: Some(cfg.timeout),
         ..Default::default()
@@ -324,6 +328,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         "settings": {
             "fps": cfg.fps.to_f64(),
             "max_frames": cfg.max_frames,
+            "resize": format!("{resize:?}"),
             "batch_size": cfg.batch_size,
             "decode_workers": workers,
         },

@@ -328,7 +328,13 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
     if !path.exists() {
         return Err(DecodeError::NotFound(path.display().to_string()));
     }
-    let mut ictx = ffmpeg::format::input(&path).map_err(|e| DecodeError::UnsupportedFormat(e.to_string()))?;
+    // FFmpeg's interrupt callback enforces the time limit inside blocking reads too.
+    let deadline = opts.timeout.map(|t| started + t);
+    let mut ictx = ffmpeg::format::input_with_interrupt(&path, move || deadline.is_some_and(|d| Instant::now() > d))
+        .map_err(|e| match (e, opts.timeout) {
+            (ffmpeg::Error::Exit, Some(t)) => DecodeError::Timeout(t),
+            (e, _) => DecodeError::UnsupportedFormat(e.to_string()),
+        })?;
     let si = pick_stream(&ictx).ok_or(DecodeError::NoVideoStream)?;
     let stream = ictx.stream(si).unwrap();
     let tb = {
@@ -469,6 +475,9 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
             first_error.get_or_insert_with(|| e.to_string());
         }
         session.drain(&mut decoder, last_pts)?;
+    }
+    if let Some(t) = opts.timeout.filter(|&t| started.elapsed() > t) {
+        return Err(DecodeError::Timeout(t));
     }
     unsafe {
         (*decoder.as_mut_ptr()).skip_frame = ffmpeg::ffi::AVDiscard::AVDISCARD_DEFAULT;

@@ -246,6 +246,16 @@ fn bad_inputs_get_kinds() {
 }
 
 #[test]
+fn the_time_limit_stops_a_long_decode() {
+    let d = tempfile::tempdir().unwrap();
+    let p = gen(d.path(), "long.mp4", &["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast"]);
+    let t0 = std::time::Instant::now();
+    let e = decode_file(&p, &DecodeOptions { timeout: Some(std::time::Duration::from_millis(200)), ..opts() }, |_| {}).unwrap_err();
+    assert_eq!(e.kind(), "timeout");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
 fn frames_report_display_order_numbers_and_times() {
     // 25 fps, with B-frames: row k is source frame 25 k at k seconds, whether or not the
     // frames between were decoded.

@@ -208,3 +208,29 @@ fn googles_youtube8m_shards_parse_with_the_expected_ids_and_labels() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("byte 4711"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn frames_command_writes_the_sampled_frames_and_their_times() {
+    let d = tempfile::tempdir().unwrap();
+    let png = d.path().join("png");
+    let raw = d.path().join("raw");
+    let video = "data-samples/videos/mmaction2__demo.mp4"; // 340x256 stored, SAR 64:51
+    vidfeat(&["frames", video, "--out", png.to_str().unwrap(), "--max-frames", "3"]);
+    vidfeat(&["frames", video, "--out", raw.to_str().unwrap(), "--max-frames", "3", "--format", "rgb24"]);
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(png.join("frames.json")).unwrap()).unwrap();
+    assert_eq!((meta["width"].as_u64(), meta["height"].as_u64()), (Some(427), Some(256)), "displayed size");
+    let rows = meta["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for (k, r) in rows.iter().enumerate() {
+        assert_eq!(r["index"].as_u64(), Some(k as u64));
+        assert_eq!(r["time"].as_f64(), Some(k as f64));
+        assert_eq!(r["source_frame"].as_u64(), Some(28 * k as u64), "28 fps: frame 28k is on screen at k s");
+    }
+    let bytes = std::fs::read(raw.join("frames.rgb24")).unwrap();
+    assert_eq!(bytes.len(), 3 * 427 * 256 * 3);
+    for k in 0..3 {
+        let img = image::open(png.join(format!("frame_{k:05}.png"))).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (427, 256));
+        assert!(img.as_raw()[..] == bytes[k * 427 * 256 * 3..(k + 1) * 427 * 256 * 3], "png and rgb24 rows agree");
+    }
+}

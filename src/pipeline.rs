@@ -697,7 +697,7 @@ fn fit_pca(acc: &CovarianceAccumulator, dims: usize, out: &Path) -> Result<(Pca,
     let mut notes = vec![];
     if acc.rows() < dims {
         notes.push(format!(
-            "fitted on {} frames, fewer than the {} dims kept: the trailing components are noise; fit on more video (vidfeat pca fit) for a real dataset",
+            "fitted on {} frames, fewer than the {} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
             acc.rows(),
             dims
         ));

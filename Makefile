@@ -27,6 +27,8 @@ demo: build
 
 test: setup
 	$(CARGO) test --workspace
+	@# The FFmpeg-free build (extract, inspect, cnn-bench) must keep compiling.
+	$(CARGO) check --no-default-features --bins
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -1,9 +1,20 @@
 //! vidfeat: video lists in, YouTube-8M-compatible TFRecords of CNN frame features out.
 //!
-//! The library side of the CLI: the `run` pipeline wiring the `ingest`, `decode`, `features`,
-//! `labels` and `export` crates together. See docs/ARCHITECTURE.md.
+//! The library side of the CLI, wiring the `ingest`, `decode`, `features`, `labels` and
+//! `export` crates together (see docs/ARCHITECTURE.md):
+//! * [`jobs`]: inputs -> jobs (ingest, labels, shards) and the failure log;
+//! * [`consume`]: decoded videos -> batcher + CNN -> PCA, quantization, shards, summary;
+//! * [`pipeline`] (feature `ffmpeg`): decode workers for `run`, and `decode --cache`;
+//! * [`cache`] and [`extract`]: the frame cache, and `extract` from it (no FFmpeg needed).
+pub mod cache;
+pub mod consume;
+pub mod extract;
+pub mod jobs;
+#[cfg(feature = "ffmpeg")]
 pub mod pipeline;
-pub use pipeline::{run, Outcome, RunConfig, RunReport};
+
+pub use consume::{ConsumeConfig, Outcome, RunReport};
+pub use jobs::JobSpec;
 
 /// Path of the bundled default model (EfficientNet-Lite0, ImageNet weights).
 pub fn default_model() -> std::path::PathBuf {

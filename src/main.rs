@@ -2,13 +2,17 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+#[cfg(feature = "ffmpeg")]
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use vidfeat::{Outcome, RunConfig};
+#[cfg(feature = "ffmpeg")]
+use vidfeat::JobSpec;
+use vidfeat::{ConsumeConfig, Outcome, RunReport};
+#[cfg(feature = "ffmpeg")]
 use vidfeat_decode::Rational;
 
 const EXIT_CODES: &str = "Exit codes:
@@ -27,12 +31,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Decode, extract features, reduce, quantize and write shards.
-    #[command(after_help = "Example:\n  vidfeat run data-samples/kinetics.csv --video-root data-samples/videos --vocab kinetics-400 --out out\n\n".to_string() + EXIT_CODES)]
+    #[cfg(feature = "ffmpeg")]
+    #[command(after_help = "Example:\n  vidfeat run data-samples/kinetics-400_sample.csv --video-root data-samples/videos --vocab kinetics-400 --out out\n\n".to_string() + EXIT_CODES)]
     Run(RunArgs),
+    /// Decode and sample only, into a zstd frame cache for `vidfeat extract` (on a GPU node).
+    #[cfg(feature = "ffmpeg")]
+    #[command(after_help = "Example:\n  vidfeat decode data-samples/samples.csv --vocab kinetics-400 --cache /scratch/frames\n  vidfeat extract --cache /scratch/frames --out out --device cuda")]
+    Decode(DecodeArgs),
+    /// Features, PCA and shards from a frame cache made by `vidfeat decode` (no FFmpeg needed).
+    #[command(after_help = "Example:\n  vidfeat extract --cache /scratch/frames --out out --device cuda --fp16\n\n".to_string() + EXIT_CODES)]
+    Extract(ExtractArgs),
     /// Write the frames a video is sampled to (PNG per row, or one raw rgb24 file) plus
     /// frames.json (per row: index, time, source pts, source frame number), to check sampling.
+    #[cfg(feature = "ffmpeg")]
     #[command(after_help = "Example:\n  vidfeat frames data-samples/videos/mmaction2__demo.mp4 --out /tmp/demo-frames\n  vidfeat frames clip.mp4 --out f --size 224x224 --format rgb24 --start 2 --end 5")]
     Frames(FramesArgs),
+    /// CNN-only throughput: frames/s of the model on synthetic frames at given batch sizes.
+    #[command(name = "cnn-bench", after_help = "Example:\n  vidfeat cnn-bench --batch 32,64 --device cuda --fp16")]
+    CnnBench(CnnBenchArgs),
     /// Print the records of TFRecord files as JSON lines (ours or Google's YouTube-8M shards).
     #[command(after_help = "Example:\n  vidfeat inspect out/frame/train-00000-of-00001.tfrecord")]
     Inspect {
@@ -43,6 +59,168 @@ enum Cmd {
     },
 }
 
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct ListArgs {
+    /// List files (.csv .tsv .jsonl .txt), directories (crawled) and video files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Where Kinetics annotation rows find their clips (default: the CSV's folder).
+    #[arg(long)]
+    video_root: Option<PathBuf>,
+    /// yt8m, kinetics-400, kinetics-600, kinetics-700, or a vocabulary file.
+    #[arg(long)]
+    vocab: Option<String>,
+    /// Shards per split (default: about 1,000 videos per shard).
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Split for rows that do not name one.
+    #[arg(long, default_value = "train")]
+    split: String,
+}
+
+#[cfg(feature = "ffmpeg")]
+impl ListArgs {
+    fn spec(self) -> JobSpec {
+        JobSpec { inputs: self.inputs, video_root: self.video_root, split: self.split, vocab: self.vocab, shards: self.shards }
+    }
+}
+
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// Rows per second of video (e.g. 1, 0.5, 30000/1001).
+    #[arg(long, default_value = "1")]
+    fps: String,
+    /// Cap on rows per video (0 = no cap).
+    #[arg(long, default_value_t = 300)]
+    max_frames: u64,
+    /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
+    #[arg(long)]
+    resize: Option<String>,
+    /// Videos decoded in parallel.
+    #[arg(long, default_value_t = 1)]
+    decode_workers: usize,
+    /// FFmpeg threads per decoder (0 = FFmpeg's choice).
+    #[arg(long, default_value_t = 2)]
+    decode_threads: usize,
+    /// Per-video decode time limit, seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+#[cfg(feature = "ffmpeg")]
+impl SampleArgs {
+    fn settings(&self) -> Result<vidfeat::pipeline::DecodeSettings> {
+        Ok(vidfeat::pipeline::DecodeSettings {
+            fps: Rational::parse(&self.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", self.fps))?,
+            max_frames: self.max_frames,
+            resize: self.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+            workers: self.decode_workers,
+            threads: self.decode_threads,
+            timeout: Duration::from_secs(self.timeout),
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// TorchScript model returning pre-logit features (default: bundled EfficientNet-Lite0).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The model's sidecar JSON (default: the model path with .json).
+    #[arg(long)]
+    sidecar: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads (0 = libtorch's choice).
+    #[arg(long, default_value_t = 0)]
+    torch_threads: usize,
+}
+
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// A fitted PCA: our .npz, or a folder with YouTube-8M's mean.npy/eigenvals.npy/eigenvecs.npy.
+    /// Without it, one is fitted on the run's first frames and saved as OUT/pca.npz.
+    #[arg(long)]
+    pca: Option<PathBuf>,
+    /// Dimensions kept after PCA (default 1024, or the model's dim if smaller).
+    #[arg(long)]
+    pca_dims: Option<usize>,
+    /// How many frames the PCA is fitted on when no --pca is given.
+    #[arg(long, default_value_t = 10_000)]
+    pca_sample_frames: usize,
+    /// Frames per CNN batch (batches cross video boundaries).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl OutputArgs {
+    fn consume(&self) -> ConsumeConfig {
+        ConsumeConfig {
+            out: self.out.clone(),
+            batch_size: self.batch_size,
+            pca: self.pca.clone(),
+            pca_dims: self.pca_dims,
+            pca_sample_frames: self.pca_sample_frames.max(2),
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+}
+
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+}
+
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct DecodeArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    /// The frame cache folder to write.
+    #[arg(long)]
+    cache: PathBuf,
+    /// Sidecar of the model the frames are for (sets the frame size; default: the bundled model's).
+    #[arg(long)]
+    sidecar: Option<PathBuf>,
+    /// zstd level of the cache.
+    #[arg(long, default_value_t = 3)]
+    zstd_level: i32,
+    #[command(flatten)]
+    sample: SampleArgs,
+}
+
+#[derive(clap::Args)]
+struct ExtractArgs {
+    /// A frame cache made by `vidfeat decode`.
+    #[arg(long)]
+    cache: PathBuf,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Half precision on CUDA (where the model sidecar allows it).
+    #[arg(long)]
+    fp16: bool,
+}
+
+#[cfg(feature = "ffmpeg")]
 #[derive(clap::Args)]
 struct FramesArgs {
     video: PathBuf,
@@ -71,101 +249,27 @@ struct FramesArgs {
 }
 
 #[derive(clap::Args)]
-struct RunArgs {
-    /// List files (.csv .tsv .jsonl .txt), directories (crawled) and video files.
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
-    /// Output folder.
+struct CnnBenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Batch sizes to time, comma-separated.
+    #[arg(long, default_value = "32")]
+    batch: String,
+    /// Seconds to time each batch size for (after one warm-up batch).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Also time half precision (CUDA only).
     #[arg(long)]
-    out: PathBuf,
-    /// Where Kinetics annotation rows find their clips (default: the CSV's folder).
-    #[arg(long)]
-    video_root: Option<PathBuf>,
-    /// TorchScript model returning pre-logit features (default: bundled EfficientNet-Lite0).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// The model's sidecar JSON (default: the model path with .json).
-    #[arg(long)]
-    sidecar: Option<PathBuf>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// Rows per second of video (e.g. 1, 0.5, 30000/1001).
-    #[arg(long, default_value = "1")]
-    fps: String,
-    /// Cap on rows per video (0 = no cap).
-    #[arg(long, default_value_t = 300)]
-    max_frames: u64,
-    /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
-    #[arg(long)]
-    resize: Option<String>,
-    /// A fitted PCA: our .npz, or a folder with YouTube-8M's mean.npy/eigenvals.npy/eigenvecs.npy.
-    /// Without it, one is fitted on the run's first frames and saved as OUT/pca.npz.
-    #[arg(long)]
-    pca: Option<PathBuf>,
-    /// Dimensions kept after PCA (default 1024, or the model's dim if smaller).
-    #[arg(long)]
-    pca_dims: Option<usize>,
-    /// How many frames the PCA is fitted on when no --pca is given.
-    #[arg(long, default_value_t = 10_000)]
-    pca_sample_frames: usize,
-    /// yt8m, kinetics-400, kinetics-600, kinetics-700, or a vocabulary file.
-    #[arg(long)]
-    vocab: Option<String>,
-    /// Shards per split (default: about 1,000 videos per shard).
-    #[arg(long)]
-    shards: Option<u32>,
-    /// Split for rows that do not name one.
-    #[arg(long, default_value = "train")]
-    split: String,
-    /// Frames per CNN batch (batches cross video boundaries).
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Videos decoded in parallel.
-    #[arg(long, default_value_t = 1)]
-    decode_workers: usize,
-    /// FFmpeg threads per decoder (0 = FFmpeg's choice).
-    #[arg(long, default_value_t = 2)]
-    decode_threads: usize,
-    /// libtorch intra-op threads (0 = libtorch's choice).
-    #[arg(long, default_value_t = 0)]
-    torch_threads: usize,
-    /// Per-video decode time limit, seconds.
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    json: bool,
+    fp16: bool,
 }
 
-fn run_cmd(a: RunArgs) -> Result<ExitCode> {
-    let fps = Rational::parse(&a.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", a.fps))?;
-    let cfg = RunConfig {
-        inputs: a.inputs,
-        out: a.out,
-        video_root: a.video_root,
-        model: a.model.unwrap_or_else(vidfeat::default_model),
-        sidecar: a.sidecar,
-        device: a.device,
-        fps,
-        max_frames: a.max_frames,
-        resize: a.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
-        pca: a.pca,
-        pca_dims: a.pca_dims,
-        pca_sample_frames: a.pca_sample_frames.max(2),
-        vocab: a.vocab,
-        shards: a.shards,
-        split: a.split,
-        batch_size: a.batch_size,
-        decode_workers: a.decode_workers,
-        decode_threads: a.decode_threads,
-        torch_threads: a.torch_threads,
-        timeout: Duration::from_secs(a.timeout),
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    };
-    let report = vidfeat::run(&cfg)?;
-    let s = &report.summary;
-    if a.json {
+fn model_path(m: &ModelArgs) -> PathBuf {
+    m.model.clone().unwrap_or_else(vidfeat::default_model)
+}
+
+fn report(r: RunReport, json_out: bool, out: &std::path::Path) -> Result<ExitCode> {
+    let s = &r.summary;
+    if json_out {
         println!("{}", serde_json::to_string(s)?);
     } else {
         println!(
@@ -173,18 +277,98 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
             s["videos_ok"], s["videos_failed"], s["rows"], s["seconds_of_video"], s["wall_time_s"].as_f64().unwrap_or(0.0),
             s["throughput"]["frames_per_s"].as_f64().unwrap_or(0.0)
         );
-        println!("output: {}", cfg.out.display());
+        println!("output: {}", out.display());
         if s["videos_failed"].as_u64().unwrap_or(0) > 0 {
-            println!("failures: {}", cfg.out.join("failures.jsonl").display());
+            println!("failures: {}", out.join("failures.jsonl").display());
         }
     }
-    Ok(ExitCode::from(match report.outcome {
+    Ok(ExitCode::from(match r.outcome {
         Outcome::AllOk => 0,
         Outcome::SomeFailed => 2,
         Outcome::NoneOk => 3,
     }))
 }
 
+#[cfg(feature = "ffmpeg")]
+fn run_cmd(a: RunArgs) -> Result<ExitCode> {
+    let cfg = vidfeat::pipeline::RunConfig {
+        consume: a.output.consume(),
+        model: model_path(&a.model),
+        sidecar: a.model.sidecar.clone(),
+        device: a.model.device.clone(),
+        decode: a.sample.settings()?,
+        torch_threads: a.model.torch_threads,
+        jobs: a.list.spec(),
+    };
+    report(vidfeat::pipeline::run(&cfg)?, a.output.json, &cfg.consume.out)
+}
+
+#[cfg(feature = "ffmpeg")]
+fn decode_cmd(a: DecodeArgs) -> Result<ExitCode> {
+    let cfg = vidfeat::pipeline::DecodeToCacheConfig {
+        cache: a.cache.clone(),
+        sidecar: a.sidecar.clone().unwrap_or_else(|| vidfeat::default_model().with_extension("json")),
+        decode: a.sample.settings()?,
+        zstd_level: a.zstd_level,
+        jobs: a.list.spec(),
+    };
+    let s = vidfeat::pipeline::decode_to_cache(&cfg)?;
+    println!("{} videos decoded, {} failed, {} rows, into {}", s["videos_ok"], s["videos_failed"], s["rows"], a.cache.display());
+    let (ok, failed) = (s["videos_ok"].as_u64().unwrap_or(0), s["videos_failed"].as_u64().unwrap_or(0));
+    Ok(ExitCode::from(if ok == 0 { 3 } else if failed > 0 { 2 } else { 0 }))
+}
+
+fn extract_cmd(a: ExtractArgs) -> Result<ExitCode> {
+    let cfg = vidfeat::extract::ExtractConfig {
+        cache: a.cache.clone(),
+        consume: a.output.consume(),
+        model: model_path(&a.model),
+        sidecar: a.model.sidecar.clone(),
+        device: a.model.device.clone(),
+        torch_threads: a.model.torch_threads,
+        fp16: a.fp16,
+    };
+    report(vidfeat::extract::extract(&cfg)?, a.output.json, &cfg.consume.out)
+}
+
+fn cnn_bench_cmd(a: CnnBenchArgs) -> Result<ExitCode> {
+    let (device, note) = vidfeat_features::resolve_device(&a.model.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    if a.model.torch_threads > 0 {
+        tch::set_num_threads(a.model.torch_threads as i32);
+    }
+    let batches: Vec<usize> = a.batch.split(',').map(|b| b.trim().parse()).collect::<Result<_, _>>().context("--batch")?;
+    let precisions: &[bool] = if a.fp16 { &[false, true] } else { &[false] };
+    for &half in precisions {
+        let mut m = vidfeat_features::Model::load(&model_path(&a.model), a.model.sidecar.as_deref(), device)?;
+        if half {
+            m.use_half()?;
+        }
+        let (w, h) = m.input_wh();
+        for &b in &batches {
+            // Deterministic synthetic frames (the network's speed does not depend on content).
+            let frames: Vec<u8> = (0..b * (w * h * 3) as usize).map(|i| (i * 7 % 251) as u8).collect();
+            m.extract(&frames, b)?;
+            let t = std::time::Instant::now();
+            let mut n = 0usize;
+            while t.elapsed().as_secs_f64() < a.seconds || n == 0 {
+                m.extract(&frames, b)?;
+                n += b;
+            }
+            let fps = n as f64 / t.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                json!({"model": m.sidecar.name, "device": format!("{device:?}"), "precision": if half { "fp16" } else { "fp32" },
+                       "batch": b, "frames": n, "frames_per_s": (fps * 10.0).round() / 10.0, "threads": tch::get_num_threads()})
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "ffmpeg")]
 fn parse_size(s: &str) -> Result<(u32, u32)> {
     let (w, h) = s.split_once(['x', 'X']).with_context(|| format!("--size `{s}` is not WxH"))?;
     let (w, h): (u32, u32) = (w.trim().parse()?, h.trim().parse()?);
@@ -192,6 +376,8 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
     Ok((w, h))
 }
 
+
+#[cfg(feature = "ffmpeg")]
 fn frames_cmd(a: FramesArgs) -> Result<ExitCode> {
     use vidfeat_decode::{decode_file, DecodeOptions};
     let fps = Rational::parse(&a.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", a.fps))?;
@@ -255,6 +441,7 @@ fn frames_cmd(a: FramesArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+
 fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut bad = false;
@@ -306,11 +493,18 @@ fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(if bad { 1 } else { 0 }))
 }
 
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
+        #[cfg(feature = "ffmpeg")]
         Cmd::Run(a) => run_cmd(a),
+        #[cfg(feature = "ffmpeg")]
+        Cmd::Decode(a) => decode_cmd(a),
+        Cmd::Extract(a) => extract_cmd(a),
+        #[cfg(feature = "ffmpeg")]
         Cmd::Frames(a) => frames_cmd(a),
+        Cmd::CnnBench(a) => cnn_bench_cmd(a),
         Cmd::Inspect { files, values } => inspect_cmd(files, values),
     };
     match r {

@@ -1,346 +1,109 @@
-//! The `run` pipeline: decode workers -> in-order batcher + CNN thread -> PCA, quantization and
-//! shard writing, joined by bounded channels.
+//! The FFmpeg side of a run: decode workers feeding the consumer (`vidfeat run`), or writing a
+//! frame cache for another machine to extract (`vidfeat decode --cache`).
 //!
-//! Determinism: tasks are ordered by (split, shard, input order); the batcher consumes videos
-//! in that order and cuts batches of exactly `batch_size` frames from the concatenated frame
-//! stream, so batch composition (and so every float) does not depend on thread timing. The
-//! same input gives byte-identical shards.
-use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+//! ```text
+//! feeder (at most 2W+2 ahead of the batcher) -> W decode workers -bounded-> consumer
+//! ```
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde_json::json;
 
-use vidfeat_decode::{decode_file, DecodeOptions, Rational};
-use vidfeat_export::{encode_frame_level, encode_video_level, shard_name, shard_of, AtomicShard, VideoRecord};
-use vidfeat_features::{quantize, CovarianceAccumulator, Model, Pca};
-use vidfeat_ingest::{Source, Task};
-use vidfeat_labels::{Match, Vocabulary};
+use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
+use vidfeat_features::{Model, Sidecar};
+use vidfeat_ingest::Source;
 
-/// The validated settings of one run (built from the CLI flags).
+use crate::consume::{consume, ConsumeConfig, Decoded, Progress, RunReport};
+use crate::jobs::{prepare, FailureLog, Job, JobSpec};
+
+/// The validated settings of `vidfeat run` (built from the CLI flags).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    pub inputs: Vec<PathBuf>,
-    pub out: PathBuf,
-    pub video_root: Option<PathBuf>,
+    pub jobs: JobSpec,
+    pub consume: ConsumeConfig,
     pub model: PathBuf,
     pub sidecar: Option<PathBuf>,
     pub device: String,
+    pub decode: DecodeSettings,
+    pub torch_threads: usize,
+}
+
+/// How videos are decoded and sampled.
+#[derive(Debug, Clone)]
+pub struct DecodeSettings {
     pub fps: Rational,
     /// 0 = no cap.
     pub max_frames: u64,
     /// None: the model sidecar's mode.
-    pub resize: Option<vidfeat_decode::Resize>,
-    pub pca: Option<PathBuf>,
-    pub pca_dims: Option<usize>,
-    pub pca_sample_frames: usize,
-    pub vocab: Option<String>,
-    pub shards: Option<u32>,
-    pub split: String,
-    pub batch_size: usize,
-    pub decode_workers: usize,
-    pub decode_threads: usize,
-    pub torch_threads: usize,
+    pub resize: Option<Resize>,
+    pub workers: usize,
+    pub threads: usize,
     pub timeout: Duration,
-    pub progress: bool,
 }
 
-/// One failed video (or list row), as written to failures.jsonl.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Failure {
-    pub id: Option<String>,
-    pub source: Option<String>,
-    pub stage: &'static str,
-    pub kind: String,
-    pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-}
-
-/// How a run ended; the CLI maps it to an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    AllOk,
-    SomeFailed,
-    NoneOk,
-}
-
-#[derive(Debug)]
-pub struct RunReport {
-    pub outcome: Outcome,
-    pub summary: serde_json::Value,
-}
-
-/// A task that passed ingest and labels, with its place in the output.
-#[derive(Debug, Clone)]
-struct Job {
-    task: Task,
-    labels: Vec<i64>,
-    shard: u32,
-}
-
-struct Decoded {
-    idx: usize,
-    result: Result<(Vec<u8>, u64, f64, Vec<String>), (String, String)>,
-}
-
-struct Extracted {
-    idx: usize,
-    result: Result<(Vec<f32>, u64, f64), (&'static str, String, String)>,
-}
-
-fn write_json_line<W: Write>(w: &mut W, v: &impl serde::Serialize) -> Result<()> {
-    serde_json::to_writer(&mut *w, v)?;
-    w.write_all(b"\n")?;
-    w.flush()?;
-    Ok(())
-}
-
-/// Maps list labels to indices; without a vocabulary, labels must be integers.
-fn map_labels(task: &Task, vocab: Option<&Vocabulary>) -> std::result::Result<Vec<i64>, String> {
-    let mut out = vec![];
-    for l in &task.labels {
-        match vocab {
-            Some(v) => match v.lookup(l) {
-                Ok((c, m)) => {
-                    if m == Match::Normalised {
-                        eprintln!("warning: {}: label `{l}` matched `{}` only after case/space normalisation", task.id, c.name);
-                    }
-                    out.push(c.index)
-                }
-                Err(e) => return Err(e.to_string()),
-            },
-            None => match l.parse::<i64>() {
-                Ok(i) if i >= 0 => out.push(i),
-                _ => return Err(format!("label `{l}` is not an index and no --vocab was given")),
-            },
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
-}
-
-pub fn run(cfg: &RunConfig) -> Result<RunReport> {
-    let started = Instant::now();
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
-    let mut failures_file = std::io::BufWriter::new(
-        std::fs::File::create(cfg.out.join("failures.jsonl")).context("creating failures.jsonl")?,
-    );
-    let mut failures_by_kind: BTreeMap<String, u64> = BTreeMap::new();
-    let mut record_failure = |f: Failure, w: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
-        *failures_by_kind.entry(f.kind.clone()).or_default() += 1;
-        eprintln!("failed: {} ({}): {}", f.id.as_deref().unwrap_or("-"), f.kind, f.reason);
-        write_json_line(w, &f)
-    };
-
-    // 1. Ingest.
-    let opts = vidfeat_ingest::Options { video_root: cfg.video_root.clone(), default_split: cfg.split.clone() };
-    let ingested = vidfeat_ingest::read_inputs(&cfg.inputs, &opts)?;
-    let rows_total = ingested.tasks.len() + ingested.errors.len();
-    for e in &ingested.errors {
-        record_failure(
-            Failure {
-                id: e.id.clone(),
-                source: e.source.clone(),
-                stage: "ingest",
-                kind: e.kind.to_string(),
-                reason: e.message.clone(),
-                file: Some(e.origin.file.clone()),
-                line: Some(e.origin.line),
-            },
-            &mut failures_file,
-        )?;
+impl DecodeSettings {
+    fn options(&self, sidecar: &Sidecar) -> Result<DecodeOptions> {
+        let resize = match self.resize {
+            Some(r) => r,
+            None => sidecar.resize.parse().map_err(|e| anyhow::anyhow!("model sidecar: {e}"))?,
+        };
+        Ok(DecodeOptions {
+            fps: self.fps,
+            max_frames: (self.max_frames > 0).then_some(self.max_frames),
+            size: Some((sidecar.input_size[1], sidecar.input_size[0])),
+            resize,
+            threads: self.threads,
+            timeout: Some(self.timeout),
+            ..Default::default()
+        })
     }
 
-    // 2. Labels.
-    let vocab = match &cfg.vocab {
-        Some(spec) => Some(Vocabulary::load(spec)?),
-        None => None,
-    };
-    if let Some(v) = &vocab {
-        v.write_csv(&cfg.out.join("vocabulary.csv"))?;
+    fn describe(&self, o: &DecodeOptions) -> serde_json::Value {
+        json!({
+            "fps": self.fps.to_f64(),
+            "max_frames": self.max_frames,
+            "resize": format!("{:?}", o.resize),
+            "size": o.size,
+            "decode_workers": self.workers.max(1),
+            "decode_threads": self.threads,
+        })
     }
-    let mut jobs: Vec<Job> = vec![];
-    for t in ingested.tasks {
-        match map_labels(&t, vocab.as_ref()) {
-            Ok(labels) => jobs.push(Job { task: t, labels, shard: 0 }),
-            Err(reason) => record_failure(
-                Failure {
-                    id: Some(t.id.clone()),
-                    source: Some(t.source.to_string()),
-                    stage: "labels",
-                    kind: "label_unknown".into(),
-                    reason,
-                    file: Some(t.origin.file.clone()),
-                    line: Some(t.origin.line),
-                },
-                &mut failures_file,
-            )?,
-        }
-    }
+}
 
-    // 3. Shards: per split, n = --shards or about 1,000 videos per shard.
-    let mut per_split: BTreeMap<String, usize> = BTreeMap::new();
-    for j in &jobs {
-        *per_split.entry(j.task.split.clone()).or_default() += 1;
-    }
-    let shard_counts: BTreeMap<String, u32> =
-        per_split.iter().map(|(s, &n)| (s.clone(), cfg.shards.unwrap_or(n.div_ceil(1000) as u32).max(1))).collect();
-    for j in &mut jobs {
-        j.shard = shard_of(&j.task.id, shard_counts[&j.task.split]);
-    }
-    // Stable sort keeps input order within a shard.
-    jobs.sort_by(|a, b| (&a.task.split, a.shard).cmp(&(&b.task.split, b.shard)));
-
-    // 4. Model and device.
-    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
-    if let Some(n) = note {
-        eprintln!("note: {n}");
-    }
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
-    let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
-    let resize = match cfg.resize {
-        Some(r) => r,
-        None => model.sidecar.resize.parse().map_err(|e| anyhow::anyhow!("model sidecar: {e}"))?,
-    };
-    let dim = model.sidecar.output_dim;
-    let model_info = json!({
-        "name": model.sidecar.name,
-        "path": model.path.display().to_string(),
-        "sha256": model.sha256,
-        "sidecar": model.sidecar,
-    });
-    let device_name = format!("{:?}", model.device);
-    let pca_dims = cfg.pca_dims.unwrap_or(1024).min(dim);
-    let given_pca = match &cfg.pca {
-        Some(p) => {
-            let pca = Pca::load(p, Some(pca_dims))?;
-            if pca.input_dim() != dim {
-                bail!("PCA {} takes {}-d features, the model gives {dim}-d", p.display(), pca.input_dim());
-            }
-            Some(pca)
-        }
-        None => None,
-    };
-
-    // 5. The pipeline.
-    let (w, h) = model.input_wh();
-    let dec_opts = DecodeOptions {
-        fps: cfg.fps,
-        max_frames: (cfg.max_frames > 0).then_some(cfg.max_frames),
-        size: Some((w, h)),
-        resize,
-        threads: cfg.decode_threads,
-        timeout: Some(cfg.timeout),
-        ..Default::default()
-    };
-    let jobs = Arc::new(jobs);
-    let n_jobs = jobs.len();
-    let workers = cfg.decode_workers.max(1);
-    // Decoding may run at most `window` videos ahead of the batcher (bounds memory).
+/// Starts the feeder and W decode workers; returns the stream of decoded videos in any order.
+pub fn spawn_decoders<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    jobs: &'s [Job],
+    opts: &'s DecodeOptions,
+    workers: usize,
+    progress: &'s Progress,
+) -> Receiver<Decoded> {
+    let workers = workers.max(1);
     let window = 2 * workers + 2;
-    let progress = Arc::new((Mutex::new(0usize), Condvar::new()));
-
     let (task_tx, task_rx) = bounded::<usize>(workers);
     let (dec_tx, dec_rx) = bounded::<Decoded>(workers + 1);
-    let (ext_tx, ext_rx) = bounded::<Extracted>(4);
-
-    let pb = if cfg.progress {
-        indicatif::ProgressBar::new(n_jobs as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} videos [{elapsed_precise}] {bar:30} {per_sec} eta {eta}")
-            .unwrap(),
-    );
-
-    let summary = std::thread::scope(|s| -> Result<serde_json::Value> {
-        // Feeder: releases task indices, at most `window` ahead of the batcher.
-        {
-            let progress = progress.clone();
-            s.spawn(move || {
-                for i in 0..n_jobs {
-                    let (lock, cv) = &*progress;
-                    let mut done = lock.lock().unwrap();
-                    while i >= *done + window {
-                        done = cv.wait(done).unwrap();
-                    }
-                    drop(done);
-                    if task_tx.send(i).is_err() {
-                        return;
-                    }
-                }
-            });
+    let n = jobs.len();
+    s.spawn(move || {
+        for i in 0..n {
+            let (lock, cv) = progress;
+            let mut done = lock.lock().unwrap();
+            while i >= *done + window {
+                done = cv.wait(done).unwrap();
+            }
+            drop(done);
+            if task_tx.send(i).is_err() {
+                return;
+            }
         }
-        // Decode workers.
-        for _ in 0..workers {
-            let (task_rx, dec_tx, jobs, dec_opts) = (task_rx.clone(), dec_tx.clone(), jobs.clone(), dec_opts.clone());
-            s.spawn(move || decode_worker(task_rx, dec_tx, &jobs, &dec_opts));
-        }
-        drop(dec_tx);
-        // Batcher + CNN: the one thread that owns the model.
-        {
-            let progress = progress.clone();
-            let batch = cfg.batch_size.max(1);
-            s.spawn(move || batch_and_extract(dec_rx, ext_tx, &model, batch, &progress));
-        }
-        // Writer (this thread).
-        write_outputs(cfg, &jobs, &shard_counts, given_pca, dim, pca_dims, ext_rx, &pb, &mut |f| {
-            record_failure(f, &mut failures_file)
-        })
-    })?;
-    pb.finish_and_clear();
-
-    let ok = summary["videos_ok"].as_u64().unwrap_or(0);
-    let failed_total: u64 = failures_by_kind.values().sum();
-    let outcome = if ok == 0 {
-        Outcome::NoneOk
-    } else if failed_total == 0 {
-        Outcome::AllOk
-    } else {
-        Outcome::SomeFailed
-    };
-    let wall = started.elapsed().as_secs_f64();
-    let rows = summary["rows"].as_u64().unwrap_or(0);
-    let mut summary = summary;
-    let extra = json!({
-        "list_rows": rows_total,
-        "videos_failed": failed_total,
-        "failures_by_kind": failures_by_kind,
-        "wall_time_s": (wall * 1000.0).round() / 1000.0,
-        "throughput": {
-            "videos_per_s": ok as f64 / wall.max(1e-9),
-            "frames_per_s": rows as f64 / wall.max(1e-9),
-        },
-        "model": model_info,
-        "device": device_name,
-        "vocabulary": vocab.as_ref().map(|v| json!({"source": v.source, "classes": v.classes.len(), "file": "vocabulary.csv"})),
-        "settings": {
-            "fps": cfg.fps.to_f64(),
-            "max_frames": cfg.max_frames,
-            "resize": format!("{resize:?}"),
-            "batch_size": cfg.batch_size,
-            "decode_workers": workers,
-        },
-        "outcome": match outcome { Outcome::AllOk => "all_ok", Outcome::SomeFailed => "some_failed", Outcome::NoneOk => "none_ok" },
     });
-    for (k, v) in extra.as_object().unwrap() {
-        summary[k] = v.clone();
+    for _ in 0..workers {
+        let (task_rx, dec_tx) = (task_rx.clone(), dec_tx.clone());
+        s.spawn(move || decode_worker(task_rx, dec_tx, jobs, opts));
     }
-    let tmp = cfg.out.join(".summary.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
-    std::fs::rename(&tmp, cfg.out.join("summary.json"))?;
-    Ok(RunReport { outcome, summary })
+    dec_rx
 }
 
 fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job], opts: &DecodeOptions) {
@@ -353,9 +116,7 @@ fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job]
             Source::Local(path) => {
                 let mut frames: Vec<u8> = vec![];
                 // A panic inside one video is that video's failure, not the run's.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    decode_file(path, &o, |f| frames.extend_from_slice(&f.rgb))
-                }));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_file(path, &o, |f| frames.extend_from_slice(&f.rgb))));
                 match r {
                     Ok(Ok(rep)) => Ok((frames, rep.rows, rep.duration, rep.warnings)),
                     Ok(Err(e)) => Err((e.kind().to_string(), e.to_string())),
@@ -369,347 +130,75 @@ fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job]
     }
 }
 
-/// Consumes decoded videos in index order; runs the CNN on fixed-size batches cut from the
-/// concatenated frame stream; emits each video's features once all its rows are done.
-fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model: &Model, batch: usize, progress: &(Mutex<usize>, Condvar)) {
-    let (w, h) = model.input_wh();
-    let frame_bytes = (w * h * 3) as usize;
-    let dim = model.sidecar.output_dim;
-    let mut reorder: BTreeMap<usize, Decoded> = BTreeMap::new();
-    let mut next = 0usize;
-    // Frames waiting for a batch, and the videos they belong to (idx, rows still missing).
-    let mut buf: Vec<u8> = Vec::with_capacity(batch * frame_bytes);
-    let mut buf_rows = 0usize;
-    // Videos in flight: idx -> (features so far, expected rows, seconds, failure to report).
-    let mut open: VecDeque<(usize, Vec<f32>, u64, f64)> = Default::default();
-    let mut pending_out: VecDeque<Extracted> = Default::default();
-
-    let run_batch = |buf: &mut Vec<u8>, buf_rows: &mut usize, open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>| -> Result<(), String> {
-        if *buf_rows == 0 {
-            return Ok(());
-        }
-        let feats = model.extract(buf, *buf_rows).map_err(|e| e.to_string())?;
-        // Hand the rows to the open videos in order.
-        let mut off = 0;
-        for (_, f, rows, _) in open.iter_mut() {
-            let need = *rows as usize * dim - f.len();
-            let take = need.min(feats.len() - off);
-            f.extend_from_slice(&feats[off..off + take]);
-            off += take;
-            if off == feats.len() {
-                break;
-            }
-        }
-        buf.clear();
-        *buf_rows = 0;
-        Ok(())
-    };
-
-    let flush_done = |open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>, pending_out: &mut VecDeque<Extracted>| {
-        while let Some((_, f, rows, _)) = open.front() {
-            if f.len() < *rows as usize * dim {
-                break;
-            }
-            let (idx, f, rows, secs) = open.pop_front().unwrap();
-            pending_out.push_back(Extracted { idx, result: Ok((f, rows, secs)) });
-        }
-    };
-
-    let send_ready = |pending_out: &mut VecDeque<Extracted>, open: &VecDeque<(usize, Vec<f32>, u64, f64)>| -> bool {
-        // Failures wait behind earlier open videos, to keep output order.
-        while let Some(e) = pending_out.front() {
-            if open.front().is_some_and(|o| o.0 < e.idx) {
-                break;
-            }
-            let e = pending_out.pop_front().unwrap();
-            if ext_tx.send(e).is_err() {
-                return false;
-            }
-        }
-        true
-    };
-
-    let mut disconnected = false;
-    loop {
-        // Take the next video in order, receiving until it has arrived.
-        let d = loop {
-            if let Some(d) = reorder.remove(&next) {
-                break Some(d);
-            }
-            if disconnected {
-                break None;
-            }
-            match dec_rx.recv() {
-                Ok(d) => {
-                    reorder.insert(d.idx, d);
-                }
-                Err(_) => disconnected = true,
-            }
-        };
-        let Some(d) = d else { break };
-        next += 1;
-        {
-            let (lock, cv) = progress;
-            *lock.lock().unwrap() = next;
-            cv.notify_all();
-        }
-        match d.result {
-            Err((kind, reason)) => {
-                pending_out.push_back(Extracted { idx: d.idx, result: Err(("decode", kind, reason)) });
-            }
-            Ok((frames, rows, secs, warnings)) => {
-                for wmsg in warnings {
-                    eprintln!("warning: video #{}: {wmsg}", d.idx);
-                }
-                open.push_back((d.idx, Vec::with_capacity(rows as usize * dim), rows, secs));
-                let mut off = 0;
-                while off < frames.len() {
-                    let take = ((batch - buf_rows) * frame_bytes).min(frames.len() - off);
-                    buf.extend_from_slice(&frames[off..off + take]);
-                    buf_rows += take / frame_bytes;
-                    off += take;
-                    if buf_rows == batch {
-                        if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open) {
-                            // A model failure fails every video in the batch.
-                            for (idx, _, _, _) in open.drain(..) {
-                                pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
-                            }
-                            let mut v: Vec<_> = pending_out.drain(..).collect();
-                            v.sort_by_key(|e| e.idx);
-                            pending_out.extend(v);
-                            buf.clear();
-                            buf_rows = 0;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        flush_done(&mut open, &mut pending_out);
-        if !send_ready(&mut pending_out, &open) {
-            return;
-        }
+pub fn run(cfg: &RunConfig) -> Result<RunReport> {
+    let started = Instant::now();
+    let out = &cfg.consume.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
+    let prepared = prepare(&cfg.jobs, out, &mut log)?;
+    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
     }
-    if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open) {
-        for (idx, _, _, _) in open.drain(..) {
-            pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
-        }
+    if cfg.torch_threads > 0 {
+        tch::set_num_threads(cfg.torch_threads as i32);
     }
-    flush_done(&mut open, &mut pending_out);
-    let mut v: Vec<_> = pending_out.drain(..).collect();
-    v.sort_by_key(|e| e.idx);
-    for e in v {
-        if ext_tx.send(e).is_err() {
-            return;
-        }
-    }
+    let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
+    let opts = cfg.decode.options(&model.sidecar)?;
+    let progress: Progress = (Mutex::new(0), Condvar::new());
+    let settings = json!({"settings": cfg.decode.describe(&opts)});
+    std::thread::scope(|s| {
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
+        consume(&cfg.consume, model, &prepared, rx, &progress, &mut log, started, settings)
+    })
 }
 
-struct ShardPair {
-    split: String,
-    shard: u32,
-    frame: AtomicShard,
-    video: AtomicShard,
+/// `vidfeat decode --cache DIR`: decode and sample on this machine, store the frames for
+/// `vidfeat extract` elsewhere. Frames are sized for the model whose sidecar is given.
+#[derive(Debug, Clone)]
+pub struct DecodeToCacheConfig {
+    pub jobs: JobSpec,
+    pub cache: PathBuf,
+    pub sidecar: PathBuf,
+    pub decode: DecodeSettings,
+    pub zstd_level: i32,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_outputs(
-    cfg: &RunConfig,
-    jobs: &[Job],
-    shard_counts: &BTreeMap<String, u32>,
-    given_pca: Option<Pca>,
-    dim: usize,
-    pca_dims: usize,
-    ext_rx: Receiver<Extracted>,
-    pb: &indicatif::ProgressBar,
-    record_failure: &mut dyn FnMut(Failure) -> Result<()>,
-) -> Result<serde_json::Value> {
-    let mut pca = given_pca;
-    let pca_source = cfg.pca.as_ref().map(|p| p.display().to_string());
-    let mut acc = if pca.is_none() { Some(CovarianceAccumulator::new(dim)) } else { None };
-    // Videos held while the PCA sample fills: (idx, raw features, rows, seconds).
-    let mut held: Vec<(usize, Vec<f32>, u64, f64)> = vec![];
-    let mut current: Option<ShardPair> = None;
-    // Next (split, shard) to create, to write empty shards in between.
-    let mut next_shard: BTreeMap<String, u32> = shard_counts.keys().map(|k| (k.clone(), 0)).collect();
-    let mut shards_written: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    let mut ok = 0u64;
-    let mut rows_total = 0u64;
-    let mut seconds_total = 0.0f64;
-    let mut video_count_in_shard = 0u64;
-
-    let open_pair = |split: &str, shard: u32| -> Result<ShardPair> {
-        let n = shard_counts[split];
-        let name = shard_name(split, shard, n);
-        Ok(ShardPair {
-            split: split.to_string(),
-            shard,
-            frame: AtomicShard::create(&cfg.out.join("frame").join(&name))?,
-            video: AtomicShard::create(&cfg.out.join("video").join(&name))?,
-        })
-    };
-    let commit = |p: ShardPair, count: u64, written: &mut BTreeMap<String, Vec<serde_json::Value>>| -> Result<()> {
-        let name = shard_name(&p.split, p.shard, shard_counts[&p.split]);
-        p.frame.commit()?;
-        p.video.commit()?;
-        written.entry(p.split.clone()).or_default().push(json!({"shard": name, "videos": count}));
-        Ok(())
-    };
-
-    // Moves the writer to (split, shard), committing everything before it (empty shards too).
-    let mut advance_to = |target: Option<(&str, u32)>,
-                          current: &mut Option<ShardPair>,
-                          count: &mut u64,
-                          written: &mut BTreeMap<String, Vec<serde_json::Value>>|
-     -> Result<()> {
-        if let (Some(c), Some((s, n))) = (current.as_ref(), target) {
-            if c.split == s && c.shard == n {
-                return Ok(());
+pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.cache).with_context(|| format!("creating {}", cfg.cache.display()))?;
+    let mut log = FailureLog::create(&cfg.cache.join("failures.jsonl"))?;
+    let prepared = prepare(&cfg.jobs, &cfg.cache, &mut log)?;
+    let sidecar = Sidecar::load(&cfg.sidecar)?;
+    let opts = cfg.decode.options(&sidecar)?;
+    let progress: Progress = (Mutex::new(0), Condvar::new());
+    let progress = Arc::new(progress);
+    let mut writer = crate::cache::CacheWriter::create(&cfg.cache, &prepared, &sidecar, cfg.decode.describe(&opts), cfg.zstd_level)?;
+    let stats = std::thread::scope(|s| -> Result<(u64, u64)> {
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
+        // Write in job order so the cache is deterministic.
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0usize;
+        for d in rx {
+            pending.insert(d.idx, d);
+            while let Some(d) = pending.remove(&next) {
+                writer.add(&prepared.jobs[next], d, &mut log)?;
+                next += 1;
+                let (lock, cv) = &*progress;
+                *lock.lock().unwrap() = next;
+                cv.notify_all();
             }
         }
-        if let Some(c) = current.take() {
-            commit(c, *count, written)?;
-            *count = 0;
-        }
-        // Empty shards before the target (or all remaining when target is None).
-        for (split, nxt) in next_shard.iter_mut() {
-            let upto = match target {
-                Some((s, n)) if s == split => n,
-                Some((s, _)) if split.as_str() > s => continue,
-                _ => shard_counts[split],
-            };
-            while *nxt < upto {
-                commit(open_pair(split, *nxt)?, 0, written)?;
-                *nxt += 1;
-            }
-        }
-        if let Some((s, n)) = target {
-            *current = Some(open_pair(s, n)?);
-            *next_shard.get_mut(s).unwrap() = n + 1;
-        }
-        Ok(())
-    };
-
-    let mut write_video = |idx: usize,
-                           raw: &[f32],
-                           rows: u64,
-                           pca: &Pca,
-                           current: &mut Option<ShardPair>,
-                           count: &mut u64,
-                           written: &mut BTreeMap<String, Vec<serde_json::Value>>|
-     -> Result<()> {
-        let job = &jobs[idx];
-        advance_to(Some((&job.task.split, job.shard)), current, count, written)?;
-        let reduced = pca.apply(raw, rows as usize);
-        let d = pca.dims;
-        let mut mean = vec![0f64; d];
-        for r in reduced.chunks_exact(d) {
-            for (m, v) in mean.iter_mut().zip(r) {
-                *m += *v as f64;
-            }
-        }
-        let rec = VideoRecord {
-            id: job.task.id.clone(),
-            labels: job.labels.clone(),
-            rgb: reduced.chunks_exact(d).map(quantize).collect(),
-            mean_rgb: mean.iter().map(|m| (m / rows.max(1) as f64) as f32).collect(),
-        };
-        let c = current.as_mut().unwrap();
-        c.frame.write_record(&encode_frame_level(&rec))?;
-        c.video.write_record(&encode_video_level(&rec))?;
-        *count += 1;
-        Ok(())
-    };
-
-    let mut pca_info = json!(null);
-    for e in ext_rx {
-        pb.inc(1);
-        let job = &jobs[e.idx];
-        match e.result {
-            Err((stage, kind, reason)) => record_failure(Failure {
-                id: Some(job.task.id.clone()),
-                source: Some(job.task.source.to_string()),
-                stage,
-                kind,
-                reason,
-                file: None,
-                line: None,
-            })?,
-            Ok((raw, rows, secs)) => {
-                ok += 1;
-                rows_total += rows;
-                seconds_total += secs;
-                if let Some(a) = acc.as_mut() {
-                    if a.rows() < cfg.pca_sample_frames {
-                        let take = (cfg.pca_sample_frames - a.rows()).min(rows as usize);
-                        a.add(&raw[..take * dim], take);
-                    }
-                    held.push((e.idx, raw, rows, secs));
-                    if a.rows() >= cfg.pca_sample_frames {
-                        let fitted = fit_pca(a, pca_dims, &cfg.out)?;
-                        pca_info = fitted.1;
-                        pca = Some(fitted.0);
-                        acc = None;
-                        for (idx, raw, rows, _) in held.drain(..) {
-                            write_video(idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
-                        }
-                    }
-                    continue;
-                }
-                write_video(e.idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
-            }
-        }
-    }
-    if let Some(a) = acc.as_ref() {
-        if a.rows() >= 2 {
-            let fitted = fit_pca(a, pca_dims, &cfg.out)?;
-            pca_info = fitted.1;
-            pca = Some(fitted.0);
-            for (idx, raw, rows, _) in held.drain(..) {
-                write_video(idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
-            }
-        } else if !held.is_empty() {
-            bail!("cannot fit a PCA on {} frame(s): give --pca or more video", a.rows());
-        }
-    }
-    advance_to(None, &mut current, &mut video_count_in_shard, &mut shards_written)?;
-    if let (Some(p), Some(src)) = (pca.as_ref(), pca_source) {
-        pca_info = json!({
-            "source": src,
-            "sha256": p.content_sha256(),
-            "dims": p.dims,
-            "fitted": false,
-        });
-    }
-    Ok(json!({
-        "videos_ok": ok,
-        "rows": rows_total,
-        "seconds_of_video": (seconds_total * 1000.0).round() / 1000.0,
-        "pca": pca_info,
-        "shards": shards_written,
-    }))
-}
-
-fn fit_pca(acc: &CovarianceAccumulator, dims: usize, out: &Path) -> Result<(Pca, serde_json::Value)> {
-    let pca = acc.fit(dims).map_err(anyhow::Error::msg)?;
-    let path = out.join("pca.npz");
-    pca.save(&path)?;
-    let mut notes = vec![];
-    if acc.rows() < dims {
-        notes.push(format!(
-            "fitted on {} frames, fewer than the {} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
-            acc.rows(),
-            dims
-        ));
-        eprintln!("warning: PCA {}", notes[0]);
-    }
-    let info = json!({
-        "source": "pca.npz",
-        "sha256": pca.content_sha256(),
-        "dims": pca.dims,
-        "fitted": true,
-        "fitted_on_frames": acc.rows(),
-        "notes": notes,
+        Ok((writer.videos_ok, writer.rows))
+    })?;
+    writer.finish()?;
+    let summary = json!({
+        "videos_ok": stats.0,
+        "videos_failed": log.total(),
+        "failures_by_kind": log.by_kind,
+        "rows": stats.1,
+        "wall_time_s": started.elapsed().as_secs_f64(),
+        "cache": cfg.cache.display().to_string(),
     });
-    Ok((pca, info))
+    Ok(summary)
 }

@@ -234,3 +234,38 @@ fn frames_command_writes_the_sampled_frames_and_their_times() {
         assert!(img.as_raw()[..] == bytes[k * 427 * 256 * 3..(k + 1) * 427 * 256 * 3], "png and rgb24 rows agree");
     }
 }
+
+#[test]
+fn decode_to_a_frame_cache_then_extract_equals_run() {
+    let d = tempfile::tempdir().unwrap();
+    let (run_out, cache, ext_out) = (d.path().join("run"), d.path().join("cache"), d.path().join("extract"));
+    let list = ["data-samples/with_failures.csv", "--vocab", "kinetics-400", "--shards", "2"];
+    let r = vidfeat(&[&["run"][..], &list, &["--out", run_out.to_str().unwrap()]].concat());
+    assert_eq!(r.status.code(), Some(2));
+    let r = vidfeat(&[&["decode"][..], &list, &["--cache", cache.to_str().unwrap()]].concat());
+    assert_eq!(r.status.code(), Some(2), "the cache records the two failures");
+    assert!(cache.join("manifest.json").exists());
+    let r = vidfeat(&["extract", "--cache", cache.to_str().unwrap(), "--out", ext_out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+    for level in ["frame", "video"] {
+        for shard in 0..2 {
+            let name = format!("{level}/train-{shard:05}-of-00002.tfrecord");
+            assert!(std::fs::read(run_out.join(&name)).unwrap() == std::fs::read(ext_out.join(&name)).unwrap(), "{name} differs");
+        }
+    }
+    let kinds = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p.join("failures.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(kinds(&run_out), kinds(&ext_out));
+    assert_eq!(std::fs::read(run_out.join("vocabulary.csv")).unwrap(), std::fs::read(ext_out.join("vocabulary.csv")).unwrap());
+    // A cache made for another input size is refused with a clear error.
+    let side = d.path().join("other.json");
+    let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(root().join("models/efficientnet-lite0.json")).unwrap()).unwrap();
+    s["input_size"] = serde_json::json!([128, 128]);
+    std::fs::write(&side, s.to_string()).unwrap();
+    let small = d.path().join("small");
+    vidfeat(&["decode", "data-samples/samples.csv", "--vocab", "kinetics-400", "--cache", small.to_str().unwrap(), "--sidecar", side.to_str().unwrap()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(["extract", "--cache", small.to_str().unwrap(), "--out", d.path().join("x").to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("128x128"), "{}", String::from_utf8_lossy(&out.stderr));
+}

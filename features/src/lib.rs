@@ -140,6 +140,7 @@ pub struct Model {
     pub sha256: String,
     mean: Tensor,
     std: Tensor,
+    half: bool,
 }
 
 impl Model {
@@ -156,7 +157,25 @@ impl Model {
         let sha256 = file_sha256(path)?;
         let mean = Tensor::from_slice(&sidecar.mean).view([1, 1, 1, 3]).to_device(device);
         let std = Tensor::from_slice(&sidecar.std).view([1, 1, 1, 3]).to_device(device);
-        Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std })
+        Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std, half: false })
+    }
+
+    /// Runs the network in half precision (CUDA only, and only where the sidecar allows it).
+    pub fn use_half(&mut self) -> Result<(), FeatureError> {
+        let err = |msg: &str| FeatureError::Model { path: self.path.display().to_string(), msg: msg.into() };
+        if !self.sidecar.fp16 {
+            return Err(err("the sidecar does not allow fp16"));
+        }
+        if !self.device.is_cuda() {
+            return Err(err("fp16 needs a CUDA device"));
+        }
+        self.module.to(self.device, Kind::Half, false);
+        self.half = true;
+        Ok(())
+    }
+
+    pub fn is_half(&self) -> bool {
+        self.half
     }
 
     /// (width, height) the model takes.
@@ -175,11 +194,18 @@ impl Model {
             return Ok(vec![]);
         }
         let out = tch::no_grad(|| -> Result<Tensor, FeatureError> {
-            let mut x = Tensor::from_slice(rgb).view([n as i64, h as i64, w as i64, 3]).to_device(self.device).to_kind(Kind::Float);
+            let host = Tensor::from_slice(rgb).view([n as i64, h as i64, w as i64, 3]);
+            // On CUDA: upload the uint8 frames (4x less than floats) from pinned memory,
+            // asynchronously, and normalise on the GPU.
+            let x = if self.device.is_cuda() { host.pin_memory(self.device).to_device_(self.device, Kind::Uint8, true, false) } else { host };
+            let mut x = x.to_kind(Kind::Float);
             if self.sidecar.channel_order == "bgr" {
                 x = x.flip([3]);
             }
-            let x = ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous();
+            let mut x = ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous();
+            if self.half {
+                x = x.to_kind(Kind::Half);
+            }
             Ok(self.module.forward_ts(&[x])?)
         })?;
         let out = out.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();

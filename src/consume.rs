@@ -1,0 +1,491 @@
+//! The consumer half of every run: decoded videos (from decode workers or a frame cache) ->
+//! in-order batcher + the one CNN thread -> PCA, quantization and shard writing -> summary.
+//! No FFmpeg here.
+//!
+//! Determinism: videos are consumed strictly in job order and batches of exactly `batch_size`
+//! frames are cut from the concatenated frame stream, so batch composition (and so every float)
+//! does not depend on thread timing.
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use serde_json::json;
+
+use vidfeat_export::{encode_frame_level, encode_video_level, shard_name, AtomicShard, VideoRecord};
+use vidfeat_features::{quantize, CovarianceAccumulator, Model, Pca};
+
+use crate::jobs::{Failure, FailureLog, Job, Prepared};
+
+/// One video from the producer: its frames (packed RGB24 at the model size, back to back),
+/// rows, seconds and warnings; or its failure (kind, reason).
+pub struct Decoded {
+    pub idx: usize,
+    pub result: Result<(Vec<u8>, u64, f64, Vec<String>), (String, String)>,
+}
+
+struct Extracted {
+    idx: usize,
+    result: Result<(Vec<f32>, u64, f64), (&'static str, String, String)>,
+}
+
+/// How decoded videos become shards.
+#[derive(Debug, Clone)]
+pub struct ConsumeConfig {
+    pub out: PathBuf,
+    pub batch_size: usize,
+    pub pca: Option<PathBuf>,
+    pub pca_dims: Option<usize>,
+    pub pca_sample_frames: usize,
+    pub progress: bool,
+}
+
+/// How a run ended; the CLI maps it to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    AllOk,
+    SomeFailed,
+    NoneOk,
+}
+
+#[derive(Debug)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub summary: serde_json::Value,
+}
+
+/// Counts videos the batcher has taken, so producers can stay a bounded distance ahead.
+pub type Progress = (Mutex<usize>, Condvar);
+
+/// Loads the PCA given in the config, checking it fits the model.
+pub fn load_pca(cfg: &ConsumeConfig, dim: usize) -> Result<Option<Pca>> {
+    let dims = cfg.pca_dims.unwrap_or(1024).min(dim);
+    match &cfg.pca {
+        Some(p) => {
+            let pca = Pca::load(p, Some(dims))?;
+            if pca.input_dim() != dim {
+                bail!("PCA {} takes {}-d features, the model gives {dim}-d", p.display(), pca.input_dim());
+            }
+            Ok(Some(pca))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Runs the batcher + CNN thread and the writer (on this thread) over `rx`, then writes
+/// summary.json. `extra` is merged into the summary (settings of the producer).
+pub fn consume(
+    cfg: &ConsumeConfig,
+    model: Model,
+    prepared: &Prepared,
+    rx: Receiver<Decoded>,
+    progress: &Progress,
+    log: &mut FailureLog,
+    started: Instant,
+    extra: serde_json::Value,
+) -> Result<RunReport> {
+    let dim = model.sidecar.output_dim;
+    let pca_dims = cfg.pca_dims.unwrap_or(1024).min(dim);
+    let given_pca = load_pca(cfg, dim)?;
+    let model_info = json!({
+        "name": model.sidecar.name,
+        "path": model.path.display().to_string(),
+        "sha256": model.sha256,
+        "sidecar": model.sidecar,
+    });
+    let device_name = format!("{:?}", model.device);
+    let n_jobs = prepared.jobs.len();
+    let pb = if cfg.progress { indicatif::ProgressBar::new(n_jobs as u64) } else { indicatif::ProgressBar::hidden() };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} videos [{elapsed_precise}] {bar:30} {per_sec} eta {eta}").unwrap(),
+    );
+    let (ext_tx, ext_rx) = bounded::<Extracted>(4);
+    let batch = cfg.batch_size.max(1);
+    let summary = std::thread::scope(|s| -> Result<serde_json::Value> {
+        s.spawn(move || batch_and_extract(rx, ext_tx, &model, batch, progress));
+        write_outputs(cfg, &prepared.jobs, &prepared.shard_counts, given_pca, dim, pca_dims, ext_rx, &pb, &mut |f| log.record(f))
+    })?;
+    pb.finish_and_clear();
+
+    let ok = summary["videos_ok"].as_u64().unwrap_or(0);
+    let failed_total = log.total();
+    let outcome = if ok == 0 {
+        Outcome::NoneOk
+    } else if failed_total == 0 {
+        Outcome::AllOk
+    } else {
+        Outcome::SomeFailed
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let rows = summary["rows"].as_u64().unwrap_or(0);
+    let mut summary = summary;
+    let more = json!({
+        "list_rows": prepared.list_rows,
+        "videos_failed": failed_total,
+        "failures_by_kind": log.by_kind,
+        "wall_time_s": (wall * 1000.0).round() / 1000.0,
+        "throughput": {
+            "videos_per_s": ok as f64 / wall.max(1e-9),
+            "frames_per_s": rows as f64 / wall.max(1e-9),
+        },
+        "model": model_info,
+        "device": device_name,
+        "vocabulary": prepared.vocab.as_ref().map(|v| json!({"source": v.source, "classes": v.classes.len(), "file": "vocabulary.csv"})),
+        "outcome": match outcome { Outcome::AllOk => "all_ok", Outcome::SomeFailed => "some_failed", Outcome::NoneOk => "none_ok" },
+    });
+    for (k, v) in more.as_object().unwrap().iter().chain(extra.as_object().into_iter().flatten()) {
+        summary[k] = v.clone();
+    }
+    summary["settings"]["batch_size"] = json!(batch);
+    let tmp = cfg.out.join(".summary.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
+    std::fs::rename(&tmp, cfg.out.join("summary.json"))?;
+    Ok(RunReport { outcome, summary })
+}
+
+/// Consumes decoded videos in index order; runs the CNN on fixed-size batches cut from the
+/// concatenated frame stream; emits each video's features once all its rows are done.
+fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model: &Model, batch: usize, progress: &Progress) {
+    let (w, h) = model.input_wh();
+    let frame_bytes = (w * h * 3) as usize;
+    let dim = model.sidecar.output_dim;
+    let mut reorder: BTreeMap<usize, Decoded> = BTreeMap::new();
+    let mut next = 0usize;
+    // Frames waiting for a batch, and the videos they belong to (idx, rows still missing).
+    let mut buf: Vec<u8> = Vec::with_capacity(batch * frame_bytes);
+    let mut buf_rows = 0usize;
+    // Videos in flight: idx -> (features so far, expected rows, seconds, failure to report).
+    let mut open: VecDeque<(usize, Vec<f32>, u64, f64)> = Default::default();
+    let mut pending_out: VecDeque<Extracted> = Default::default();
+
+    let run_batch = |buf: &mut Vec<u8>, buf_rows: &mut usize, open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>| -> Result<(), String> {
+        if *buf_rows == 0 {
+            return Ok(());
+        }
+        let feats = model.extract(buf, *buf_rows).map_err(|e| e.to_string())?;
+        // Hand the rows to the open videos in order.
+        let mut off = 0;
+        for (_, f, rows, _) in open.iter_mut() {
+            let need = *rows as usize * dim - f.len();
+            let take = need.min(feats.len() - off);
+            f.extend_from_slice(&feats[off..off + take]);
+            off += take;
+            if off == feats.len() {
+                break;
+            }
+        }
+        buf.clear();
+        *buf_rows = 0;
+        Ok(())
+    };
+
+    let flush_done = |open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>, pending_out: &mut VecDeque<Extracted>| {
+        while let Some((_, f, rows, _)) = open.front() {
+            if f.len() < *rows as usize * dim {
+                break;
+            }
+            let (idx, f, rows, secs) = open.pop_front().unwrap();
+            pending_out.push_back(Extracted { idx, result: Ok((f, rows, secs)) });
+        }
+    };
+
+    let send_ready = |pending_out: &mut VecDeque<Extracted>, open: &VecDeque<(usize, Vec<f32>, u64, f64)>| -> bool {
+        // Failures wait behind earlier open videos, to keep output order.
+        while let Some(e) = pending_out.front() {
+            if open.front().is_some_and(|o| o.0 < e.idx) {
+                break;
+            }
+            let e = pending_out.pop_front().unwrap();
+            if ext_tx.send(e).is_err() {
+                return false;
+            }
+        }
+        true
+    };
+
+    let mut disconnected = false;
+    loop {
+        // Take the next video in order, receiving until it has arrived.
+        let d = loop {
+            if let Some(d) = reorder.remove(&next) {
+                break Some(d);
+            }
+            if disconnected {
+                break None;
+            }
+            match dec_rx.recv() {
+                Ok(d) => {
+                    reorder.insert(d.idx, d);
+                }
+                Err(_) => disconnected = true,
+            }
+        };
+        let Some(d) = d else { break };
+        next += 1;
+        {
+            let (lock, cv) = progress;
+            *lock.lock().unwrap() = next;
+            cv.notify_all();
+        }
+        match d.result {
+            Err((kind, reason)) => {
+                pending_out.push_back(Extracted { idx: d.idx, result: Err(("decode", kind, reason)) });
+            }
+            Ok((frames, rows, secs, warnings)) => {
+                for wmsg in warnings {
+                    eprintln!("warning: video #{}: {wmsg}", d.idx);
+                }
+                open.push_back((d.idx, Vec::with_capacity(rows as usize * dim), rows, secs));
+                let mut off = 0;
+                while off < frames.len() {
+                    let take = ((batch - buf_rows) * frame_bytes).min(frames.len() - off);
+                    buf.extend_from_slice(&frames[off..off + take]);
+                    buf_rows += take / frame_bytes;
+                    off += take;
+                    if buf_rows == batch {
+                        if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open) {
+                            // A model failure fails every video in the batch.
+                            for (idx, _, _, _) in open.drain(..) {
+                                pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
+                            }
+                            let mut v: Vec<_> = pending_out.drain(..).collect();
+                            v.sort_by_key(|e| e.idx);
+                            pending_out.extend(v);
+                            buf.clear();
+                            buf_rows = 0;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        flush_done(&mut open, &mut pending_out);
+        if !send_ready(&mut pending_out, &open) {
+            return;
+        }
+    }
+    if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open) {
+        for (idx, _, _, _) in open.drain(..) {
+            pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
+        }
+    }
+    flush_done(&mut open, &mut pending_out);
+    let mut v: Vec<_> = pending_out.drain(..).collect();
+    v.sort_by_key(|e| e.idx);
+    for e in v {
+        if ext_tx.send(e).is_err() {
+            return;
+        }
+    }
+}
+
+struct ShardPair {
+    split: String,
+    shard: u32,
+    frame: AtomicShard,
+    video: AtomicShard,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    cfg: &ConsumeConfig,
+    jobs: &[Job],
+    shard_counts: &BTreeMap<String, u32>,
+    given_pca: Option<Pca>,
+    dim: usize,
+    pca_dims: usize,
+    ext_rx: Receiver<Extracted>,
+    pb: &indicatif::ProgressBar,
+    record_failure: &mut dyn FnMut(Failure) -> Result<()>,
+) -> Result<serde_json::Value> {
+    let mut pca = given_pca;
+    let pca_source = cfg.pca.as_ref().map(|p| p.display().to_string());
+    let mut acc = if pca.is_none() { Some(CovarianceAccumulator::new(dim)) } else { None };
+    // Videos held while the PCA sample fills: (idx, raw features, rows, seconds).
+    let mut held: Vec<(usize, Vec<f32>, u64, f64)> = vec![];
+    let mut current: Option<ShardPair> = None;
+    // Next (split, shard) to create, to write empty shards in between.
+    let mut next_shard: BTreeMap<String, u32> = shard_counts.keys().map(|k| (k.clone(), 0)).collect();
+    let mut shards_written: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut ok = 0u64;
+    let mut rows_total = 0u64;
+    let mut seconds_total = 0.0f64;
+    let mut video_count_in_shard = 0u64;
+
+    let open_pair = |split: &str, shard: u32| -> Result<ShardPair> {
+        let n = shard_counts[split];
+        let name = shard_name(split, shard, n);
+        Ok(ShardPair {
+            split: split.to_string(),
+            shard,
+            frame: AtomicShard::create(&cfg.out.join("frame").join(&name))?,
+            video: AtomicShard::create(&cfg.out.join("video").join(&name))?,
+        })
+    };
+    let commit = |p: ShardPair, count: u64, written: &mut BTreeMap<String, Vec<serde_json::Value>>| -> Result<()> {
+        let name = shard_name(&p.split, p.shard, shard_counts[&p.split]);
+        p.frame.commit()?;
+        p.video.commit()?;
+        written.entry(p.split.clone()).or_default().push(json!({"shard": name, "videos": count}));
+        Ok(())
+    };
+
+    // Moves the writer to (split, shard), committing everything before it (empty shards too).
+    let mut advance_to = |target: Option<(&str, u32)>,
+                          current: &mut Option<ShardPair>,
+                          count: &mut u64,
+                          written: &mut BTreeMap<String, Vec<serde_json::Value>>|
+     -> Result<()> {
+        if let (Some(c), Some((s, n))) = (current.as_ref(), target) {
+            if c.split == s && c.shard == n {
+                return Ok(());
+            }
+        }
+        if let Some(c) = current.take() {
+            commit(c, *count, written)?;
+            *count = 0;
+        }
+        // Empty shards before the target (or all remaining when target is None).
+        for (split, nxt) in next_shard.iter_mut() {
+            let upto = match target {
+                Some((s, n)) if s == split => n,
+                Some((s, _)) if split.as_str() > s => continue,
+                _ => shard_counts[split],
+            };
+            while *nxt < upto {
+                commit(open_pair(split, *nxt)?, 0, written)?;
+                *nxt += 1;
+            }
+        }
+        if let Some((s, n)) = target {
+            *current = Some(open_pair(s, n)?);
+            *next_shard.get_mut(s).unwrap() = n + 1;
+        }
+        Ok(())
+    };
+
+    let mut write_video = |idx: usize,
+                           raw: &[f32],
+                           rows: u64,
+                           pca: &Pca,
+                           current: &mut Option<ShardPair>,
+                           count: &mut u64,
+                           written: &mut BTreeMap<String, Vec<serde_json::Value>>|
+     -> Result<()> {
+        let job = &jobs[idx];
+        advance_to(Some((&job.task.split, job.shard)), current, count, written)?;
+        let reduced = pca.apply(raw, rows as usize);
+        let d = pca.dims;
+        let mut mean = vec![0f64; d];
+        for r in reduced.chunks_exact(d) {
+            for (m, v) in mean.iter_mut().zip(r) {
+                *m += *v as f64;
+            }
+        }
+        let rec = VideoRecord {
+            id: job.task.id.clone(),
+            labels: job.labels.clone(),
+            rgb: reduced.chunks_exact(d).map(quantize).collect(),
+            mean_rgb: mean.iter().map(|m| (m / rows.max(1) as f64) as f32).collect(),
+        };
+        let c = current.as_mut().unwrap();
+        c.frame.write_record(&encode_frame_level(&rec))?;
+        c.video.write_record(&encode_video_level(&rec))?;
+        *count += 1;
+        Ok(())
+    };
+
+    let mut pca_info = json!(null);
+    for e in ext_rx {
+        pb.inc(1);
+        let job = &jobs[e.idx];
+        match e.result {
+            Err((stage, kind, reason)) => record_failure(Failure {
+                id: Some(job.task.id.clone()),
+                source: Some(job.task.source.to_string()),
+                stage: stage.to_string(),
+                kind,
+                reason,
+                file: None,
+                line: None,
+            })?,
+            Ok((raw, rows, secs)) => {
+                ok += 1;
+                rows_total += rows;
+                seconds_total += secs;
+                if let Some(a) = acc.as_mut() {
+                    if a.rows() < cfg.pca_sample_frames {
+                        let take = (cfg.pca_sample_frames - a.rows()).min(rows as usize);
+                        a.add(&raw[..take * dim], take);
+                    }
+                    held.push((e.idx, raw, rows, secs));
+                    if a.rows() >= cfg.pca_sample_frames {
+                        let fitted = fit_pca(a, pca_dims, &cfg.out)?;
+                        pca_info = fitted.1;
+                        pca = Some(fitted.0);
+                        acc = None;
+                        for (idx, raw, rows, _) in held.drain(..) {
+                            write_video(idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
+                        }
+                    }
+                    continue;
+                }
+                write_video(e.idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
+            }
+        }
+    }
+    if let Some(a) = acc.as_ref() {
+        if a.rows() >= 2 {
+            let fitted = fit_pca(a, pca_dims, &cfg.out)?;
+            pca_info = fitted.1;
+            pca = Some(fitted.0);
+            for (idx, raw, rows, _) in held.drain(..) {
+                write_video(idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
+            }
+        } else if !held.is_empty() {
+            bail!("cannot fit a PCA on {} frame(s): give --pca or more video", a.rows());
+        }
+    }
+    advance_to(None, &mut current, &mut video_count_in_shard, &mut shards_written)?;
+    if let (Some(p), Some(src)) = (pca.as_ref(), pca_source) {
+        pca_info = json!({
+            "source": src,
+            "sha256": p.content_sha256(),
+            "dims": p.dims,
+            "fitted": false,
+        });
+    }
+    Ok(json!({
+        "videos_ok": ok,
+        "rows": rows_total,
+        "seconds_of_video": (seconds_total * 1000.0).round() / 1000.0,
+        "pca": pca_info,
+        "shards": shards_written,
+    }))
+}
+
+fn fit_pca(acc: &CovarianceAccumulator, dims: usize, out: &Path) -> Result<(Pca, serde_json::Value)> {
+    let pca = acc.fit(dims).map_err(anyhow::Error::msg)?;
+    let path = out.join("pca.npz");
+    pca.save(&path)?;
+    let mut notes = vec![];
+    if acc.rows() < dims {
+        notes.push(format!(
+            "fitted on {} frames, fewer than the {} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
+            acc.rows(),
+            dims
+        ));
+        eprintln!("warning: PCA {}", notes[0]);
+    }
+    let info = json!({
+        "source": "pca.npz",
+        "sha256": pca.content_sha256(),
+        "dims": pca.dims,
+        "fitted": true,
+        "fitted_on_frames": acc.rows(),
+        "notes": notes,
+    });
+    Ok((pca, info))
+}

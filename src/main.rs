@@ -46,6 +46,10 @@ enum Cmd {
     #[cfg(feature = "ffmpeg")]
     #[command(after_help = "Example:\n  vidfeat frames data-samples/videos/mmaction2__demo.mp4 --out /tmp/demo-frames\n  vidfeat frames clip.mp4 --out f --size 224x224 --format rgb24 --start 2 --end 5")]
     Frames(FramesArgs),
+    /// Fit a PCA (streaming covariance over a bounded sample of frames).
+    #[cfg(feature = "ffmpeg")]
+    #[command(subcommand)]
+    Pca(PcaCmd),
     /// CNN-only throughput: frames/s of the model on synthetic frames at given batch sizes.
     #[command(name = "cnn-bench", after_help = "Example:\n  vidfeat cnn-bench --batch 32,64 --device cuda --fp16")]
     CnnBench(CnnBenchArgs),
@@ -248,6 +252,52 @@ struct FramesArgs {
     end: Option<f64>,
 }
 
+#[cfg(feature = "ffmpeg")]
+#[derive(Subcommand)]
+enum PcaCmd {
+    /// Decode and extract features from the inputs and fit PCA with whitening on at most
+    /// --max-frames frames. --out ending in .npz writes our file; anything else a folder with
+    /// YouTube-8M's mean.npy, eigenvals.npy and eigenvecs.npy.
+    #[command(after_help = "Example:\n  vidfeat pca fit data-samples/videos --out pca.npz --dims 1024 --max-frames 10000\n  vidfeat run list.csv --pca pca.npz --out out")]
+    Fit(PcaFitArgs),
+}
+
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct PcaFitArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    /// pca.npz, or a folder for YouTube-8M's three .npy files.
+    #[arg(long)]
+    out: PathBuf,
+    /// Components kept (at most the model's output dim).
+    #[arg(long, default_value_t = 1024)]
+    dims: usize,
+    /// Frames sampled for the covariance (the first ones, in list order).
+    #[arg(long = "max-frames", default_value_t = 100_000)]
+    pca_frames: usize,
+    /// Frames per CNN batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: PcaSampleArgs,
+}
+
+/// Sampling for `pca fit` (no per-video cap by default).
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct PcaSampleArgs {
+    #[arg(long, default_value = "1")]
+    fps: String,
+    /// Cap on rows per video (0 = no cap).
+    #[arg(long, default_value_t = 300)]
+    max_rows_per_video: u64,
+    #[arg(long, default_value_t = 1)]
+    decode_workers: usize,
+}
+
 #[derive(clap::Args)]
 struct CnnBenchArgs {
     #[command(flatten)]
@@ -316,6 +366,33 @@ fn decode_cmd(a: DecodeArgs) -> Result<ExitCode> {
     println!("{} videos decoded, {} failed, {} rows, into {}", s["videos_ok"], s["videos_failed"], s["rows"], a.cache.display());
     let (ok, failed) = (s["videos_ok"].as_u64().unwrap_or(0), s["videos_failed"].as_u64().unwrap_or(0));
     Ok(ExitCode::from(if ok == 0 { 3 } else if failed > 0 { 2 } else { 0 }))
+}
+
+#[cfg(feature = "ffmpeg")]
+fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
+    let decode = SampleArgs {
+        fps: a.sample.fps.clone(),
+        max_frames: a.sample.max_rows_per_video,
+        resize: None,
+        decode_workers: a.sample.decode_workers,
+        decode_threads: 2,
+        timeout: 600,
+    }
+    .settings()?;
+    let cfg = vidfeat::pipeline::PcaFitConfig {
+        out: a.out.clone(),
+        dims: a.dims,
+        max_frames: a.pca_frames.max(2),
+        model: model_path(&a.model),
+        sidecar: a.model.sidecar.clone(),
+        device: a.model.device.clone(),
+        decode,
+        batch_size: a.batch_size,
+        jobs: a.list.spec(),
+    };
+    let s = vidfeat::pipeline::pca_fit(&cfg)?;
+    println!("{s}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn extract_cmd(a: ExtractArgs) -> Result<ExitCode> {
@@ -505,6 +582,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "ffmpeg")]
         Cmd::Frames(a) => frames_cmd(a),
         Cmd::CnnBench(a) => cnn_bench_cmd(a),
+        #[cfg(feature = "ffmpeg")]
+        Cmd::Pca(PcaCmd::Fit(a)) => pca_fit_cmd(a),
         Cmd::Inspect { files, values } => inspect_cmd(files, values),
     };
     match r {

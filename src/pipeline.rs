@@ -202,3 +202,99 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
     });
     Ok(summary)
 }
+
+/// `vidfeat pca fit`: streaming mean and covariance over at most `max_frames` frames of the
+/// inputs (in job order; never holds more than one video's features), then the
+/// eigendecomposition, saved as our .npz or as YouTube-8M's three .npy files.
+#[derive(Debug, Clone)]
+pub struct PcaFitConfig {
+    pub jobs: JobSpec,
+    pub out: PathBuf,
+    pub dims: usize,
+    pub max_frames: usize,
+    pub model: PathBuf,
+    pub sidecar: Option<PathBuf>,
+    pub device: String,
+    pub decode: DecodeSettings,
+    pub batch_size: usize,
+}
+
+pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    let scratch = tempdir_for(&cfg.out)?;
+    let mut log = FailureLog::create(&scratch.join("failures.jsonl"))?;
+    let prepared = prepare(&cfg.jobs, &scratch, &mut log)?;
+    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
+    let opts = cfg.decode.options(&model.sidecar)?;
+    let dim = model.sidecar.output_dim;
+    let (w, h) = model.input_wh();
+    let frame_bytes = (w * h * 3) as usize;
+    let mut acc = vidfeat_features::CovarianceAccumulator::new(dim);
+    let progress: Progress = (Mutex::new(0), Condvar::new());
+    let (mut videos, mut failed) = (0u64, 0u64);
+    std::thread::scope(|s| -> Result<()> {
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0usize;
+        for d in rx {
+            pending.insert(d.idx, d);
+            while let Some(d) = pending.remove(&next) {
+                next += 1;
+                {
+                    let (lock, cv) = &progress;
+                    *lock.lock().unwrap() = next;
+                    cv.notify_all();
+                }
+                if acc.rows() >= cfg.max_frames {
+                    continue;
+                }
+                match d.result {
+                    Ok((frames, rows, _, _)) => {
+                        videos += 1;
+                        let take = (rows as usize).min(cfg.max_frames - acc.rows());
+                        for chunk in frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes) {
+                            let n = chunk.len() / frame_bytes;
+                            acc.add(&model.extract(chunk, n)?, n);
+                        }
+                    }
+                    Err((kind, reason)) => {
+                        failed += 1;
+                        eprintln!("skipped: {} ({kind}): {reason}", prepared.jobs[d.idx].task.id);
+                    }
+                }
+            }
+            if acc.rows() >= cfg.max_frames {
+                break;
+            }
+        }
+        Ok(())
+    })?;
+    let pca = acc.fit(cfg.dims.min(dim)).map_err(anyhow::Error::msg)?;
+    pca.save(&cfg.out)?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(json!({
+        "out": cfg.out.display().to_string(),
+        "frames": acc.rows(),
+        "videos": videos,
+        "videos_failed": failed + log.total(),
+        "input_dim": dim,
+        "dims": pca.dims,
+        "sha256": pca.content_sha256(),
+        "model": model.sidecar.name,
+        "model_sha256": model.sha256,
+        "wall_time_s": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// A scratch folder beside `out` (for the vocabulary and failure log that `prepare` writes).
+fn tempdir_for(out: &std::path::Path) -> Result<PathBuf> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let d = parent.join(format!(".vidfeat-pca-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}

@@ -269,3 +269,31 @@ fn decode_to_a_frame_cache_then_extract_equals_run() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("128x128"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn pca_fit_writes_both_layouts_and_run_uses_them() {
+    let d = tempfile::tempdir().unwrap();
+    let npz = d.path().join("pca.npz");
+    let folder = d.path().join("yt8m_pca");
+    let fit = |out: &Path| -> serde_json::Value {
+        let o = vidfeat(&["pca", "fit", "data-samples/samples.csv", "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--max-frames", "15", "--fps", "2"]);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let a = fit(&npz);
+    let b = fit(&folder);
+    assert_eq!(a["frames"], 15, "bounded sample");
+    assert_eq!(a["sha256"], b["sha256"], "same PCA in both layouts");
+    for f in ["mean.npy", "eigenvals.npy", "eigenvecs.npy"] {
+        assert!(folder.join(f).exists());
+    }
+    for (pca, fitted) in [(&npz, &a), (&folder, &b)] {
+        let out = d.path().join(format!("out-{}", pca.file_name().unwrap().to_string_lossy()));
+        let r = vidfeat(&["run", "data-samples/samples.csv", "--vocab", "kinetics-400", "--pca", pca.to_str().unwrap(), "--pca-dims", "8", "--out", out.to_str().unwrap(), "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(s["pca"]["sha256"], fitted["sha256"], "summary names the PCA used");
+        assert_eq!(s["pca"]["dims"], 8);
+        assert!(!out.join("pca.npz").exists(), "no PCA fitted when one is given");
+        let f = records(&out.join("frame"));
+        assert!(f.iter().all(|(_, p)| p.rgb.iter().all(|r| r.len() == 8)));
+    }
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# GPU check for a machine with an NVIDIA GPU and Python torch 2.11, but no network and no FFmpeg:
+# runs the FFmpeg-free vidfeat binary (built elsewhere with
+#   cargo build --release --no-default-features --target-dir target/extract-only)
+# against that Python's torch libraries, and prints:
+#   * whether vidfeat finds CUDA;
+#   * CNN-only frames/s for EfficientNet-Lite0 and a 2048-d Inception v3 (random weights, exported
+#     here with scripts/export_model.py) at batch 64 and 256, fp32 and fp16;
+#   * extract frames/s from a frame cache made elsewhere by `vidfeat decode` (its entries are
+#     repeated to make a longer run), fp32 and fp16, and how far fp16 features are from fp32.
+#
+# usage: scripts/gpu-check.sh VIDFEAT_BIN FRAME_CACHE [WORK_DIR]
+set -uo pipefail
+BIN=$(realpath "$1"); CACHE=$(realpath "$2"); WORK=${3:-$(mktemp -d)}
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+mkdir -p "$WORK"
+
+# Python torch's libraries (libtorch_cpu, libtorch_cuda, libc10, ...) and NVIDIA's CUDA libraries.
+LIBS=$($PY - <<'EOF'
+import glob, os, torch
+d = [os.path.join(os.path.dirname(torch.__file__), "lib")]
+for base in {os.path.dirname(os.path.dirname(torch.__file__))}:
+    d += sorted(glob.glob(os.path.join(base, "nvidia", "*", "lib")))
+    d += sorted(glob.glob(os.path.join(base, "nvidia", "cu*", "lib")))
+print(":".join(dict.fromkeys(d)))
+EOF
+)
+export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"
+$PY -c "import torch; print('python torch', torch.__version__, 'cuda available:', torch.cuda.is_available())"
+echo "missing libraries for vidfeat: $(ldd "$BIN" | grep -c 'not found')"
+ldd "$BIN" | grep 'not found'
+
+echo "== does vidfeat find CUDA?"
+"$BIN" cnn-bench --device cuda --batch 1 --seconds 0.1 2>&1 | tail -2
+
+echo "== CNN-only frames/s"
+"$BIN" cnn-bench --device cuda --batch 64,256 --fp16 --seconds 4
+$PY scripts/export_model.py --arch inception_v3 --random-weights --out "$WORK/models" >/dev/null 2>&1 \
+  && "$BIN" cnn-bench --device cuda --model "$WORK/models/inception_v3.pt" --batch 64,256 --fp16 --seconds 4 \
+  || echo "inception_v3 export failed (torchvision missing?)"
+
+echo "== extract from the frame cache"
+BIG="$WORK/cache-x40"
+rm -rf "$BIG"; mkdir -p "$BIG"
+ln -s "$CACHE/frames" "$BIG/frames"
+cp "$CACHE/vocabulary.csv" "$BIG/" 2>/dev/null
+$PY - "$CACHE" "$BIG" 40 <<'EOF'
+import json, sys
+src, dst, times = sys.argv[1], sys.argv[2], int(sys.argv[3])
+vids = [json.loads(l) for l in open(f"{src}/videos.jsonl")]
+out, i = [], 0
+for r in range(times):
+    for v in vids:
+        v = dict(v, idx=i, id=f"{v['id']}_{r:03d}")
+        out.append(v); i += 1
+out.sort(key=lambda v: (v["split"], v["shard"], v["idx"]))
+for j, v in enumerate(out):
+    v["idx"] = j
+open(f"{dst}/videos.jsonl", "w").write("".join(json.dumps(v) + "\n" for v in out))
+m = json.load(open(f"{src}/manifest.json")); m["videos"] = len(out)
+json.dump(m, open(f"{dst}/manifest.json", "w"))
+print(f"{len(out)} videos, {sum(v['rows'] for v in out)} frames")
+EOF
+for prec in fp32 fp16; do
+  flag=""; pca=""
+  [[ $prec == fp16 ]] && flag="--fp16" && pca="--pca $WORK/out-fp32/pca.npz"
+  for bs in 64 256; do
+    "$BIN" extract --cache "$BIG" --out "$WORK/out-$prec-$bs" --device cuda --batch-size $bs $flag ${pca} --json 2>/dev/null \
+      | $PY -c "import json,sys; s=json.load(sys.stdin); print('$prec batch $bs:', s['rows'], 'frames', round(s['throughput']['frames_per_s'],1), 'frames/s end to end,', s['wall_time_s'], 's (device', s['device'] + ')')"
+  done
+  [[ $prec == fp32 ]] && cp -r "$WORK/out-fp32-64" "$WORK/out-fp32"
+done
+
+echo "== fp16 vs fp32 features (same PCA, video level mean_rgb and quantized rows)"
+"$BIN" extract --cache "$CACHE" --out "$WORK/a32" --device cuda --pca "$WORK/out-fp32/pca.npz" >/dev/null 2>&1
+"$BIN" extract --cache "$CACHE" --out "$WORK/a16" --device cuda --fp16 --pca "$WORK/out-fp32/pca.npz" >/dev/null 2>&1
+"$BIN" extract --cache "$CACHE" --out "$WORK/c32" --device cpu --pca "$WORK/out-fp32/pca.npz" >/dev/null 2>&1
+$PY - "$BIN" "$WORK" <<'EOF'
+import json, subprocess, sys, glob
+import numpy as np
+binp, work = sys.argv[1], sys.argv[2]
+def load(d, level):
+    recs = {}
+    for f in sorted(glob.glob(f"{work}/{d}/{level}/*.tfrecord")):
+        out = subprocess.run([binp, "inspect", "--values", f], capture_output=True, text=True).stdout
+        for l in out.splitlines():
+            r = json.loads(l); recs[r["id"]] = r
+    return recs
+for other in ["a16", "c32"]:
+    v32, vo = load("a32", "video"), load(other, "video")
+    f32, fo = load("a32", "frame"), load(other, "frame")
+    m32 = np.array([v32[k]["mean_rgb"] for k in sorted(v32)]); mo = np.array([vo[k]["mean_rgb"] for k in sorted(vo)])
+    r32 = np.concatenate([np.array(f32[k]["rgb"]) for k in sorted(f32)]); ro = np.concatenate([np.array(fo[k]["rgb"]) for k in sorted(fo)])
+    step = 4 / 255
+    cos = float((m32 * mo).sum() / np.linalg.norm(m32) / np.linalg.norm(mo))
+    print(f"cuda fp32 vs {other}: mean_rgb max |diff| {np.abs(m32 - mo).max():.4f} (cosine {cos:.6f}); "
+          f"quantized rows equal {np.mean(np.isclose(r32, ro)) * 100:.2f}%, within one bin {np.mean(np.abs(r32 - ro) <= step + 1e-6) * 100:.2f}%")
+EOF
+echo "== done"

@@ -14,6 +14,7 @@ set -uo pipefail
 BIN=$(realpath "$1"); CACHE=$(realpath "$2"); WORK=${3:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+LITE0=models/efficientnet-lite0.pt
 mkdir -p "$WORK"
 
 # Python torch's libraries (libtorch_cpu, libtorch_cuda, libc10, ...) and NVIDIA's CUDA libraries.
@@ -27,6 +28,8 @@ print(":".join(dict.fromkeys(d)))
 EOF
 )
 export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# tch's autocast calls libtorch APIs that torch 2.11 deprecates, with a warning per batch.
+export TORCH_CPP_LOG_LEVEL=${TORCH_CPP_LOG_LEVEL:-ERROR}
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"
 $PY -c "import torch; print('python torch', torch.__version__, 'cuda available:', torch.cuda.is_available())"
@@ -34,10 +37,10 @@ echo "missing libraries for vidfeat: $(ldd "$BIN" | grep -c 'not found')"
 ldd "$BIN" | grep 'not found'
 
 echo "== does vidfeat find CUDA?"
-"$BIN" cnn-bench --device cuda --batch 1 --seconds 0.1 2>&1 | tail -2
+"$BIN" cnn-bench --device cuda --model $LITE0 --batch 1 --seconds 0.1 2>&1 | tail -2
 
 echo "== CNN-only frames/s"
-"$BIN" cnn-bench --device cuda --batch 64,256 --fp16 --seconds 4
+"$BIN" cnn-bench --device cuda --model $LITE0 --batch 64,256 --fp16 --seconds 4
 $PY scripts/export_model.py --arch inception_v3 --random-weights --out "$WORK/models" >/dev/null 2>&1 \
   && "$BIN" cnn-bench --device cuda --model "$WORK/models/inception_v3.pt" --batch 64,256 --fp16 --seconds 4 \
   || echo "inception_v3 export failed (torchvision missing?)"
@@ -47,7 +50,7 @@ BIG="$WORK/cache-x40"
 rm -rf "$BIG"; mkdir -p "$BIG"
 ln -s "$CACHE/frames" "$BIG/frames"
 cp "$CACHE/vocabulary.csv" "$BIG/" 2>/dev/null
-$PY - "$CACHE" "$BIG" 40 <<'EOF'
+$PY - "$CACHE" "$BIG" 150 <<'EOF'
 import json, sys
 src, dst, times = sys.argv[1], sys.argv[2], int(sys.argv[3])
 vids = [json.loads(l) for l in open(f"{src}/videos.jsonl")]
@@ -68,16 +71,16 @@ for prec in fp32 fp16; do
   flag=""; pca=""
   [[ $prec == fp16 ]] && flag="--fp16" && pca="--pca $WORK/out-fp32/pca.npz"
   for bs in 64 256; do
-    "$BIN" extract --cache "$BIG" --out "$WORK/out-$prec-$bs" --device cuda --batch-size $bs $flag ${pca} --json 2>/dev/null \
+    "$BIN" extract --cache "$BIG" --model $LITE0 --out "$WORK/out-$prec-$bs" --device cuda --batch-size $bs $flag ${pca} --json 2>/dev/null \
       | $PY -c "import json,sys; s=json.load(sys.stdin); print('$prec batch $bs:', s['rows'], 'frames', round(s['throughput']['frames_per_s'],1), 'frames/s end to end,', s['wall_time_s'], 's (device', s['device'] + ')')"
   done
   [[ $prec == fp32 ]] && cp -r "$WORK/out-fp32-64" "$WORK/out-fp32"
 done
 
-echo "== fp16 vs fp32 features (same PCA, video level mean_rgb and quantized rows)"
-"$BIN" extract --cache "$CACHE" --out "$WORK/a32" --device cuda --pca "$WORK/out-fp32/pca.npz" >/dev/null 2>&1
-"$BIN" extract --cache "$CACHE" --out "$WORK/a16" --device cuda --fp16 --pca "$WORK/out-fp32/pca.npz" >/dev/null 2>&1
-"$BIN" extract --cache "$CACHE" --out "$WORK/c32" --device cpu --pca "$WORK/out-fp32/pca.npz" >/dev/null 2>&1
+echo "== fp16 vs fp32, and CUDA vs CPU (same PCA, its 32 leading dims: the PCA was fitted on few frames)"
+"$BIN" extract --cache "$CACHE" --model $LITE0 --out "$WORK/a32" --device cuda --pca "$WORK/out-fp32/pca.npz" --pca-dims 32 >/dev/null 2>&1
+"$BIN" extract --cache "$CACHE" --model $LITE0 --out "$WORK/a16" --device cuda --fp16 --pca "$WORK/out-fp32/pca.npz" --pca-dims 32 >/dev/null 2>&1
+"$BIN" extract --cache "$CACHE" --model $LITE0 --out "$WORK/c32" --device cpu --pca "$WORK/out-fp32/pca.npz" --pca-dims 32 >/dev/null 2>&1
 $PY - "$BIN" "$WORK" <<'EOF'
 import json, subprocess, sys, glob
 import numpy as np

@@ -21,5 +21,10 @@ pub fn default_model() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("VIDFEAT_MODEL") {
         return p.into();
     }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0.pt")
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet-lite0.pt");
+    if built.exists() {
+        return built;
+    }
+    // A binary carried to another machine: the repository's models/ under the working folder.
+    std::path::PathBuf::from("models/efficientnet-lite0.pt")
 }

@@ -160,7 +160,9 @@ impl Model {
         Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std, half: false })
     }
 
-    /// Runs the network in half precision (CUDA only, and only where the sidecar allows it).
+    /// Runs the network in mixed precision (CUDA autocast: convolutions and matmuls in fp16),
+    /// CUDA only, and only where the sidecar allows it. Autocast rather than converting the
+    /// module: a frozen TorchScript module holds its weights as fp32 constants.
     pub fn use_half(&mut self) -> Result<(), FeatureError> {
         let err = |msg: &str| FeatureError::Model { path: self.path.display().to_string(), msg: msg.into() };
         if !self.sidecar.fp16 {
@@ -169,7 +171,6 @@ impl Model {
         if !self.device.is_cuda() {
             return Err(err("fp16 needs a CUDA device"));
         }
-        self.module.to(self.device, Kind::Half, false);
         self.half = true;
         Ok(())
     }
@@ -195,18 +196,20 @@ impl Model {
         }
         let out = tch::no_grad(|| -> Result<Tensor, FeatureError> {
             let host = Tensor::from_slice(rgb).view([n as i64, h as i64, w as i64, 3]);
-            // On CUDA: upload the uint8 frames (4x less than floats) from pinned memory,
-            // asynchronously, and normalise on the GPU.
-            let x = if self.device.is_cuda() { host.pin_memory(self.device).to_device_(self.device, Kind::Uint8, true, false) } else { host };
+            // On CUDA: upload the uint8 frames (4x less than floats) and normalise on the GPU.
+            // (No pinned staging: tch's pin_memory passes a device argument that torch 2.11
+            // deprecates with a warning per call; the upload is small next to the network.)
+            let x = if self.device.is_cuda() { host.to_device_(self.device, Kind::Uint8, true, false) } else { host };
             let mut x = x.to_kind(Kind::Float);
             if self.sidecar.channel_order == "bgr" {
                 x = x.flip([3]);
             }
-            let mut x = ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous();
+            let x = ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous();
             if self.half {
-                x = x.to_kind(Kind::Half);
+                Ok(tch::autocast(true, || self.module.forward_ts(&[x]))?)
+            } else {
+                Ok(self.module.forward_ts(&[x])?)
             }
-            Ok(self.module.forward_ts(&[x])?)
         })?;
         let out = out.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
         let size = out.size();

@@ -35,7 +35,9 @@ struct Extracted {
 #[derive(Debug, Clone)]
 pub struct ConsumeConfig {
     pub out: PathBuf,
-    pub batch_size: usize,
+    /// Frames per CNN batch; None: 8 on the CPU (fastest on 2 cores, see docs/BENCHMARKS.md),
+    /// 64 on CUDA.
+    pub batch_size: Option<usize>,
     pub pca: Option<PathBuf>,
     pub pca_dims: Option<usize>,
     pub pca_sample_frames: usize,
@@ -102,7 +104,7 @@ pub fn consume(
         indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} videos [{elapsed_precise}] {bar:30} {per_sec} eta {eta}").unwrap(),
     );
     let (ext_tx, ext_rx) = bounded::<Extracted>(4);
-    let batch = cfg.batch_size.max(1);
+    let batch = cfg.batch_size.unwrap_or(if model.device.is_cuda() { 64 } else { 8 }).max(1);
     let summary = std::thread::scope(|s| -> Result<serde_json::Value> {
         s.spawn(move || batch_and_extract(rx, ext_tx, &model, batch, progress));
         write_outputs(cfg, &prepared.jobs, &prepared.shard_counts, given_pca, dim, pca_dims, ext_rx, &pb, &mut |f| log.record(f))

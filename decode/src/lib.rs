@@ -42,7 +42,14 @@ pub struct DecodeOptions {
     pub max_error_ratio: f64,
     /// Skip non-reference frames that no row can use (exact; see the module docs).
     pub skip_unneeded: bool,
+    /// Demuxers FFmpeg may use (its `format_whitelist`). The default leaves out the ones that
+    /// open other files or the network from inside a file: `hls`, `concat`, `image2`
+    /// (sequence globbing), `subfile`, `data`, DASH manifests.
+    pub demuxers: String,
 }
+
+/// The default demuxer whitelist (see [`DecodeOptions::demuxers`]).
+pub const DEFAULT_DEMUXERS: &str = "mov,matroska,webm,avi,mpegts,mpegtsraw,flv,gif,ogg,asf,mpeg,mpegvideo,h264,hevc,h263,m4v,ivf,obu,av1,nut,mxf,rm,yuv4mpegpipe,mjpeg,dv,vc1,wtv";
 
 impl Default for DecodeOptions {
     fn default() -> Self {
@@ -56,6 +63,7 @@ impl Default for DecodeOptions {
             timeout: Some(Duration::from_secs(600)),
             max_error_ratio: 0.01,
             skip_unneeded: true,
+            demuxers: DEFAULT_DEMUXERS.to_string(),
         }
     }
 }
@@ -116,6 +124,8 @@ pub enum DecodeError {
     EmptyWindow(f64, f64),
     #[error("ffmpeg: {0}")]
     Ffmpeg(String),
+    #[error("refused: {0}")]
+    Forbidden(String),
 }
 
 impl DecodeError {
@@ -131,6 +141,7 @@ impl DecodeError {
             DecodeError::Timeout(_) => "timeout",
             DecodeError::EmptyWindow(..) => "empty_window",
             DecodeError::Ffmpeg(_) => "decode_error",
+            DecodeError::Forbidden(_) => "forbidden_format",
         }
     }
 }
@@ -328,9 +339,14 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
     if !path.exists() {
         return Err(DecodeError::NotFound(path.display().to_string()));
     }
+    refuse_playlists(path)?;
+    // Local files: the `file` protocol only, and only demuxers that cannot reach other files.
+    let mut dict = ffmpeg::Dictionary::new();
+    dict.set("protocol_whitelist", "file");
+    dict.set("format_whitelist", &opts.demuxers);
     // FFmpeg's interrupt callback enforces the time limit inside blocking reads too.
     let deadline = opts.timeout.map(|t| started + t);
-    let mut ictx = ffmpeg::format::input_with_interrupt(&path, move || deadline.is_some_and(|d| Instant::now() > d))
+    let mut ictx = ffmpeg::format::input_with_interrupt_and_dictionary(&path, move || deadline.is_some_and(|d| Instant::now() > d), dict)
         .map_err(|e| match (e, opts.timeout) {
             (ffmpeg::Error::Exit, Some(t)) => DecodeError::Timeout(t),
             (e, _) => DecodeError::UnsupportedFormat(e.to_string()),
@@ -536,6 +552,26 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
     let end = limit.map_or(end, |l| l.min(end));
     session.report.duration = (end - origin).max(0) as f64 * tb.to_f64();
     Ok(session.report)
+}
+
+/// Playlists and concat scripts make FFmpeg open further inputs; say so plainly rather than
+/// reporting an unknown format.
+fn refuse_playlists(path: &Path) -> Result<(), DecodeError> {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    let text = String::from_utf8_lossy(&head[..n]);
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    if t.starts_with("#EXTM3U") || t.starts_with("#EXT-X-") {
+        return Err(DecodeError::Forbidden("an HLS playlist: playlists are not followed".into()));
+    }
+    if t.starts_with("ffconcat") {
+        return Err(DecodeError::Forbidden("an ffconcat script: concat scripts are not followed".into()));
+    }
+    if t.starts_with("<?xml") && text.contains("<MPD") {
+        return Err(DecodeError::Forbidden("a DASH manifest: manifests are not followed".into()));
+    }
+    Ok(())
 }
 
 /// A packet may be skipped (if it is a non-reference frame) when some other packet in the

@@ -246,6 +246,34 @@ fn bad_inputs_get_kinds() {
 }
 
 #[test]
+fn playlists_and_scripts_cannot_reach_other_files_or_the_network() {
+    let d = tempfile::tempdir().unwrap();
+    // A real video standing in for a "secret" local file, and a listener on loopback.
+    let secret = gen(d.path(), "secret.ts", &["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=5", "-t", "2", "-c:v", "libx264"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let o = opts();
+    let cases = [
+        ("hls_local.mp4", format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{}\n#EXT-X-ENDLIST\n", secret.display())),
+        ("hls_net.mp4", format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nhttp://127.0.0.1:{port}/seg.ts\n#EXT-X-ENDLIST\n")),
+        ("concat.mp4", format!("ffconcat version 1.0\nfile '{}'\nfile '/etc/passwd'\n", secret.display())),
+        // Without the tell-tale first line, the demuxer whitelist still refuses to probe them.
+        ("concat_nohdr.mov", format!("file '{}'\n", secret.display())),
+        ("m3u_bom.mkv", format!("\u{feff}#EXTM3U\n{}\n", secret.display())),
+    ];
+    for (name, body) in cases {
+        let p = d.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let e = decode_file(&p, &o, |_| panic!("{name}: no row may come out")).unwrap_err();
+        assert!(["forbidden_format", "unsupported_format"].contains(&e.kind()), "{name}: {e}");
+    }
+    assert!(listener.accept().is_err(), "nothing connected to the loopback port");
+    // The real file itself is fine.
+    assert!(decode_file(&secret, &o, |_| {}).is_ok());
+}
+
+#[test]
 fn the_time_limit_stops_a_long_decode() {
     let d = tempfile::tempdir().unwrap();
     let p = gen(d.path(), "long.mp4", &["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast"]);

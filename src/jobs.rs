@@ -46,7 +46,12 @@ impl FailureLog {
 
     pub fn record(&mut self, f: Failure) -> Result<()> {
         *self.by_kind.entry(f.kind.clone()).or_default() += 1;
-        eprintln!("failed: {} ({}): {}", f.id.as_deref().unwrap_or("-"), f.kind, f.reason);
+        // The first few on stderr; all of them in the file.
+        match self.total() {
+            n if n <= 20 => eprintln!("failed: {} ({}): {}", f.id.as_deref().unwrap_or("-"), f.kind, f.reason),
+            21 => eprintln!("(more failures only in failures.jsonl)"),
+            _ => {}
+        }
         serde_json::to_writer(&mut self.file, &f)?;
         self.file.write_all(b"\n")?;
         self.file.flush()?;
@@ -66,6 +71,8 @@ pub struct JobSpec {
     pub split: String,
     pub vocab: Option<String>,
     pub shards: Option<u32>,
+    /// Header names for our CSV/TSV columns (`--columns source=path,...`).
+    pub columns: std::collections::HashMap<String, String>,
 }
 
 pub struct Prepared {
@@ -105,7 +112,7 @@ fn map_labels(task: &Task, vocab: Option<&Vocabulary>) -> std::result::Result<Ve
 /// Ingest, labels and shards. Bad rows and unknown labels go to `log`; the vocabulary used
 /// is written as `out/vocabulary.csv`.
 pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepared> {
-    let opts = vidfeat_ingest::Options { video_root: spec.video_root.clone(), default_split: spec.split.clone() };
+    let opts = vidfeat_ingest::Options { video_root: spec.video_root.clone(), default_split: spec.split.clone(), columns: spec.columns.clone() };
     let ingested = vidfeat_ingest::read_inputs(&spec.inputs, &opts)?;
     let list_rows = ingested.tasks.len() + ingested.errors.len();
     for e in &ingested.errors {
@@ -115,7 +122,7 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
             stage: "ingest".into(),
             kind: e.kind.to_string(),
             reason: e.message.clone(),
-            file: Some(e.origin.file.clone()),
+            file: Some(e.origin.file.to_string()),
             line: Some(e.origin.line),
         })?;
     }
@@ -136,7 +143,7 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
                 stage: "labels".into(),
                 kind: "label_unknown".into(),
                 reason,
-                file: Some(t.origin.file.clone()),
+                file: Some(t.origin.file.to_string()),
                 line: Some(t.origin.line),
             })?,
         }
@@ -153,4 +160,99 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
     // Stable: keeps input order within a shard.
     jobs.sort_by(|a, b| (&a.task.split, a.shard).cmp(&(&b.task.split, b.shard)));
     Ok(Prepared { jobs, shard_counts, vocab, list_rows })
+}
+
+/// Local sources that do not exist, as failures (stage `plan`, kind `not_found`).
+pub fn missing_sources(jobs: &[Job]) -> Vec<(usize, Failure)> {
+    jobs.iter()
+        .enumerate()
+        .filter_map(|(i, j)| match &j.task.source {
+            vidfeat_ingest::Source::Local(p) if !p.is_file() => Some((
+                i,
+                Failure {
+                    id: Some(j.task.id.clone()),
+                    source: Some(p.display().to_string()),
+                    stage: "plan".into(),
+                    kind: "not_found".into(),
+                    reason: if j.task.origin.line > 0 {
+                        format!("no such file (row {}:{})", j.task.origin.file, j.task.origin.line)
+                    } else {
+                        "no such file".into()
+                    },
+                    file: Some(j.task.origin.file.to_string()),
+                    line: Some(j.task.origin.line),
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `vidfeat plan`: resolve and validate everything without decoding. Writes `out/plan.jsonl`
+/// (one resolved task per line, with its shard), `out/failures.jsonl` and
+/// `out/plan-summary.json`; returns the summary.
+pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
+    use serde_json::json;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
+    let prepared = prepare(spec, out, &mut log)?;
+    let missing = missing_sources(&prepared.jobs);
+    let missing_idx: std::collections::HashSet<usize> = missing.iter().map(|(i, _)| *i).collect();
+    for (_, f) in missing {
+        log.record(f)?;
+    }
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out.join("plan.jsonl"))?);
+    let mut by_split: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_label: BTreeMap<String, u64> = BTreeMap::new();
+    let mut remote = 0u64;
+    let names: std::collections::HashMap<i64, &str> =
+        prepared.vocab.iter().flat_map(|v| v.classes.iter().map(|c| (c.index, c.name.as_str()))).collect();
+    let mut resolved = 0u64;
+    for (i, j) in prepared.jobs.iter().enumerate() {
+        if missing_idx.contains(&i) {
+            continue;
+        }
+        resolved += 1;
+        if matches!(j.task.source, vidfeat_ingest::Source::Url(_)) {
+            remote += 1;
+        }
+        *by_split.entry(j.task.split.clone()).or_default() += 1;
+        for l in &j.labels {
+            let key = names.get(l).map(|n| n.to_string()).unwrap_or_else(|| l.to_string());
+            *by_label.entry(key).or_default() += 1;
+        }
+        let n = prepared.shard_counts[&j.task.split];
+        serde_json::to_writer(
+            &mut w,
+            &json!({
+                "id": j.task.id,
+                "source": j.task.source.to_string(),
+                "window": j.task.window,
+                "labels": j.labels,
+                "split": j.task.split,
+                "shard": j.shard,
+                "shard_file": vidfeat_export::shard_name(&j.task.split, j.shard, n),
+                "origin": format!("{}:{}", j.task.origin.file, j.task.origin.line),
+            }),
+        )?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    let k = |name: &str| log.by_kind.get(name).copied().unwrap_or(0);
+    let summary = json!({
+        "rows": prepared.list_rows,
+        "resolved": resolved,
+        "missing_source": k("not_found"),
+        "invalid_row": k("invalid_row"),
+        "duplicate_id": k("duplicate_id"),
+        "unknown_label": k("label_unknown"),
+        "remote_sources": remote,
+        "by_split": by_split,
+        "by_label": by_label,
+        "shards": prepared.shard_counts,
+        "vocabulary": prepared.vocab.as_ref().map(|v| v.source.clone()),
+        "plan": out.join("plan.jsonl").display().to_string(),
+    });
+    std::fs::write(out.join("plan-summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    Ok(summary)
 }

@@ -9,9 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-#[cfg(feature = "ffmpeg")]
-use vidfeat::JobSpec;
-use vidfeat::{ConsumeConfig, Outcome, RunReport};
+use vidfeat::{ConsumeConfig, JobSpec, Outcome, RunReport};
 #[cfg(feature = "ffmpeg")]
 use vidfeat_decode::Rational;
 
@@ -53,6 +51,19 @@ enum Cmd {
     /// CNN-only throughput: frames/s of the model on synthetic frames at given batch sizes.
     #[command(name = "cnn-bench", after_help = "Example:\n  vidfeat cnn-bench --batch 32,64 --device cuda --fp16")]
     CnnBench(CnnBenchArgs),
+    /// Resolve and validate lists without decoding: DIR/plan.jsonl (one task per line, with its
+    /// shard), DIR/failures.jsonl, and a summary (rows, resolved, missing sources, invalid
+    /// rows, unknown labels, counts by split and label).
+    #[command(after_help = "Example:\n  vidfeat plan data-samples/kinetics-400_sample.csv --video-root data-samples/videos --vocab kinetics-400 --out plan --json\n\nExit codes: 0 all rows resolved; 2 some problems (listed in DIR/failures.jsonl); 1 with --strict and any problem, or when the lists cannot be read.")]
+    Plan {
+        #[command(flatten)]
+        list: ListArgs,
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the records of TFRecord files as JSON lines (ours or Google's YouTube-8M shards).
     #[command(after_help = "Example:\n  vidfeat inspect out/frame/train-00000-of-00001.tfrecord")]
     Inspect {
@@ -63,7 +74,6 @@ enum Cmd {
     },
 }
 
-#[cfg(feature = "ffmpeg")]
 #[derive(clap::Args)]
 struct ListArgs {
     /// List files (.csv .tsv .jsonl .txt), directories (crawled) and video files.
@@ -81,12 +91,22 @@ struct ListArgs {
     /// Split for rows that do not name one.
     #[arg(long, default_value = "train")]
     split: String,
+    /// Header names of CSV/TSV lists whose columns are named otherwise, e.g.
+    /// `id=video_id,source=path,labels=tags`.
+    #[arg(long)]
+    columns: Option<String>,
+    /// Stop before any work when a row is invalid, a label unknown or a local source missing.
+    #[arg(long)]
+    strict: bool,
 }
 
-#[cfg(feature = "ffmpeg")]
 impl ListArgs {
-    fn spec(self) -> JobSpec {
-        JobSpec { inputs: self.inputs, video_root: self.video_root, split: self.split, vocab: self.vocab, shards: self.shards }
+    fn spec(self) -> Result<JobSpec> {
+        let columns = match &self.columns {
+            Some(c) => vidfeat_ingest::parse_columns(c).map_err(|e| anyhow::anyhow!("--columns: {e}"))?,
+            None => Default::default(),
+        };
+        Ok(JobSpec { inputs: self.inputs, video_root: self.video_root, split: self.split, vocab: self.vocab, shards: self.shards, columns })
     }
 }
 
@@ -313,6 +333,43 @@ struct CnnBenchArgs {
     fp16: bool,
 }
 
+/// With --strict, plans first (into a scratch folder) and refuses to start on any problem.
+#[cfg(feature = "ffmpeg")]
+fn strict_spec(list: ListArgs) -> Result<JobSpec> {
+    let strict = list.strict;
+    let spec = list.spec()?;
+    if strict {
+        let scratch = std::env::temp_dir().join(format!("vidfeat-strict-{}", std::process::id()));
+        let s = vidfeat::jobs::plan(&spec, &scratch)?;
+        let problems: Vec<String> = std::fs::read_to_string(scratch.join("failures.jsonl"))?.lines().take(5).map(str::to_string).collect();
+        let _ = std::fs::remove_dir_all(&scratch);
+        let n = ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum::<u64>();
+        anyhow::ensure!(n == 0, "--strict: {n} problem(s) in the lists, nothing done; first ones:\n{}", problems.join("\n"));
+    }
+    Ok(spec)
+}
+
+fn plan_cmd(list: ListArgs, out: PathBuf, json_out: bool) -> Result<ExitCode> {
+    let strict = list.strict;
+    let s = vidfeat::jobs::plan(&list.spec()?, &out)?;
+    let problems = ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum::<u64>();
+    if json_out {
+        println!("{s}");
+    } else {
+        println!(
+            "{} rows: {} resolved, {} missing sources, {} invalid rows, {} duplicate ids, {} unknown labels",
+            s["rows"], s["resolved"], s["missing_source"], s["invalid_row"], s["duplicate_id"], s["unknown_label"]
+        );
+        println!("by split: {}", s["by_split"]);
+        println!("plan: {}  problems: {}", out.join("plan.jsonl").display(), out.join("failures.jsonl").display());
+    }
+    Ok(ExitCode::from(match (problems, strict) {
+        (0, _) => 0,
+        (_, true) => 1,
+        _ => 2,
+    }))
+}
+
 fn model_path(m: &ModelArgs) -> PathBuf {
     m.model.clone().unwrap_or_else(vidfeat::default_model)
 }
@@ -348,7 +405,7 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         device: a.model.device.clone(),
         decode: a.sample.settings()?,
         torch_threads: a.model.torch_threads,
-        jobs: a.list.spec(),
+        jobs: strict_spec(a.list)?,
     };
     report(vidfeat::pipeline::run(&cfg)?, a.output.json, &cfg.consume.out)
 }
@@ -360,7 +417,7 @@ fn decode_cmd(a: DecodeArgs) -> Result<ExitCode> {
         sidecar: a.sidecar.clone().unwrap_or_else(|| vidfeat::default_model().with_extension("json")),
         decode: a.sample.settings()?,
         zstd_level: a.zstd_level,
-        jobs: a.list.spec(),
+        jobs: strict_spec(a.list)?,
     };
     let s = vidfeat::pipeline::decode_to_cache(&cfg)?;
     println!("{} videos decoded, {} failed, {} rows, into {}", s["videos_ok"], s["videos_failed"], s["rows"], a.cache.display());
@@ -388,7 +445,7 @@ fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
         device: a.model.device.clone(),
         decode,
         batch_size: a.batch_size,
-        jobs: a.list.spec(),
+        jobs: a.list.spec()?,
     };
     let s = vidfeat::pipeline::pca_fit(&cfg)?;
     println!("{s}");
@@ -585,6 +642,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "ffmpeg")]
         Cmd::Pca(PcaCmd::Fit(a)) => pca_fit_cmd(a),
         Cmd::Inspect { files, values } => inspect_cmd(files, values),
+        Cmd::Plan { list, out, json } => plan_cmd(list, out, json),
     };
     match r {
         Ok(c) => c,

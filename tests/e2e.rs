@@ -297,3 +297,65 @@ fn pca_fit_writes_both_layouts_and_run_uses_them() {
         assert!(f.iter().all(|(_, p)| p.rgb.iter().all(|r| r.len() == 8)));
     }
 }
+
+#[test]
+fn plan_validates_without_decoding_and_strict_stops_before_work() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("plan");
+    let bad = d.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!(
+            "id,source,labels,split\na,{v}/mmaction2__demo.mp4,arm wrestling,train\nb,{v}/gone.mp4,arm wrestling,train\nc,{v}/mmaction2__demo.mp4,no such class,val\na,{v}/decord__flipping_a_pancake.mkv,flipping pancake,train\nd,,x,train\n",
+            v = root().join("data-samples/videos").display()
+        ),
+    )
+    .unwrap();
+    let r = vidfeat(&["plan", bad.to_str().unwrap(), "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--json"]);
+    assert_eq!(r.status.code(), Some(2));
+    let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    for (k, v) in [("rows", 5), ("resolved", 1), ("missing_source", 1), ("invalid_row", 1), ("unknown_label", 1), ("duplicate_id", 1)] {
+        assert_eq!(s[k], v, "{k}: {s}");
+    }
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("plan.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!((lines[0]["id"].as_str(), lines[0]["shard_file"].as_str()), (Some("a"), Some("train-00000-of-00001.tfrecord")));
+    let failures = std::fs::read_to_string(out.join("failures.jsonl")).unwrap();
+    assert!(failures.contains("bad.csv") && failures.contains("\"line\":6"), "rows are named by file and line");
+    // --strict: nothing is written, exit 1.
+    let run_out = d.path().join("never");
+    let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
+        .args(["run", bad.to_str().unwrap(), "--vocab", "kinetics-400", "--strict", "--out", run_out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!run_out.exists());
+}
+
+#[test]
+fn every_label_of_the_real_kinetics_val_csvs_maps_to_its_class() {
+    for (csv, vocab, classes) in [("kinetics-400_val.csv", "kinetics-400", 400), ("kinetics-600_val.csv", "kinetics-600", 600)] {
+        let d = tempfile::tempdir().unwrap();
+        let path = root().join("tests/fixtures/kinetics").join(csv);
+        let rows = std::fs::read_to_string(&path).unwrap().lines().count() - 1;
+        let r = vidfeat(&["plan", path.to_str().unwrap(), "--vocab", vocab, "--video-root", d.path().to_str().unwrap(), "--out", d.path().join("p").to_str().unwrap(), "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(s["rows"], rows as u64, "{csv}");
+        assert_eq!(s["unknown_label"], 0, "{csv}: every label maps");
+        assert_eq!(s["invalid_row"], 0, "{csv}");
+        // No clips downloaded here: every row is reported missing, none silently dropped.
+        assert_eq!(s["missing_source"].as_u64().unwrap() + s["duplicate_id"].as_u64().unwrap(), rows as u64, "{csv}");
+        // The labels that occur are exactly the vocabulary's classes.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut seen: Vec<String> = csv_labels(&text);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), classes, "{csv}");
+    }
+}
+
+fn csv_labels(text: &str) -> Vec<String> {
+    // The label is the first field, quoted when it holds a comma.
+    text.lines().skip(1).map(|l| if let Some(rest) = l.strip_prefix('"') { rest.split('"').next().unwrap().to_string() } else { l.split(',').next().unwrap().to_string() }).collect()
+}

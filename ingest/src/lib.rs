@@ -14,9 +14,10 @@
 //! * Video files: taken as they are.
 //!
 //! Bad rows do not stop ingestion: each becomes a [`RowError`] naming file, line and problem.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// File extensions taken as videos when crawling directories or reading plain inputs.
 pub const VIDEO_EXTENSIONS: &[&str] = &[
@@ -41,7 +42,8 @@ impl fmt::Display for Source {
 /// Where a task or an error came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Origin {
-    pub file: String,
+    /// Shared by every row of the same file.
+    pub file: Arc<str>,
     /// 1-based line number; 0 when the input was a video file or directory entry.
     pub line: usize,
 }
@@ -79,6 +81,23 @@ pub struct Options {
     pub video_root: Option<PathBuf>,
     /// Split for rows that do not name one.
     pub default_split: String,
+    /// Header names for our columns in CSV/TSV lists (`id`, `source`, `labels`, `start`, `end`,
+    /// `split`), e.g. `source -> path` for `--columns source=path`.
+    pub columns: HashMap<String, String>,
+}
+
+/// Parses `id=vid,source=path,labels=tags` into a column map.
+pub fn parse_columns(spec: &str) -> Result<HashMap<String, String>, String> {
+    let mut m = HashMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("`{part}` is not NAME=HEADER"))?;
+        let k = k.trim().to_lowercase();
+        if !["id", "source", "labels", "start", "end", "split"].contains(&k.as_str()) {
+            return Err(format!("unknown column `{k}` (id, source, labels, start, end, split)"));
+        }
+        m.insert(k, v.trim().to_lowercase());
+    }
+    Ok(m)
 }
 
 #[derive(Debug, Default)]
@@ -114,7 +133,7 @@ pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingest
         if meta.is_dir() {
             for path in crawl(input)? {
                 let id = id_from_path(path.strip_prefix(input).unwrap_or(&path));
-                let origin = Origin { file: path.display().to_string(), line: 0 };
+                let origin = Origin { file: path.display().to_string().into(), line: 0 };
                 out.push(&mut seen, Task { id, source: Source::Local(path), window: None, labels: vec![], split: default_split.into(), origin });
             }
             continue;
@@ -126,7 +145,7 @@ pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingest
             "txt" | "list" => read_txt(input, default_split)?,
             e if VIDEO_EXTENSIONS.contains(&e) => {
                 let id = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let origin = Origin { file: input.display().to_string(), line: 0 };
+                let origin = Origin { file: input.display().to_string().into(), line: 0 };
                 vec![Ok(Task { id, source: Source::Local(input.clone()), window: None, labels: vec![], split: default_split.into(), origin })]
             }
             _ => {
@@ -226,20 +245,26 @@ fn split_labels(s: &str) -> Vec<String> {
 type Row = Result<Task, RowError>;
 
 fn row_error(file: &Path, line: usize, id: Option<String>, msg: impl Into<String>) -> RowError {
-    RowError { origin: Origin { file: file.display().to_string(), line }, id, source: None, kind: "invalid_row", message: msg.into() }
+    RowError { origin: Origin { file: file.display().to_string().into(), line }, id, source: None, kind: "invalid_row", message: msg.into() }
 }
 
 fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str) -> std::io::Result<Vec<Row>> {
     let mut rdr = csv::ReaderBuilder::new().delimiter(delim).flexible(true).from_path(path).map_err(csv_io)?;
-    let headers: Vec<String> = rdr.headers().map_err(csv_io)?.iter().map(|h| h.trim().to_lowercase()).collect();
-    let col = |n: &str| headers.iter().position(|h| h == n);
-    let file = path.display().to_string();
+    let headers: Vec<String> = rdr.headers().map_err(csv_io)?.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase()).collect();
+    let col = |n: &str| {
+        let name = opts.columns.get(n).map(String::as_str).unwrap_or(n);
+        headers.iter().position(|h| h == name)
+    };
+    let file: Arc<str> = path.display().to_string().into();
     let mut rows = vec![];
     if col("youtube_id").is_some() && col("time_start").is_some() {
         return read_kinetics(path, rdr, &headers, opts);
     }
     let Some(cs) = col("source") else {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{file}: header has no `source` column (got: {})", headers.join(","))));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{file}: header has no `source` column (got: {}; map one with --columns source=NAME)", headers.join(",")),
+        ));
     };
     let (ci, cl, cst, cen, csp) = (col("id"), col("labels"), col("start"), col("end"), col("split"));
     for rec in rdr.records() {
@@ -281,7 +306,8 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
     let col = |n: &str| headers.iter().position(|h| h == n);
     let (cl, cy, cs, ce, csp) = (col("label"), col("youtube_id").unwrap(), col("time_start").unwrap(), col("time_end"), col("split"));
     let root = opts.video_root.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
-    let file = path.display().to_string();
+    let index = DirIndex::new(&root);
+    let file: Arc<str> = path.display().to_string().into();
     let mut rows = vec![];
     for rec in rdr.records() {
         let rec = match rec {
@@ -307,7 +333,7 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
         };
         let id = format!("{yid}_{s:06}_{e:06}");
         let label = get(cl).map(str::to_string);
-        let (source, window) = find_kinetics_clip(&root, yid, &id, label.as_deref(), s, e);
+        let (source, window) = find_kinetics_clip(&index, &root, yid, &id, label.as_deref(), s, e);
         rows.push(Ok(Task {
             id,
             source: Source::Local(source),
@@ -320,26 +346,52 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
     Ok(rows)
 }
 
+/// The file names under a Kinetics video root and its immediate sub-folders (label folders),
+/// listed once, so resolving millions of rows costs no file-system calls.
+struct DirIndex {
+    files: HashSet<String>,
+}
+
+impl DirIndex {
+    fn new(root: &Path) -> Self {
+        let mut files = HashSet::new();
+        let list = |d: &Path, prefix: &str, files: &mut HashSet<String>, subdirs: &mut Vec<String>| {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    match e.file_type() {
+                        Ok(t) if t.is_dir() => subdirs.push(name),
+                        Ok(_) => {
+                            files.insert(format!("{prefix}{name}"));
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        };
+        let mut subdirs = vec![];
+        list(root, "", &mut files, &mut subdirs);
+        for sd in subdirs {
+            list(&root.join(&sd), &format!("{sd}/"), &mut files, &mut vec![]);
+        }
+        DirIndex { files }
+    }
+}
+
 /// The clip file if present (no window: it is already cut), else the full video with the
 /// window, else the conventional clip path (which then fails as `not_found`).
-fn find_kinetics_clip(root: &Path, yid: &str, clip: &str, label: Option<&str>, s: u32, e: u32) -> (PathBuf, Option<(f64, f64)>) {
-    let dirs: Vec<PathBuf> = match label {
-        Some(l) => vec![root.to_path_buf(), root.join(l), root.join(l.replace(' ', "_"))],
-        None => vec![root.to_path_buf()],
+fn find_kinetics_clip(index: &DirIndex, root: &Path, yid: &str, clip: &str, label: Option<&str>, s: u32, e: u32) -> (PathBuf, Option<(f64, f64)>) {
+    let dirs: Vec<String> = match label {
+        Some(l) => vec![String::new(), format!("{l}/"), format!("{}/", l.replace(' ', "_"))],
+        None => vec![String::new()],
     };
-    for ext in ["mp4", "mkv", "webm"] {
-        for d in &dirs {
-            let p = d.join(format!("{clip}.{ext}"));
-            if p.is_file() {
-                return (p, None);
-            }
-        }
-    }
-    for ext in ["mp4", "mkv", "webm"] {
-        for d in &dirs {
-            let p = d.join(format!("{yid}.{ext}"));
-            if p.is_file() {
-                return (p, Some((s as f64, e as f64)));
+    for (stem, window) in [(clip, None), (yid, Some((s as f64, e as f64)))] {
+        for ext in ["mp4", "mkv", "webm"] {
+            for d in &dirs {
+                let rel = format!("{d}{stem}.{ext}");
+                if index.files.contains(&rel) {
+                    return (root.join(rel), window);
+                }
             }
         }
     }
@@ -348,7 +400,7 @@ fn find_kinetics_clip(root: &Path, yid: &str, clip: &str, label: Option<&str>, s
 
 fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
     let text = std::fs::read_to_string(path)?;
-    let file = path.display().to_string();
+    let file: Arc<str> = path.display().to_string().into();
     let mut rows = vec![];
     for (i, l) in text.lines().enumerate() {
         let line = i + 1;
@@ -404,7 +456,7 @@ fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
 
 fn read_txt(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
     let text = std::fs::read_to_string(path)?;
-    let file = path.display().to_string();
+    let file: Arc<str> = path.display().to_string().into();
     Ok(text
         .lines()
         .enumerate()
@@ -433,7 +485,20 @@ mod tests {
     use std::fs;
 
     fn opts() -> Options {
-        Options { video_root: None, default_split: "train".into() }
+        Options { video_root: None, default_split: "train".into(), columns: HashMap::new() }
+    }
+
+    #[test]
+    fn columns_map_other_headers() {
+        let d = tempfile::tempdir().unwrap();
+        let list = d.path().join("l.tsv");
+        fs::write(&list, "vid\tpath\ttags\n7\ta.mp4\t/m/04rlf;/m/0k4j\n").unwrap();
+        assert!(read_inputs(&[list.clone()], &opts()).is_err(), "no source column without a mapping");
+        let o = Options { columns: parse_columns("id=vid,source=path,labels=tags").unwrap(), ..opts() };
+        let got = read_inputs(&[list], &o).unwrap();
+        assert_eq!(got.tasks[0].id, "7");
+        assert_eq!(got.tasks[0].labels, ["/m/04rlf", "/m/0k4j"]);
+        assert!(parse_columns("colour=x").is_err());
     }
 
     #[test]

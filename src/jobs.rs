@@ -133,10 +133,14 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
     if let Some(v) = &vocab {
         v.write_csv(&out.join("vocabulary.csv"))?;
     }
-    let mut jobs = vec![];
-    for t in ingested.tasks {
+    let mut jobs = Vec::with_capacity(ingested.tasks.len());
+    for mut t in ingested.tasks {
         match map_labels(&t, vocab.as_ref()) {
-            Ok(labels) => jobs.push(Job { task: t, labels, shard: 0 }),
+            Ok(labels) => {
+                // The indices are what travels on; the strings are dead weight in a long list.
+                t.labels = Vec::new();
+                jobs.push(Job { task: t, labels, shard: 0 })
+            }
             Err(reason) => log.record(Failure {
                 id: Some(t.id.clone()),
                 source: Some(t.source.to_string()),
@@ -157,17 +161,22 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
     for j in &mut jobs {
         j.shard = shard_of(&j.task.id, shard_counts[&j.task.split]);
     }
-    // Stable: keeps input order within a shard.
-    jobs.sort_by(|a, b| (&a.task.split, a.shard).cmp(&(&b.task.split, b.shard)));
+    // Stable: keeps input order within a shard. Splits ranked once (no string compares).
+    let rank: std::collections::HashMap<&str, usize> = shard_counts.keys().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    // sort_by_cached_key is stable and permutes in place.
+    jobs.sort_by_cached_key(|j| (rank[j.task.split.as_str()], j.shard));
+    drop(rank);
     Ok(Prepared { jobs, shard_counts, vocab, list_rows })
 }
 
-/// Local sources that do not exist, as failures (stage `plan`, kind `not_found`).
+/// Local sources that do not exist, as failures (stage `plan`, kind `not_found`). Each distinct
+/// path is checked once (Kinetics windows share their full video).
 pub fn missing_sources(jobs: &[Job]) -> Vec<(usize, Failure)> {
+    let mut seen: std::collections::HashMap<&std::ffi::OsStr, bool> = std::collections::HashMap::new();
     jobs.iter()
         .enumerate()
         .filter_map(|(i, j)| match &j.task.source {
-            vidfeat_ingest::Source::Local(p) if !p.is_file() => Some((
+            vidfeat_ingest::Source::Local(p) if !*seen.entry(p.as_os_str()).or_insert_with(|| p.is_file()) => Some((
                 i,
                 Failure {
                     id: Some(j.task.id.clone()),
@@ -186,6 +195,20 @@ pub fn missing_sources(jobs: &[Job]) -> Vec<(usize, Failure)> {
             _ => None,
         })
         .collect()
+}
+
+/// One line of plan.jsonl.
+#[derive(serde::Serialize)]
+struct PlanLine<'a> {
+    id: &'a str,
+    source: &'a str,
+    window: Option<(f64, f64)>,
+    labels: &'a [i64],
+    split: &'a str,
+    shard: u32,
+    shard_file: String,
+    file: &'a str,
+    line: usize,
 }
 
 /// `vidfeat plan`: resolve and validate everything without decoding. Writes `out/plan.jsonl`
@@ -222,18 +245,20 @@ pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
             *by_label.entry(key).or_default() += 1;
         }
         let n = prepared.shard_counts[&j.task.split];
+        let source = j.task.source.to_string();
         serde_json::to_writer(
             &mut w,
-            &json!({
-                "id": j.task.id,
-                "source": j.task.source.to_string(),
-                "window": j.task.window,
-                "labels": j.labels,
-                "split": j.task.split,
-                "shard": j.shard,
-                "shard_file": vidfeat_export::shard_name(&j.task.split, j.shard, n),
-                "origin": format!("{}:{}", j.task.origin.file, j.task.origin.line),
-            }),
+            &PlanLine {
+                id: &j.task.id,
+                source: &source,
+                window: j.task.window,
+                labels: &j.labels,
+                split: &j.task.split,
+                shard: j.shard,
+                shard_file: vidfeat_export::shard_name(&j.task.split, j.shard, n),
+                file: &j.task.origin.file,
+                line: j.task.origin.line,
+            },
         )?;
         w.write_all(b"\n")?;
     }
@@ -254,5 +279,8 @@ pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
         "plan": out.join("plan.jsonl").display().to_string(),
     });
     std::fs::write(out.join("plan-summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    // Millions of small allocations would take seconds to free one by one; the process is
+    // about to end and hands the memory back whole.
+    std::mem::forget(prepared);
     Ok(summary)
 }

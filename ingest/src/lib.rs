@@ -107,17 +107,28 @@ pub struct Ingested {
 }
 
 impl Ingested {
-    fn push(&mut self, seen: &mut HashSet<String>, t: Task) {
-        if !seen.insert(t.id.clone()) {
-            self.errors.push(RowError {
-                id: Some(t.id.clone()),
-                source: Some(t.source.to_string()),
-                kind: "duplicate_id",
-                message: format!("duplicate id `{}`: the first occurrence wins", t.id),
-                origin: t.origin,
-            });
-        } else {
-            self.tasks.push(t);
+    /// Keeps the first row of each id; later ones become `duplicate_id` errors. One pass over
+    /// borrowed ids after reading, so no id is copied.
+    fn drop_duplicates(&mut self) {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(self.tasks.len());
+        let dup: Vec<bool> = self.tasks.iter().map(|t| !seen.insert(t.id.as_str())).collect();
+        drop(seen);
+        if !dup.iter().any(|&d| d) {
+            return;
+        }
+        let tasks = std::mem::take(&mut self.tasks);
+        for (t, d) in tasks.into_iter().zip(dup) {
+            if d {
+                self.errors.push(RowError {
+                    id: Some(t.id.clone()),
+                    source: Some(t.source.to_string()),
+                    kind: "duplicate_id",
+                    message: format!("duplicate id `{}`: the first occurrence wins", t.id),
+                    origin: t.origin,
+                });
+            } else {
+                self.tasks.push(t);
+            }
         }
     }
 }
@@ -125,7 +136,6 @@ impl Ingested {
 /// Reads every input in order. Fails only when an input itself cannot be read.
 pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingested> {
     let mut out = Ingested::default();
-    let mut seen = HashSet::new();
     let default_split = if opts.default_split.is_empty() { "train" } else { &opts.default_split };
     for input in inputs {
         let meta = std::fs::metadata(input)
@@ -134,14 +144,25 @@ pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingest
             for path in crawl(input)? {
                 let id = id_from_path(path.strip_prefix(input).unwrap_or(&path));
                 let origin = Origin { file: path.display().to_string().into(), line: 0 };
-                out.push(&mut seen, Task { id, source: Source::Local(path), window: None, labels: vec![], split: default_split.into(), origin });
+                out.tasks.push(Task { id, source: Source::Local(path), window: None, labels: vec![], split: default_split.into(), origin });
             }
             continue;
         }
         let ext = extension(input);
+        let mut sink = |r: Row| match r {
+            Ok(t) => out.tasks.push(t),
+            Err(e) => out.errors.push(e),
+        };
         let rows = match ext.as_str() {
-            "csv" | "tsv" => read_delimited(input, if ext == "tsv" { b'\t' } else { b',' }, opts, default_split)?,
-            "jsonl" | "ndjson" => read_jsonl(input, default_split)?,
+            // Rows stream into the task list: no second copy of a large list in memory.
+            "csv" | "tsv" => {
+                read_delimited(input, if ext == "tsv" { b'\t' } else { b',' }, opts, default_split, &mut sink)?;
+                vec![]
+            }
+            "jsonl" | "ndjson" => {
+                read_jsonl(input, default_split, &mut sink)?;
+                vec![]
+            }
             "txt" | "list" => read_txt(input, default_split)?,
             e if VIDEO_EXTENSIONS.contains(&e) => {
                 let id = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -156,12 +177,10 @@ pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingest
             }
         };
         for r in rows {
-            match r {
-                Ok(t) => out.push(&mut seen, t),
-                Err(e) => out.errors.push(e),
-            }
+            sink(r);
         }
     }
+    out.drop_duplicates();
     Ok(out)
 }
 
@@ -248,7 +267,7 @@ fn row_error(file: &Path, line: usize, id: Option<String>, msg: impl Into<String
     RowError { origin: Origin { file: file.display().to_string().into(), line }, id, source: None, kind: "invalid_row", message: msg.into() }
 }
 
-fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str) -> std::io::Result<Vec<Row>> {
+fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
     let mut rdr = csv::ReaderBuilder::new().delimiter(delim).flexible(true).from_path(path).map_err(csv_io)?;
     let headers: Vec<String> = rdr.headers().map_err(csv_io)?.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase()).collect();
     let col = |n: &str| {
@@ -256,9 +275,8 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str) -
         headers.iter().position(|h| h == name)
     };
     let file: Arc<str> = path.display().to_string().into();
-    let mut rows = vec![];
     if col("youtube_id").is_some() && col("time_start").is_some() {
-        return read_kinetics(path, rdr, &headers, opts);
+        return read_kinetics(path, rdr, &headers, opts, sink);
     }
     let Some(cs) = col("source") else {
         return Err(std::io::Error::new(
@@ -267,30 +285,36 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str) -
         ));
     };
     let (ci, cl, cst, cen, csp) = (col("id"), col("labels"), col("start"), col("end"), col("split"));
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
+    // One record buffer for the whole file.
+    let mut rec = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                rows.push(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
+                sink(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    break;
+                }
                 continue;
             }
-        };
+        }
         let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
         let id = get(ci).map(str::to_string);
         let Some(src) = get(Some(cs)) else {
-            rows.push(Err(row_error(path, line, id, "empty `source`")));
+            sink(Err(row_error(path, line, id, "empty `source`")));
             continue;
         };
         let window = match parse_window(get(cst), get(cen)) {
             Ok(w) => w,
             Err(m) => {
-                rows.push(Err(row_error(path, line, id, m)));
+                sink(Err(row_error(path, line, id, m)));
                 continue;
             }
         };
-        rows.push(Ok(Task {
+        sink(Ok(Task {
             id: id.unwrap_or_else(|| default_id(src)),
             source: resolve_source(path, src),
             window,
@@ -299,42 +323,47 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str) -
             origin: Origin { file: file.clone(), line },
         }));
     }
-    Ok(rows)
+    Ok(())
 }
 
-fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[String], opts: &Options) -> std::io::Result<Vec<Row>> {
+fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[String], opts: &Options, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
     let col = |n: &str| headers.iter().position(|h| h == n);
     let (cl, cy, cs, ce, csp) = (col("label"), col("youtube_id").unwrap(), col("time_start").unwrap(), col("time_end"), col("split"));
     let root = opts.video_root.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
     let index = DirIndex::new(&root);
     let file: Arc<str> = path.display().to_string().into();
-    let mut rows = vec![];
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
+    // One record buffer for the whole file.
+    let mut rec = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                rows.push(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
+                sink(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    break;
+                }
                 continue;
             }
-        };
+        }
         let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
         let Some(yid) = get(Some(cy)) else {
-            rows.push(Err(row_error(path, line, None, "empty `youtube_id`")));
+            sink(Err(row_error(path, line, None, "empty `youtube_id`")));
             continue;
         };
         let (s, e) = match (get(Some(cs)).map(str::parse::<u32>), get(ce).map(str::parse::<u32>)) {
             (Some(Ok(s)), Some(Ok(e))) if e > s => (s, e),
             _ => {
-                rows.push(Err(row_error(path, line, Some(yid.into()), "`time_start`/`time_end` must be whole seconds with end > start")));
+                sink(Err(row_error(path, line, Some(yid.into()), "`time_start`/`time_end` must be whole seconds with end > start")));
                 continue;
             }
         };
         let id = format!("{yid}_{s:06}_{e:06}");
         let label = get(cl).map(str::to_string);
         let (source, window) = find_kinetics_clip(&index, &root, yid, &id, label.as_deref(), s, e);
-        rows.push(Ok(Task {
+        sink(Ok(Task {
             id,
             source: Source::Local(source),
             window,
@@ -343,65 +372,85 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
             origin: Origin { file: file.clone(), line },
         }));
     }
-    Ok(rows)
+    Ok(())
 }
 
-/// The file names under a Kinetics video root and its immediate sub-folders (label folders),
-/// listed once, so resolving millions of rows costs no file-system calls.
+/// The video files under a Kinetics video root and its immediate sub-folders (label folders),
+/// listed once and indexed by file stem, so resolving millions of rows costs two hash lookups
+/// a row and no file-system calls.
 struct DirIndex {
-    files: HashSet<String>,
+    /// stem -> (relative path, extension rank, folder rank), best first.
+    by_stem: HashMap<String, Vec<(String, usize, bool)>>,
 }
+
+const KINETICS_EXTS: [&str; 3] = ["mp4", "mkv", "webm"];
 
 impl DirIndex {
     fn new(root: &Path) -> Self {
-        let mut files = HashSet::new();
-        let list = |d: &Path, prefix: &str, files: &mut HashSet<String>, subdirs: &mut Vec<String>| {
-            if let Ok(rd) = std::fs::read_dir(d) {
-                for e in rd.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    match e.file_type() {
-                        Ok(t) if t.is_dir() => subdirs.push(name),
-                        Ok(_) => {
-                            files.insert(format!("{prefix}{name}"));
-                        }
-                        Err(_) => {}
-                    }
+        let mut by_stem: HashMap<String, Vec<(String, usize, bool)>> = HashMap::new();
+        let mut add = |rel: String, name: &str, in_root: bool| {
+            if let Some((stem, ext)) = name.rsplit_once('.') {
+                if let Some(rank) = KINETICS_EXTS.iter().position(|e| *e == ext) {
+                    by_stem.entry(stem.to_string()).or_default().push((rel, rank, in_root));
                 }
             }
         };
         let mut subdirs = vec![];
-        list(root, "", &mut files, &mut subdirs);
-        for sd in subdirs {
-            list(&root.join(&sd), &format!("{sd}/"), &mut files, &mut vec![]);
+        if let Ok(rd) = std::fs::read_dir(root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => subdirs.push(name),
+                    Ok(_) => add(name.clone(), &name, true),
+                    Err(_) => {}
+                }
+            }
         }
-        DirIndex { files }
+        for sd in subdirs {
+            if let Ok(rd) = std::fs::read_dir(root.join(&sd)) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if e.file_type().is_ok_and(|t| !t.is_dir()) {
+                        add(format!("{sd}/{name}"), &name, false);
+                    }
+                }
+            }
+        }
+        DirIndex { by_stem }
+    }
+
+    /// The file for `stem`: in the root or in the row's label folder, preferring mp4, mkv, webm.
+    fn find(&self, stem: &str, label: Option<&str>) -> Option<&str> {
+        let cands = self.by_stem.get(stem)?;
+        cands
+            .iter()
+            .filter(|(rel, _, in_root)| {
+                *in_root
+                    || label.is_some_and(|l| {
+                        let dir = rel.split('/').next().unwrap_or("");
+                        dir == l || dir == l.replace(' ', "_")
+                    })
+            })
+            .min_by_key(|(_, rank, in_root)| (*rank, !*in_root))
+            .map(|(rel, _, _)| rel.as_str())
     }
 }
 
 /// The clip file if present (no window: it is already cut), else the full video with the
 /// window, else the conventional clip path (which then fails as `not_found`).
 fn find_kinetics_clip(index: &DirIndex, root: &Path, yid: &str, clip: &str, label: Option<&str>, s: u32, e: u32) -> (PathBuf, Option<(f64, f64)>) {
-    let dirs: Vec<String> = match label {
-        Some(l) => vec![String::new(), format!("{l}/"), format!("{}/", l.replace(' ', "_"))],
-        None => vec![String::new()],
-    };
-    for (stem, window) in [(clip, None), (yid, Some((s as f64, e as f64)))] {
-        for ext in ["mp4", "mkv", "webm"] {
-            for d in &dirs {
-                let rel = format!("{d}{stem}.{ext}");
-                if index.files.contains(&rel) {
-                    return (root.join(rel), window);
-                }
-            }
-        }
+    if let Some(rel) = index.find(clip, label) {
+        return (root.join(rel), None);
+    }
+    if let Some(rel) = index.find(yid, label) {
+        return (root.join(rel), Some((s as f64, e as f64)));
     }
     (root.join(format!("{clip}.mp4")), None)
 }
 
-fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
+fn read_jsonl(path: &Path, default_split: &str, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
     let text = std::fs::read_to_string(path)?;
     let file: Arc<str> = path.display().to_string().into();
-    let mut rows = vec![];
     for (i, l) in text.lines().enumerate() {
         let line = i + 1;
         if l.trim().is_empty() {
@@ -410,7 +459,7 @@ fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
         let v: serde_json::Value = match serde_json::from_str(l) {
             Ok(v) => v,
             Err(e) => {
-                rows.push(Err(row_error(path, line, None, format!("not JSON: {e}"))));
+                sink(Err(row_error(path, line, None, format!("not JSON: {e}"))));
                 continue;
             }
         };
@@ -421,7 +470,7 @@ fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
         });
         let id = s("id");
         let Some(src) = s("source").filter(|x| !x.trim().is_empty()) else {
-            rows.push(Err(row_error(path, line, id, "missing string `source`")));
+            sink(Err(row_error(path, line, id, "missing string `source`")));
             continue;
         };
         let labels = match v.get("labels") {
@@ -431,18 +480,18 @@ fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
             }
             Some(serde_json::Value::String(x)) => split_labels(x),
             Some(_) => {
-                rows.push(Err(row_error(path, line, id, "`labels` must be an array of strings")));
+                sink(Err(row_error(path, line, id, "`labels` must be an array of strings")));
                 continue;
             }
         };
         let window = match parse_window(s("start").as_deref(), s("end").as_deref()) {
             Ok(w) => w,
             Err(m) => {
-                rows.push(Err(row_error(path, line, id, m)));
+                sink(Err(row_error(path, line, id, m)));
                 continue;
             }
         };
-        rows.push(Ok(Task {
+        sink(Ok(Task {
             id: id.unwrap_or_else(|| default_id(&src)),
             source: resolve_source(path, &src),
             window,
@@ -451,7 +500,7 @@ fn read_jsonl(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
             origin: Origin { file: file.clone(), line },
         }));
     }
-    Ok(rows)
+    Ok(())
 }
 
 fn read_txt(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {

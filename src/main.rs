@@ -131,6 +131,15 @@ struct SampleArgs {
     /// Per-video decode time limit, seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Largest frame accepted, pixels (larger videos fail as too_large).
+    #[arg(long, default_value_t = 36_000_000)]
+    max_pixels: u64,
+    /// Largest input file, bytes.
+    #[arg(long, default_value_t = 64 << 30)]
+    max_input_bytes: u64,
+    /// Longest video accepted, seconds.
+    #[arg(long, default_value_t = 86_400.0)]
+    max_duration: f64,
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -143,6 +152,9 @@ impl SampleArgs {
             workers: self.decode_workers,
             threads: self.decode_threads,
             timeout: Duration::from_secs(self.timeout),
+            max_pixels: self.max_pixels,
+            max_input_bytes: self.max_input_bytes,
+            max_duration: self.max_duration,
         })
     }
 }
@@ -434,6 +446,9 @@ fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
         decode_workers: a.sample.decode_workers,
         decode_threads: 2,
         timeout: 600,
+        max_pixels: 36_000_000,
+        max_input_bytes: 64 << 30,
+        max_duration: 86_400.0,
     }
     .settings()?;
     let cfg = vidfeat::pipeline::PcaFitConfig {

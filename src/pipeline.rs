@@ -42,6 +42,9 @@ pub struct DecodeSettings {
     pub workers: usize,
     pub threads: usize,
     pub timeout: Duration,
+    pub max_pixels: u64,
+    pub max_input_bytes: u64,
+    pub max_duration: f64,
 }
 
 impl DecodeSettings {
@@ -57,6 +60,9 @@ impl DecodeSettings {
             resize,
             threads: self.threads,
             timeout: Some(self.timeout),
+            max_pixels: self.max_pixels,
+            max_input_bytes: self.max_input_bytes,
+            max_duration: self.max_duration,
             ..Default::default()
         })
     }

@@ -42,6 +42,13 @@ pub struct DecodeOptions {
     pub max_error_ratio: f64,
     /// Skip non-reference frames that no row can use (exact; see the module docs).
     pub skip_unneeded: bool,
+    /// Largest frame accepted, in pixels (default 36 M: 8K UHD passes, a 64-megapixel frame
+    /// does not). Larger ones fail as `too_large` before any frame is decoded.
+    pub max_pixels: u64,
+    /// Largest input file, bytes (default 64 GiB).
+    pub max_input_bytes: u64,
+    /// Longest container duration accepted, seconds (default 24 h).
+    pub max_duration: f64,
     /// Demuxers FFmpeg may use (its `format_whitelist`). The default leaves out the ones that
     /// open other files or the network from inside a file: `hls`, `concat`, `image2`
     /// (sequence globbing), `subfile`, `data`, DASH manifests.
@@ -63,6 +70,9 @@ impl Default for DecodeOptions {
             timeout: Some(Duration::from_secs(600)),
             max_error_ratio: 0.01,
             skip_unneeded: true,
+            max_pixels: 36_000_000,
+            max_input_bytes: 64 << 30,
+            max_duration: 24.0 * 3600.0,
             demuxers: DEFAULT_DEMUXERS.to_string(),
         }
     }
@@ -126,6 +136,8 @@ pub enum DecodeError {
     Ffmpeg(String),
     #[error("refused: {0}")]
     Forbidden(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 impl DecodeError {
@@ -142,6 +154,7 @@ impl DecodeError {
             DecodeError::EmptyWindow(..) => "empty_window",
             DecodeError::Ffmpeg(_) => "decode_error",
             DecodeError::Forbidden(_) => "forbidden_format",
+            DecodeError::TooLarge(_) => "too_large",
         }
     }
 }
@@ -266,6 +279,7 @@ struct Session<'a> {
     /// number is (packets read) - (recent packets with a later pts), counting skipped frames.
     packets_read: u64,
     recent_pts: VecDeque<i64>,
+    max_pixels: u64,
 }
 
 impl Session<'_> {
@@ -295,6 +309,10 @@ impl Session<'_> {
 
     fn on_frame(&mut self, f: VideoFrame, fallback_pts: i64) -> Result<(), DecodeError> {
         self.report.decoded_frames += 1;
+        let pixels = f.width() as u64 * f.height() as u64;
+        if pixels > self.max_pixels {
+            return Err(DecodeError::TooLarge(format!("a {}x{} frame mid-stream ({pixels} pixels > {} allowed)", f.width(), f.height(), self.max_pixels)));
+        }
         if f.is_corrupt() {
             self.report.decode_errors += 1;
         }
@@ -339,6 +357,10 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
     if !path.exists() {
         return Err(DecodeError::NotFound(path.display().to_string()));
     }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > opts.max_input_bytes {
+        return Err(DecodeError::TooLarge(format!("{size} bytes > {} allowed", opts.max_input_bytes)));
+    }
     refuse_playlists(path)?;
     // Local files: the `file` protocol only, and only demuxers that cannot reach other files.
     let mut dict = ffmpeg::Dictionary::new();
@@ -361,6 +383,10 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
         Rational::new(r.numerator() as i64, r.denominator() as i64)
     };
     let rotation = rotation_of(&stream);
+    let container_secs = ictx.duration().max(0) as f64 / 1e6;
+    if container_secs > opts.max_duration {
+        return Err(DecodeError::TooLarge(format!("{container_secs:.0} s long > {:.0} s allowed", opts.max_duration)));
+    }
     // What the container's index promises, to tell a truncated file from an empty one.
     let claimed = (stream.frames().max(0), ictx.duration().max(0));
     let avg = stream.avg_frame_rate();
@@ -389,6 +415,10 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
             }
         }
     };
+    let pixels = decoder.width() as u64 * decoder.height() as u64;
+    if pixels > opts.max_pixels {
+        return Err(DecodeError::TooLarge(format!("{}x{} frames ({pixels} pixels > {} allowed)", decoder.width(), decoder.height(), opts.max_pixels)));
+    }
     let geom = Geometry::new(decoder.width(), decoder.height(), sar, rotation, opts.size, opts.resize);
 
     let st0 = match stream.start_time() {
@@ -430,6 +460,7 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
         on_row: &mut on_row,
         packets_read: 0,
         recent_pts: VecDeque::new(),
+        max_pixels: opts.max_pixels,
     };
 
     let mut lookahead: VecDeque<ffmpeg::Packet> = VecDeque::new();

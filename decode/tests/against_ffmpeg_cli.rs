@@ -274,6 +274,21 @@ fn playlists_and_scripts_cannot_reach_other_files_or_the_network() {
 }
 
 #[test]
+fn resource_limits_fail_as_too_large() {
+    let d = tempfile::tempdir().unwrap();
+    // A 64-megapixel frame (8000 x 8000), one frame of it.
+    let big = gen(d.path(), "64mp.mp4", &["-f", "lavfi", "-i", "color=c=gray:size=8000x8000:rate=1", "-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast"]);
+    let e = decode_file(&big, &opts(), |_| panic!("no rows")).unwrap_err();
+    assert_eq!(e.kind(), "too_large", "{e}");
+    // The same file with the limit raised decodes.
+    assert!(decode_file(&big, &DecodeOptions { max_pixels: 70_000_000, max_frames: Some(1), size: Some((32, 32)), ..opts() }, |_| {}).is_ok());
+    // Byte and duration limits.
+    let clip = here().join("../data-samples/videos/mmaction2__demo.mp4");
+    assert_eq!(decode_file(&clip, &DecodeOptions { max_input_bytes: 1000, ..opts() }, |_| {}).unwrap_err().kind(), "too_large");
+    assert_eq!(decode_file(&clip, &DecodeOptions { max_duration: 5.0, ..opts() }, |_| {}).unwrap_err().kind(), "too_large");
+}
+
+#[test]
 fn the_time_limit_stops_a_long_decode() {
     let d = tempfile::tempdir().unwrap();
     let p = gen(d.path(), "long.mp4", &["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "60", "-c:v", "libx264", "-preset", "ultrafast"]);

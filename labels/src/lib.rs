@@ -17,7 +17,7 @@ pub enum LabelError {
     Unknown { label: String, vocab: String },
     #[error("vocabulary {path}: {msg}")]
     BadVocab { path: String, msg: String },
-    #[error("unknown built-in vocabulary `{0}` (yt8m, kinetics-400, kinetics-600, kinetics-700, or a file path)")]
+    #[error("unknown built-in vocabulary `{0}` (yt8m, yt8m-2018, kinetics-400, kinetics-600, kinetics-700, or a file path)")]
     UnknownBuiltin(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -49,6 +49,7 @@ pub struct Vocabulary {
 }
 
 const YT8M: &str = include_str!("../vocab/vocabulary.csv");
+const YT8M_2018: &str = include_str!("../vocab/yt8m_2018_label_map.txt");
 const K400: &str = include_str!("../vocab/kinetics400_label_map.txt");
 const K600: &str = include_str!("../vocab/kinetics600_label_map.txt");
 const K700: &str = include_str!("../vocab/kinetics700_label_map.txt");
@@ -72,8 +73,9 @@ impl Vocabulary {
         };
         for c in classes {
             let i = v.classes.len();
-            // The 2019 YouTube-8M file has 12 classes with a KG id and no name.
-            if !c.name.is_empty() {
+            // The 2019 YouTube-8M file has 12 classes with a KG id and no name; the 2018 name
+            // list has 56 named `???`. Such classes are reachable by KG id only.
+            if !c.name.is_empty() && c.name != "???" {
                 if v.by_name.insert(c.name.clone(), i).is_some() {
                     return Err(LabelError::BadVocab { path: source.into(), msg: format!("duplicate class name `{}`", c.name) });
                 }
@@ -91,6 +93,7 @@ impl Vocabulary {
     pub fn load(spec: &str) -> Result<Self, LabelError> {
         match spec {
             "yt8m" | "youtube-8m" => Self::parse_yt8m_csv("yt8m", YT8M),
+            "yt8m-2018" | "youtube-8m-2018" => Self::parse_lines("yt8m-2018", YT8M_2018),
             "kinetics-400" | "kinetics400" => Self::parse_lines("kinetics-400", K400),
             "kinetics-600" | "kinetics600" => Self::parse_lines("kinetics-600", K600),
             "kinetics-700" | "kinetics700" | "kinetics-700-2020" => Self::parse_lines("kinetics-700", K700),
@@ -183,6 +186,20 @@ mod tests {
         // Nameless classes are reachable by KG id only.
         assert_eq!(v.lookup("/m/0dxrf").unwrap().0.index, 120);
         assert!(v.lookup("").is_err());
+    }
+
+    #[test]
+    fn the_2018_name_list_agrees_with_the_2019_sparse_indices() {
+        let v18 = Vocabulary::load("yt8m-2018").unwrap();
+        assert_eq!(v18.classes.len(), 3862);
+        let v19 = Vocabulary::load("yt8m").unwrap();
+        let mut checked = 0;
+        for c in v19.classes.iter().filter(|c| !c.name.is_empty()) {
+            assert_eq!(v18.lookup(&c.name).unwrap().0.index, c.index, "{}", c.name);
+            checked += 1;
+        }
+        assert_eq!(checked, 988);
+        assert!(v18.lookup("???").is_err(), "unnamed classes are not matched by name");
     }
 
     #[test]

@@ -64,6 +64,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check every record's CRCs and schema, and record counts per shard against summary.json.
+    #[command(after_help = "Example:\n  vidfeat verify out\n  vidfeat verify out/frame/train-00000-of-00004.tfrecord --json\n\nExit codes: 0 all good; 1 any problem (each named with its shard, and byte offset for corrupt records).")]
+    Verify {
+        /// An output folder, or TFRecord files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the records of TFRecord files as JSON lines (ours or Google's YouTube-8M shards).
     #[command(after_help = "Example:\n  vidfeat inspect out/frame/train-00000-of-00001.tfrecord")]
     Inspect {
@@ -382,6 +391,19 @@ fn plan_cmd(list: ListArgs, out: PathBuf, json_out: bool) -> Result<ExitCode> {
     }))
 }
 
+fn verify_cmd(paths: Vec<PathBuf>, json_out: bool) -> Result<ExitCode> {
+    let (r, ok) = vidfeat::verify::verify(&paths)?;
+    if json_out {
+        println!("{r}");
+    } else {
+        for p in r["problems"].as_array().into_iter().flatten() {
+            println!("problem: {}", p.as_str().unwrap_or(""));
+        }
+        println!("{} records in {} shard files: {}", r["records"], r["shards"].as_object().map_or(0, |m| m.len()), if ok { "ok" } else { "PROBLEMS" });
+    }
+    Ok(ExitCode::from(if ok { 0 } else { 1 }))
+}
+
 fn model_path(m: &ModelArgs) -> PathBuf {
     m.model.clone().unwrap_or_else(vidfeat::default_model)
 }
@@ -658,6 +680,7 @@ fn main() -> ExitCode {
         Cmd::Pca(PcaCmd::Fit(a)) => pca_fit_cmd(a),
         Cmd::Inspect { files, values } => inspect_cmd(files, values),
         Cmd::Plan { list, out, json } => plan_cmd(list, out, json),
+        Cmd::Verify { paths, json } => verify_cmd(paths, json),
     };
     match r {
         Ok(c) => c,

@@ -359,3 +359,40 @@ fn csv_labels(text: &str) -> Vec<String> {
     // The label is the first field, quoted when it holds a comma.
     text.lines().skip(1).map(|l| if let Some(rest) = l.strip_prefix('"') { rest.split('"').next().unwrap().to_string() } else { l.split(',').next().unwrap().to_string() }).collect()
 }
+
+#[test]
+fn verify_accepts_good_output_and_names_flipped_bits_and_truncation() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    vidfeat(&["run", "data-samples/samples.csv", "--vocab", "kinetics-400", "--shards", "1", "--out", out.to_str().unwrap()]);
+    let check = |p: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(["verify", "--json"]).arg(p).output().unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code(), r)
+    };
+    let (code, r) = check(&out);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["records"], 6, "3 videos, frame and video level");
+    // Flip one bit inside the second record's data of the train shard (two videos).
+    let shard = out.join("frame/train-00000-of-00001.tfrecord");
+    assert_eq!(read_file(&shard).unwrap().len(), 2);
+    let good = std::fs::read(&shard).unwrap();
+    let first_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let second = first_len + 16;
+    let mut bad = good.clone();
+    bad[second + 12 + 40] ^= 0x01;
+    std::fs::write(&shard, &bad).unwrap();
+    let (code, r) = check(&out);
+    assert_eq!(code, Some(1));
+    let text = r["problems"].to_string();
+    assert!(text.contains(shard.file_name().unwrap().to_str().unwrap()) && text.contains(&format!("byte {second}")), "{text}");
+    // Truncated: the last record is cut; the count no longer matches either.
+    std::fs::write(&shard, &good[..good.len() - 10]).unwrap();
+    let (code, r) = check(&out);
+    assert_eq!(code, Some(1));
+    assert!(r["problems"].to_string().contains("truncated"), "{r}");
+    assert!(r["problems"].to_string().contains("summary.json says 2"), "{r}");
+    // A single good file verifies on its own.
+    std::fs::write(&shard, &good).unwrap();
+    assert_eq!(check(&shard).0, Some(0));
+}

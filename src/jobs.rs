@@ -113,19 +113,6 @@ fn map_labels(task: &Task, vocab: Option<&Vocabulary>) -> std::result::Result<Ve
 /// is written as `out/vocabulary.csv`.
 pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepared> {
     let opts = vidfeat_ingest::Options { video_root: spec.video_root.clone(), default_split: spec.split.clone(), columns: spec.columns.clone() };
-    let ingested = vidfeat_ingest::read_inputs(&spec.inputs, &opts)?;
-    let list_rows = ingested.tasks.len() + ingested.errors.len();
-    for e in &ingested.errors {
-        log.record(Failure {
-            id: e.id.clone(),
-            source: e.source.clone(),
-            stage: "ingest".into(),
-            kind: e.kind.to_string(),
-            reason: e.message.clone(),
-            file: Some(e.origin.file.to_string()),
-            line: Some(e.origin.line),
-        })?;
-    }
     let vocab = match &spec.vocab {
         Some(s) => Some(Vocabulary::load(s)?),
         None => None,
@@ -133,24 +120,68 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
     if let Some(v) = &vocab {
         v.write_csv(&out.join("vocabulary.csv"))?;
     }
-    let mut jobs = Vec::with_capacity(ingested.tasks.len());
-    for mut t in ingested.tasks {
-        match map_labels(&t, vocab.as_ref()) {
-            Ok(labels) => {
-                // The indices are what travels on; the strings are dead weight in a long list.
-                t.labels = Vec::new();
-                jobs.push(Job { task: t, labels, shard: 0 })
-            }
-            Err(reason) => log.record(Failure {
-                id: Some(t.id.clone()),
-                source: Some(t.source.to_string()),
-                stage: "labels".into(),
-                kind: "label_unknown".into(),
-                reason,
-                file: Some(t.origin.file.to_string()),
-                line: Some(t.origin.line),
-            })?,
+    // Rows become jobs as they are read (labels mapped on the way): a long list is held once.
+    let mut jobs: Vec<Job> = vec![];
+    let mut list_rows = 0usize;
+    let mut failures: Vec<Failure> = vec![];
+    vidfeat_ingest::read_inputs_with(&spec.inputs, &opts, &mut |r| {
+        list_rows += 1;
+        match r {
+            Err(e) => failures.push(Failure {
+                id: e.id.clone(),
+                source: e.source.clone(),
+                stage: "ingest".into(),
+                kind: e.kind.to_string(),
+                reason: e.message.clone(),
+                file: Some(e.origin.file.to_string()),
+                line: Some(e.origin.line),
+            }),
+            Ok(mut t) => match map_labels(&t, vocab.as_ref()) {
+                Ok(labels) => {
+                    // The indices are what travels on; the strings are dead weight.
+                    t.labels = Vec::new();
+                    jobs.push(Job { task: t, labels, shard: 0 })
+                }
+                Err(reason) => failures.push(Failure {
+                    id: Some(t.id.clone()),
+                    source: Some(t.source.to_string()),
+                    stage: "labels".into(),
+                    kind: "label_unknown".into(),
+                    reason,
+                    file: Some(t.origin.file.to_string()),
+                    line: Some(t.origin.line),
+                }),
+            },
         }
+    })?;
+    // Duplicate ids: the first wins (one pass over borrowed ids).
+    let dup: Vec<bool> = {
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(jobs.len());
+        jobs.iter().map(|j| !seen.insert(j.task.id.as_str())).collect()
+    };
+    if dup.iter().any(|&d| d) {
+        let mut k = 0;
+        jobs.retain(|j| {
+            let d = dup[k];
+            k += 1;
+            if d {
+                failures.push(Failure {
+                    id: Some(j.task.id.clone()),
+                    source: Some(j.task.source.to_string()),
+                    stage: "ingest".into(),
+                    kind: "duplicate_id".into(),
+                    reason: format!("duplicate id `{}`: the first occurrence wins", j.task.id),
+                    file: Some(j.task.origin.file.to_string()),
+                    line: Some(j.task.origin.line),
+                });
+            }
+            !d
+        });
+    }
+    drop(dup);
+    // Rows in read order, then duplicates.
+    for f in failures {
+        log.record(f)?;
     }
     let mut per_split: BTreeMap<String, usize> = BTreeMap::new();
     for j in &jobs {

@@ -136,6 +136,16 @@ impl Ingested {
 /// Reads every input in order. Fails only when an input itself cannot be read.
 pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingested> {
     let mut out = Ingested::default();
+    read_inputs_with(inputs, opts, &mut |r| match r {
+        Ok(t) => out.tasks.push(t),
+        Err(e) => out.errors.push(e),
+    })?;
+    out.drop_duplicates();
+    Ok(out)
+}
+
+/// Streams every row of every input, in order, to `sink` (duplicates are not checked here).
+pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
     let default_split = if opts.default_split.is_empty() { "train" } else { &opts.default_split };
     for input in inputs {
         let meta = std::fs::metadata(input)
@@ -144,23 +154,19 @@ pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingest
             for path in crawl(input)? {
                 let id = id_from_path(path.strip_prefix(input).unwrap_or(&path));
                 let origin = Origin { file: path.display().to_string().into(), line: 0 };
-                out.tasks.push(Task { id, source: Source::Local(path), window: None, labels: vec![], split: default_split.into(), origin });
+                sink(Ok(Task { id, source: Source::Local(path), window: None, labels: vec![], split: default_split.into(), origin }));
             }
             continue;
         }
         let ext = extension(input);
-        let mut sink = |r: Row| match r {
-            Ok(t) => out.tasks.push(t),
-            Err(e) => out.errors.push(e),
-        };
         let rows = match ext.as_str() {
             // Rows stream into the task list: no second copy of a large list in memory.
             "csv" | "tsv" => {
-                read_delimited(input, if ext == "tsv" { b'\t' } else { b',' }, opts, default_split, &mut sink)?;
+                read_delimited(input, if ext == "tsv" { b'\t' } else { b',' }, opts, default_split, sink)?;
                 vec![]
             }
             "jsonl" | "ndjson" => {
-                read_jsonl(input, default_split, &mut sink)?;
+                read_jsonl(input, default_split, sink)?;
                 vec![]
             }
             "txt" | "list" => read_txt(input, default_split)?,
@@ -180,8 +186,7 @@ pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingest
             sink(r);
         }
     }
-    out.drop_duplicates();
-    Ok(out)
+    Ok(())
 }
 
 fn extension(p: &Path) -> String {
@@ -261,7 +266,7 @@ fn split_labels(s: &str) -> Vec<String> {
     s.split(';').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
 }
 
-type Row = Result<Task, RowError>;
+pub type Row = Result<Task, RowError>;
 
 fn row_error(file: &Path, line: usize, id: Option<String>, msg: impl Into<String>) -> RowError {
     RowError { origin: Origin { file: file.display().to_string().into(), line }, id, source: None, kind: "invalid_row", message: msg.into() }

@@ -396,3 +396,80 @@ fn verify_accepts_good_output_and_names_flipped_bits_and_truncation() {
     std::fs::write(&shard, &good).unwrap();
     assert_eq!(check(&shard).0, Some(0));
 }
+
+#[test]
+fn hostile_inputs_fail_with_their_kinds_and_the_good_videos_complete() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    let secret = "TOP-SECRET-TOKEN-7f3a9";
+    std::fs::write(p("secret.txt"), format!("{secret}\n")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ffmpeg = |args: &[&str], out: &str| {
+        assert!(Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).arg(p(out)).status().unwrap().success());
+    };
+    std::fs::write(p("empty.mp4"), b"").unwrap();
+    let noise: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(p("noise.mp4"), noise).unwrap();
+    std::fs::copy(root().join("data-samples/reference_frame.png"), p("picture.mp4")).unwrap();
+    ffmpeg(&["-f", "lavfi", "-i", "sine=d=1"], "tone.m4a");
+    std::fs::write(p("hls_secret.mp4"), format!("#EXTM3U\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n", p("secret.txt").display())).unwrap();
+    std::fs::write(p("hls_net.mp4"), format!("#EXTM3U\n#EXTINF:1.0,\nhttp://127.0.0.1:{port}/x.ts\n#EXT-X-ENDLIST\n")).unwrap();
+    std::fs::write(p("concat.mp4"), format!("ffconcat version 1.0\nfile '/etc/passwd'\nfile '{}'\n", p("secret.txt").display())).unwrap();
+    ffmpeg(&["-f", "lavfi", "-i", "color=c=gray:size=8000x8000:rate=1", "-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast"], "huge.mp4");
+    let truncated = root().join("decode/tests/media/broken/mp4parse__invalid_userdata.mp4");
+    let good = root().join("data-samples/videos");
+    let rows = [
+        ("good_1", good.join("mmaction2__demo.mp4"), "ok"),
+        ("empty", p("empty.mp4"), "unsupported_format"),
+        ("noise", p("noise.mp4"), "unsupported_format"),
+        ("picture", p("picture.mp4"), "unsupported_format"),
+        ("tone", p("tone.m4a"), "no_video_stream"),
+        ("hls_secret", p("hls_secret.mp4"), "forbidden_format"),
+        ("hls_net", p("hls_net.mp4"), "forbidden_format"),
+        ("concat", p("concat.mp4"), "forbidden_format"),
+        ("huge", p("huge.mp4"), "too_large"),
+        ("truncated", truncated, "truncated"),
+        ("missing", p("nope.mp4"), "not_found"),
+        ("good_2", good.join("decord__flipping_a_pancake.mkv"), "ok"),
+    ];
+    let list = p("hostile.csv");
+    let mut csv = String::from("id,source\n");
+    for (id, path, _) in &rows {
+        csv += &format!("{id},{}\n", path.display());
+    }
+    std::fs::write(&list, csv).unwrap();
+    let out = p("out");
+    let r = vidfeat(&["run", list.to_str().unwrap(), "--out", out.to_str().unwrap(), "--pca-dims", "16"]);
+    assert_eq!(r.status.code(), Some(2));
+    let failures: std::collections::HashMap<String, String> = std::fs::read_to_string(out.join("failures.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|f| (f["id"].as_str().unwrap().to_string(), f["kind"].as_str().unwrap().to_string()))
+        .collect();
+    for (id, _, kind) in &rows {
+        if *kind == "ok" {
+            assert!(!failures.contains_key(*id), "{id} should succeed");
+        } else {
+            assert_eq!(failures.get(*id).map(String::as_str), Some(*kind), "{id}");
+        }
+    }
+    let ids: Vec<String> = records(&out.join("frame")).into_iter().map(|(_, p)| p.id).collect();
+    assert_eq!(ids, ["good_1", "good_2"]);
+    assert!(listener.accept().is_err(), "nothing connected to the loopback port");
+    // No byte of the secret anywhere in the output.
+    let mut stack = vec![out.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "secret leaked into {}", path.display());
+            }
+        }
+    }
+}

@@ -61,6 +61,22 @@ pub struct RunReport {
 /// Counts videos the batcher has taken, so producers can stay a bounded distance ahead.
 pub type Progress = (Mutex<usize>, Condvar);
 
+/// Records that `n` videos have been taken, waking the feeder.
+pub fn advance(progress: &Progress, n: usize) {
+    let (lock, cv) = progress;
+    *lock.lock().unwrap() = n;
+    cv.notify_all();
+}
+
+/// When a consumer stops, for whatever reason, the feeder must not wait for it forever.
+pub struct ReleaseOnDrop<'a>(pub &'a Progress);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        advance(self.0, usize::MAX / 2);
+    }
+}
+
 /// Loads the PCA given in the config, checking it fits the model.
 pub fn load_pca(cfg: &ConsumeConfig, dim: usize) -> Result<Option<Pca>> {
     let dims = cfg.pca_dims.unwrap_or(1024).min(dim);
@@ -150,6 +166,7 @@ pub fn consume(
 /// Consumes decoded videos in index order; runs the CNN on fixed-size batches cut from the
 /// concatenated frame stream; emits each video's features once all its rows are done.
 fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model: &Model, batch: usize, progress: &Progress) {
+    let _release = ReleaseOnDrop(progress);
     let (w, h) = model.input_wh();
     let frame_bytes = (w * h * 3) as usize;
     let dim = model.sidecar.output_dim;
@@ -226,11 +243,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
         };
         let Some(d) = d else { break };
         next += 1;
-        {
-            let (lock, cv) = progress;
-            *lock.lock().unwrap() = next;
-            cv.notify_all();
-        }
+        advance(progress, next);
         match d.result {
             Err((kind, reason)) => {
                 pending_out.push_back(Extracted { idx: d.idx, result: Err(("decode", kind, reason)) });

@@ -5,7 +5,7 @@
 //! feeder (at most 2W+2 ahead of the batcher) -> W decode workers -bounded-> consumer
 //! ```
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -16,7 +16,7 @@ use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
 use vidfeat_features::{Model, Sidecar};
 use vidfeat_ingest::Source;
 
-use crate::consume::{consume, ConsumeConfig, Decoded, Progress, RunReport};
+use crate::consume::{advance, consume, ConsumeConfig, Decoded, Progress, ReleaseOnDrop, RunReport};
 use crate::jobs::{prepare, FailureLog, Job, JobSpec};
 
 /// The validated settings of `vidfeat run` (built from the CLI flags).
@@ -112,6 +112,25 @@ pub fn spawn_decoders<'s>(
     dec_rx
 }
 
+/// Hands decoded videos to `f` in job order, advancing `progress` so the feeder releases more
+/// work. `f` returns false to stop early; the feeder is released however this ends.
+fn in_order(rx: Receiver<Decoded>, progress: &Progress, mut f: impl FnMut(usize, Decoded) -> Result<bool>) -> Result<()> {
+    let _release = ReleaseOnDrop(progress);
+    let mut pending = std::collections::BTreeMap::new();
+    let mut next = 0usize;
+    for d in rx {
+        pending.insert(d.idx, d);
+        while let Some(d) = pending.remove(&next) {
+            next += 1;
+            advance(progress, next);
+            if !f(next - 1, d)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job], opts: &DecodeOptions) {
     for idx in task_rx {
         let job = &jobs[idx];
@@ -178,25 +197,16 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
     let sidecar = Sidecar::load(&cfg.sidecar)?;
     let opts = cfg.decode.options(&sidecar)?;
     let progress: Progress = (Mutex::new(0), Condvar::new());
-    let progress = Arc::new(progress);
     let mut writer = crate::cache::CacheWriter::create(&cfg.cache, &prepared, &sidecar, cfg.decode.describe(&opts), cfg.zstd_level)?;
-    let stats = std::thread::scope(|s| -> Result<(u64, u64)> {
+    std::thread::scope(|s| -> Result<()> {
         let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
-        // Write in job order so the cache is deterministic.
-        let mut pending = std::collections::BTreeMap::new();
-        let mut next = 0usize;
-        for d in rx {
-            pending.insert(d.idx, d);
-            while let Some(d) = pending.remove(&next) {
-                writer.add(&prepared.jobs[next], d, &mut log)?;
-                next += 1;
-                let (lock, cv) = &*progress;
-                *lock.lock().unwrap() = next;
-                cv.notify_all();
-            }
-        }
-        Ok((writer.videos_ok, writer.rows))
+        // In job order, so the cache is deterministic.
+        in_order(rx, &progress, |idx, d| {
+            writer.add(&prepared.jobs[idx], d, &mut log)?;
+            Ok(true)
+        })
     })?;
+    let stats = (writer.videos_ok, writer.rows);
     writer.finish()?;
     let summary = json!({
         "videos_ok": stats.0,
@@ -244,40 +254,24 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
     let (mut videos, mut failed) = (0u64, 0u64);
     std::thread::scope(|s| -> Result<()> {
         let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
-        let mut pending = std::collections::BTreeMap::new();
-        let mut next = 0usize;
-        for d in rx {
-            pending.insert(d.idx, d);
-            while let Some(d) = pending.remove(&next) {
-                next += 1;
-                {
-                    let (lock, cv) = &progress;
-                    *lock.lock().unwrap() = next;
-                    cv.notify_all();
-                }
-                if acc.rows() >= cfg.max_frames {
-                    continue;
-                }
-                match d.result {
-                    Ok((frames, rows, _, _)) => {
-                        videos += 1;
-                        let take = (rows as usize).min(cfg.max_frames - acc.rows());
-                        for chunk in frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes) {
-                            let n = chunk.len() / frame_bytes;
-                            acc.add(&model.extract(chunk, n)?, n);
-                        }
-                    }
-                    Err((kind, reason)) => {
-                        failed += 1;
-                        eprintln!("skipped: {} ({kind}): {reason}", prepared.jobs[d.idx].task.id);
+        in_order(rx, &progress, |idx, d| {
+            match d.result {
+                Ok((frames, rows, _, _)) => {
+                    videos += 1;
+                    let take = (rows as usize).min(cfg.max_frames - acc.rows());
+                    for chunk in frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes) {
+                        let n = chunk.len() / frame_bytes;
+                        acc.add(&model.extract(chunk, n)?, n);
                     }
                 }
+                Err((kind, reason)) => {
+                    failed += 1;
+                    eprintln!("skipped: {} ({kind}): {reason}", prepared.jobs[idx].task.id);
+                }
             }
-            if acc.rows() >= cfg.max_frames {
-                break;
-            }
-        }
-        Ok(())
+            // Stop once the sample is full.
+            Ok(acc.rows() < cfg.max_frames)
+        })
     })?;
     let pca = acc.fit(cfg.dims.min(dim)).map_err(anyhow::Error::msg)?;
     pca.save(&cfg.out)?;

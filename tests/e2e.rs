@@ -473,3 +473,25 @@ fn hostile_inputs_fail_with_their_kinds_and_the_good_videos_complete() {
         }
     }
 }
+
+#[test]
+fn pca_fit_stops_early_without_hanging_the_decoders() {
+    // More videos than the feeder may run ahead (2 x workers + 2), and a sample that is full
+    // after the first one: the fit must stop and the process end.
+    let d = tempfile::tempdir().unwrap();
+    let list = d.path().join("many.csv");
+    let clip = root().join("data-samples/videos/mmaction2__demo.mp4");
+    let body: String = (0..12).map(|i| format!("v{i},{}\n", clip.display())).collect();
+    std::fs::write(&list, format!("id,source\n{body}")).unwrap();
+    let t = std::time::Instant::now();
+    let o = Command::new("timeout")
+        .arg("120")
+        .arg(env!("CARGO_BIN_EXE_vidfeat"))
+        .args(["pca", "fit", list.to_str().unwrap(), "--out", d.path().join("p.npz").to_str().unwrap(), "--max-frames", "3", "--dims", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((s["frames"].as_u64(), s["videos"].as_u64()), (Some(3), Some(1)));
+    assert!(t.elapsed().as_secs() < 60);
+}

@@ -290,33 +290,18 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, s
         ));
     };
     let (ci, cl, cst, cen, csp) = (col("id"), col("labels"), col("start"), col("end"), col("split"));
-    // One record buffer for the whole file.
-    let mut rec = csv::StringRecord::new();
-    loop {
-        match rdr.read_record(&mut rec) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                sink(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    break;
-                }
-                continue;
-            }
-        }
-        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+    each_record(&mut rdr, path, sink, |rec, line, sink| {
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
         let id = get(ci).map(str::to_string);
         let Some(src) = get(Some(cs)) else {
             sink(Err(row_error(path, line, id, "empty `source`")));
-            continue;
+            return;
         };
         let window = match parse_window(get(cst), get(cen)) {
             Ok(w) => w,
             Err(m) => {
                 sink(Err(row_error(path, line, id, m)));
-                continue;
+                return;
             }
         };
         sink(Ok(Task {
@@ -327,8 +312,31 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, s
             split: get(csp).unwrap_or(default_split).to_string(),
             origin: Origin { file: file.clone(), line },
         }));
+    })
+}
+
+/// Runs `f` on every record of a CSV file (one buffer for the whole file), with its line
+/// number; unreadable rows go to `sink` as errors naming the line.
+fn each_record(
+    rdr: &mut csv::Reader<std::fs::File>,
+    path: &Path,
+    sink: &mut dyn FnMut(Row),
+    mut f: impl FnMut(&csv::StringRecord, usize, &mut dyn FnMut(Row)),
+) -> std::io::Result<()> {
+    let mut rec = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut rec) {
+            Ok(true) => f(&rec, rec.position().map(|p| p.line() as usize).unwrap_or(0), sink),
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                sink(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return Ok(());
+                }
+            }
+        }
     }
-    Ok(())
 }
 
 fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[String], opts: &Options, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
@@ -337,32 +345,17 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
     let root = opts.video_root.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
     let index = DirIndex::new(&root);
     let file: Arc<str> = path.display().to_string().into();
-    // One record buffer for the whole file.
-    let mut rec = csv::StringRecord::new();
-    loop {
-        match rdr.read_record(&mut rec) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                sink(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    break;
-                }
-                continue;
-            }
-        }
-        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+    each_record(&mut rdr, path, sink, |rec, line, sink| {
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
         let Some(yid) = get(Some(cy)) else {
             sink(Err(row_error(path, line, None, "empty `youtube_id`")));
-            continue;
+            return;
         };
         let (s, e) = match (get(Some(cs)).map(str::parse::<u32>), get(ce).map(str::parse::<u32>)) {
             (Some(Ok(s)), Some(Ok(e))) if e > s => (s, e),
             _ => {
                 sink(Err(row_error(path, line, Some(yid.into()), "`time_start`/`time_end` must be whole seconds with end > start")));
-                continue;
+                return;
             }
         };
         let id = format!("{yid}_{s:06}_{e:06}");
@@ -376,8 +369,7 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
             split: get(csp).unwrap_or("train").to_string(),
             origin: Origin { file: file.clone(), line },
         }));
-    }
-    Ok(())
+    })
 }
 
 /// The video files under a Kinetics video root and its immediate sub-folders (label folders),

@@ -42,6 +42,8 @@ pub struct ConsumeConfig {
     pub pca_dims: Option<usize>,
     pub pca_sample_frames: usize,
     pub progress: bool,
+    /// Whole-file compression of the shards (names stay `.tfrecord`).
+    pub compression: vidfeat_export::Compression,
 }
 
 /// How a run ended; the CLI maps it to an exit code.
@@ -157,6 +159,7 @@ pub fn consume(
         summary[k] = v.clone();
     }
     summary["settings"]["batch_size"] = json!(batch);
+    summary["settings"]["compression"] = json!(format!("{:?}", cfg.compression).to_uppercase());
     let tmp = cfg.out.join(".summary.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
     std::fs::rename(&tmp, cfg.out.join("summary.json"))?;
@@ -335,8 +338,8 @@ fn write_outputs(
         Ok(ShardPair {
             split: split.to_string(),
             shard,
-            frame: AtomicShard::create(&cfg.out.join("frame").join(&name))?,
-            video: AtomicShard::create(&cfg.out.join("video").join(&name))?,
+            frame: AtomicShard::create_with(&cfg.out.join("frame").join(&name), cfg.compression)?,
+            video: AtomicShard::create_with(&cfg.out.join("video").join(&name), cfg.compression)?,
         })
     };
     let commit = |p: ShardPair, count: u64, written: &mut BTreeMap<String, Vec<serde_json::Value>>| -> Result<()> {

@@ -205,18 +205,23 @@ struct OutputArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// none, gzip or zlib: whole-file shard compression, read by TensorFlow with
+    /// `TFRecordDataset(files, compression_type="GZIP"|"ZLIB")`.
+    #[arg(long, default_value = "none")]
+    compression: String,
 }
 
 impl OutputArgs {
-    fn consume(&self) -> ConsumeConfig {
-        ConsumeConfig {
+    fn consume(&self) -> Result<ConsumeConfig> {
+        Ok(ConsumeConfig {
+            compression: self.compression.parse().map_err(anyhow::Error::msg)?,
             out: self.out.clone(),
             batch_size: self.batch_size,
             pca: self.pca.clone(),
             pca_dims: self.pca_dims,
             pca_sample_frames: self.pca_sample_frames.max(2),
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        }
+        })
     }
 }
 
@@ -433,7 +438,7 @@ fn report(r: RunReport, json_out: bool, out: &std::path::Path) -> Result<ExitCod
 #[cfg(feature = "ffmpeg")]
 fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     let cfg = vidfeat::pipeline::RunConfig {
-        consume: a.output.consume(),
+        consume: a.output.consume()?,
         model: model_path(&a.model),
         sidecar: a.model.sidecar.clone(),
         device: a.model.device.clone(),
@@ -492,7 +497,7 @@ fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
 fn extract_cmd(a: ExtractArgs) -> Result<ExitCode> {
     let cfg = vidfeat::extract::ExtractConfig {
         cache: a.cache.clone(),
-        consume: a.output.consume(),
+        consume: a.output.consume()?,
         model: model_path(&a.model),
         sidecar: a.model.sidecar.clone(),
         device: a.model.device.clone(),
@@ -617,8 +622,7 @@ fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut bad = false;
     for f in files {
-        let file = std::fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
-        let mut rdr = vidfeat_export::RecordReader::new(std::io::BufReader::new(file));
+        let (mut rdr, _) = vidfeat_export::open_records(&f).with_context(|| format!("opening {}", f.display()))?;
         let mut n = 0usize;
         loop {
             let offset = rdr.offset();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::json;
 
-use vidfeat_export::{parse_record, RecordReader};
+use vidfeat_export::parse_record;
 
 #[derive(Debug, Default)]
 pub struct ShardCheck {
@@ -21,14 +21,13 @@ pub struct ShardCheck {
 pub fn check_shard(path: &Path, dims: Option<usize>) -> ShardCheck {
     let mut out = ShardCheck::default();
     let name = path.display().to_string();
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
+    let mut rdr = match vidfeat_export::open_records(path) {
+        Ok((r, _)) => r,
         Err(e) => {
             out.problems.push(format!("{name}: {e}"));
             return out;
         }
     };
-    let mut rdr = RecordReader::new(std::io::BufReader::new(f));
     loop {
         let offset = rdr.offset();
         let rec = match rdr.read_record() {

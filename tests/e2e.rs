@@ -495,3 +495,27 @@ fn pca_fit_stops_early_without_hanging_the_decoders() {
     assert_eq!((s["frames"].as_u64(), s["videos"].as_u64()), (Some(3), Some(1)));
     assert!(t.elapsed().as_secs() < 60);
 }
+
+#[test]
+fn gzip_and_zlib_shards_are_standard_streams_of_the_plain_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |c: &str| {
+        let out = d.path().join(c);
+        vidfeat(&["run", "data-samples/samples.csv", "--vocab", "kinetics-400", "--shards", "1", "--compression", c, "--out", out.to_str().unwrap()]);
+        out
+    };
+    let plain = run("none");
+    for (c, py) in [("gzip", "import gzip,sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]).read())"), ("zlib", "import zlib,sys; sys.stdout.buffer.write(zlib.decompress(open(sys.argv[1],'rb').read()))")] {
+        let out = run(c);
+        // Without a PCA given, each run fits its own (same frames, same PCA): compare bytes.
+        for name in ["frame/train-00000-of-00001.tfrecord", "video/validate-00000-of-00001.tfrecord"] {
+            let o = Command::new("python3").args(["-c", py]).arg(out.join(name)).output().unwrap();
+            assert!(o.status.success(), "{c}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(o.stdout == std::fs::read(plain.join(name)).unwrap(), "{c} {name}: decompressed bytes differ from the plain shard");
+        }
+        let v = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(["verify"]).arg(&out).output().unwrap();
+        assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
+        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["settings"]["compression"], c.to_uppercase());
+    }
+}

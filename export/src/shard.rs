@@ -3,6 +3,8 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use flate2::write::{GzEncoder, ZlibEncoder};
+
 use sha2::{Digest, Sha256};
 
 use crate::tfrecord::RecordWriter;
@@ -19,22 +21,88 @@ pub fn shard_of(id: &str, n: u32) -> u32 {
     (u64::from_be_bytes(h[..8].try_into().unwrap()) % n.max(1) as u64) as u32
 }
 
+/// Whole-file compression of a shard, as TensorFlow's `TFRecordDataset(compression_type=...)`
+/// reads it: `GZIP` (RFC 1952, no file name, mtime 0: deterministic) or `ZLIB` (RFC 1950).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zlib,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "zlib" => Ok(Compression::Zlib),
+            _ => Err(format!("unknown compression `{s}` (none, gzip, zlib)")),
+        }
+    }
+}
+
+enum Sink {
+    Plain(BufWriter<File>),
+    Gzip(GzEncoder<BufWriter<File>>),
+    Zlib(ZlibEncoder<BufWriter<File>>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(b),
+            Sink::Gzip(w) => w.write(b),
+            Sink::Zlib(w) => w.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Gzip(w) => w.flush(),
+            Sink::Zlib(w) => w.flush(),
+        }
+    }
+}
+
+impl Sink {
+    /// Ends the compressed stream and returns the file.
+    fn finish(self) -> std::io::Result<File> {
+        let buf = match self {
+            Sink::Plain(w) => w,
+            Sink::Gzip(w) => w.finish()?,
+            Sink::Zlib(w) => w.finish()?,
+        };
+        buf.into_inner().map_err(|e| e.into_error())
+    }
+}
+
 /// A shard written under `.NAME.tmp` and renamed to NAME only once complete and fsynced, so
 /// a reader never sees a partial shard. Dropping it without `commit` removes the temporary file.
 pub struct AtomicShard {
     tmp: PathBuf,
     dest: PathBuf,
-    writer: Option<RecordWriter<BufWriter<File>>>,
+    writer: Option<RecordWriter<Sink>>,
 }
 
 impl AtomicShard {
     pub fn create(dest: &Path) -> std::io::Result<Self> {
+        Self::create_with(dest, Compression::None)
+    }
+
+    pub fn create_with(dest: &Path, compression: Compression) -> std::io::Result<Self> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("shard");
         let tmp = dir.join(format!(".{name}.tmp"));
-        let f = File::create(&tmp)?;
-        Ok(AtomicShard { tmp, dest: dest.to_path_buf(), writer: Some(RecordWriter::new(BufWriter::new(f))) })
+        let f = BufWriter::new(File::create(&tmp)?);
+        let sink = match compression {
+            Compression::None => Sink::Plain(f),
+            Compression::Gzip => Sink::Gzip(GzEncoder::new(f, flate2::Compression::default())),
+            Compression::Zlib => Sink::Zlib(ZlibEncoder::new(f, flate2::Compression::default())),
+        };
+        Ok(AtomicShard { tmp, dest: dest.to_path_buf(), writer: Some(RecordWriter::new(sink)) })
     }
 
     pub fn write_record(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -45,9 +113,7 @@ impl AtomicShard {
     pub fn commit(mut self) -> std::io::Result<u64> {
         let w = self.writer.take().expect("shard open");
         let n = w.records();
-        let mut buf = w.into_inner();
-        buf.flush()?;
-        let f = buf.into_inner().map_err(|e| e.into_error())?;
+        let f = w.into_inner().finish()?;
         f.sync_all()?;
         drop(f);
         fs::rename(&self.tmp, &self.dest)?;

@@ -8,18 +8,6 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-#[repr(C)]
-struct Rusage {
-    utime: [i64; 2],
-    stime: [i64; 2],
-    maxrss: i64,
-    rest: [i64; 13],
-}
-extern "C" {
-    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
-}
-const RUSAGE_CHILDREN: i32 = -1;
-
 fn main() {
     let rows: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(2_000_000);
     let d = tempfile::tempdir().unwrap();
@@ -59,8 +47,8 @@ fn main() {
         .output()
         .unwrap();
     let secs = t.elapsed().as_secs_f64();
-    let mut ru: Rusage = unsafe { std::mem::zeroed() };
-    unsafe { getrusage(RUSAGE_CHILDREN, &mut ru) };
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
     println!(
         "plan: {} rows, {} resolved, {} missing, {} unknown labels in {secs:.2} s = {:.0} rows/s; peak RSS {:.0} MiB",
@@ -69,7 +57,7 @@ fn main() {
         s["missing_source"],
         s["unknown_label"],
         rows as f64 / secs,
-        ru.maxrss as f64 / 1024.0
+        ru.ru_maxrss as f64 / 1024.0
     );
     println!("target: > 200,000 rows/s and < 1,024 MiB");
 }

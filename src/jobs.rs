@@ -84,6 +84,18 @@ pub struct Prepared {
     pub list_rows: usize,
 }
 
+fn ingest_failure(e: &vidfeat_ingest::RowError) -> Failure {
+    Failure {
+        id: e.id.clone(),
+        source: e.source.clone(),
+        stage: "ingest".into(),
+        kind: e.kind.to_string(),
+        reason: e.message.clone(),
+        file: Some(e.origin.file.to_string()),
+        line: Some(e.origin.line),
+    }
+}
+
 /// Maps list labels to indices; without a vocabulary, labels must be integers.
 fn map_labels(task: &Task, vocab: Option<&Vocabulary>) -> std::result::Result<Vec<i64>, String> {
     let mut out = vec![];
@@ -127,15 +139,7 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
     vidfeat_ingest::read_inputs_with(&spec.inputs, &opts, &mut |r| {
         list_rows += 1;
         match r {
-            Err(e) => failures.push(Failure {
-                id: e.id.clone(),
-                source: e.source.clone(),
-                stage: "ingest".into(),
-                kind: e.kind.to_string(),
-                reason: e.message.clone(),
-                file: Some(e.origin.file.to_string()),
-                line: Some(e.origin.line),
-            }),
+            Err(e) => failures.push(ingest_failure(&e)),
             Ok(mut t) => match map_labels(&t, vocab.as_ref()) {
                 Ok(labels) => {
                     // The indices are what travels on; the strings are dead weight.
@@ -154,31 +158,18 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
             },
         }
     })?;
-    // Duplicate ids: the first wins (one pass over borrowed ids).
-    let dup: Vec<bool> = {
-        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(jobs.len());
-        jobs.iter().map(|j| !seen.insert(j.task.id.as_str())).collect()
-    };
-    if dup.iter().any(|&d| d) {
-        let mut k = 0;
+    // Duplicate ids: the first wins.
+    let dup = vidfeat_ingest::repeated_ids(jobs.iter().map(|j| j.task.id.as_str()));
+    if dup.contains(&true) {
+        let mut flags = dup.into_iter();
         jobs.retain(|j| {
-            let d = dup[k];
-            k += 1;
+            let d = flags.next().unwrap_or(false);
             if d {
-                failures.push(Failure {
-                    id: Some(j.task.id.clone()),
-                    source: Some(j.task.source.to_string()),
-                    stage: "ingest".into(),
-                    kind: "duplicate_id".into(),
-                    reason: format!("duplicate id `{}`: the first occurrence wins", j.task.id),
-                    file: Some(j.task.origin.file.to_string()),
-                    line: Some(j.task.origin.line),
-                });
+                failures.push(ingest_failure(&vidfeat_ingest::RowError::duplicate(&j.task)));
             }
             !d
         });
     }
-    drop(dup);
     // Rows in read order, then duplicates.
     for f in failures {
         log.record(f)?;

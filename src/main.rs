@@ -138,16 +138,16 @@ struct SampleArgs {
     #[arg(long, default_value_t = 2)]
     decode_threads: usize,
     /// Per-video decode time limit, seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_TIMEOUT.as_secs())]
     timeout: u64,
     /// Largest frame accepted, pixels (larger videos fail as too_large).
-    #[arg(long, default_value_t = 36_000_000)]
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
     /// Largest input file, bytes.
-    #[arg(long, default_value_t = 64 << 30)]
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_INPUT_BYTES)]
     max_input_bytes: u64,
     /// Longest video accepted, seconds.
-    #[arg(long, default_value_t = 86_400.0)]
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_DURATION)]
     max_duration: f64,
 }
 
@@ -472,10 +472,10 @@ fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
         resize: None,
         decode_workers: a.sample.decode_workers,
         decode_threads: 2,
-        timeout: 600,
-        max_pixels: 36_000_000,
-        max_input_bytes: 64 << 30,
-        max_duration: 86_400.0,
+        timeout: vidfeat_decode::DEFAULT_TIMEOUT.as_secs(),
+        max_pixels: vidfeat_decode::DEFAULT_MAX_PIXELS,
+        max_input_bytes: vidfeat_decode::DEFAULT_MAX_INPUT_BYTES,
+        max_duration: vidfeat_decode::DEFAULT_MAX_DURATION,
     }
     .settings()?;
     let cfg = vidfeat::pipeline::PcaFitConfig {

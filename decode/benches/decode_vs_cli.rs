@@ -66,20 +66,9 @@ fn rss_child(p: &Path) {
     let opts = DecodeOptions { size: Some((224, 224)), max_frames: None, timeout: None, ..Default::default() };
     let mut rows = 0u64;
     decode_file(p, &opts, |_| rows += 1).unwrap();
-    let mut ru: libc_rusage = unsafe { std::mem::zeroed() };
-    unsafe { getrusage(0, &mut ru) };
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     println!("{} {}", rows, ru.ru_maxrss);
-}
-
-#[repr(C)]
-struct libc_rusage {
-    ru_utime: [i64; 2],
-    ru_stime: [i64; 2],
-    ru_maxrss: i64,
-    rest: [i64; 13],
-}
-extern "C" {
-    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
 }
 
 fn main() {

@@ -55,6 +55,12 @@ pub struct DecodeOptions {
     pub demuxers: String,
 }
 
+/// Default resource limits (see [`DecodeOptions`]).
+pub const DEFAULT_MAX_PIXELS: u64 = 36_000_000;
+pub const DEFAULT_MAX_INPUT_BYTES: u64 = 64 << 30;
+pub const DEFAULT_MAX_DURATION: f64 = 24.0 * 3600.0;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The default demuxer whitelist (see [`DecodeOptions::demuxers`]).
 pub const DEFAULT_DEMUXERS: &str = "mov,matroska,webm,avi,mpegts,mpegtsraw,flv,gif,ogg,asf,mpeg,mpegvideo,h264,hevc,h263,m4v,ivf,obu,av1,nut,mxf,rm,yuv4mpegpipe,mjpeg,dv,vc1,wtv";
 
@@ -67,12 +73,12 @@ impl Default for DecodeOptions {
             resize: Resize::Squash,
             window: None,
             threads: 0,
-            timeout: Some(Duration::from_secs(600)),
+            timeout: Some(DEFAULT_TIMEOUT),
             max_error_ratio: 0.01,
             skip_unneeded: true,
-            max_pixels: 36_000_000,
-            max_input_bytes: 64 << 30,
-            max_duration: 24.0 * 3600.0,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
+            max_duration: DEFAULT_MAX_DURATION,
             demuxers: DEFAULT_DEMUXERS.to_string(),
         }
     }

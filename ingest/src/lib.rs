@@ -106,26 +106,36 @@ pub struct Ingested {
     pub errors: Vec<RowError>,
 }
 
+/// For each id in order, whether an earlier one equals it (the first occurrence wins). One pass
+/// over borrowed ids: nothing is copied, which matters for lists of millions of rows.
+pub fn repeated_ids<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Vec<bool> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
+    ids.map(|id| !seen.insert(id)).collect()
+}
+
+impl RowError {
+    /// The error for a later row that repeats an id.
+    pub fn duplicate(t: &Task) -> Self {
+        RowError {
+            id: Some(t.id.clone()),
+            source: Some(t.source.to_string()),
+            kind: "duplicate_id",
+            message: format!("duplicate id `{}`: the first occurrence wins", t.id),
+            origin: t.origin.clone(),
+        }
+    }
+}
+
 impl Ingested {
-    /// Keeps the first row of each id; later ones become `duplicate_id` errors. One pass over
-    /// borrowed ids after reading, so no id is copied.
     fn drop_duplicates(&mut self) {
-        let mut seen: HashSet<&str> = HashSet::with_capacity(self.tasks.len());
-        let dup: Vec<bool> = self.tasks.iter().map(|t| !seen.insert(t.id.as_str())).collect();
-        drop(seen);
-        if !dup.iter().any(|&d| d) {
+        let dup = repeated_ids(self.tasks.iter().map(|t| t.id.as_str()));
+        if !dup.contains(&true) {
             return;
         }
         let tasks = std::mem::take(&mut self.tasks);
         for (t, d) in tasks.into_iter().zip(dup) {
             if d {
-                self.errors.push(RowError {
-                    id: Some(t.id.clone()),
-                    source: Some(t.source.to_string()),
-                    kind: "duplicate_id",
-                    message: format!("duplicate id `{}`: the first occurrence wins", t.id),
-                    origin: t.origin,
-                });
+                self.errors.push(RowError::duplicate(&t));
             } else {
                 self.tasks.push(t);
             }

@@ -131,11 +131,11 @@ struct SampleArgs {
     /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
     #[arg(long)]
     resize: Option<String>,
-    /// Videos decoded in parallel.
-    #[arg(long, default_value_t = 1)]
+    /// Videos decoded in parallel (0 = one per core).
+    #[arg(long, default_value_t = 0)]
     decode_workers: usize,
-    /// FFmpeg threads per decoder (0 = FFmpeg's choice).
-    #[arg(long, default_value_t = 2)]
+    /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
+    #[arg(long, default_value_t = 0)]
     decode_threads: usize,
     /// Per-video decode time limit, seconds.
     #[arg(long, default_value_t = vidfeat_decode::DEFAULT_TIMEOUT.as_secs())]
@@ -154,12 +154,22 @@ struct SampleArgs {
 #[cfg(feature = "ffmpeg")]
 impl SampleArgs {
     fn settings(&self) -> Result<vidfeat::pipeline::DecodeSettings> {
+        // Several single-threaded decoders beat one frame-threaded decoder: no frame-thread
+        // synchronisation and no oversubscription (decode_vs_cli bench, docs/BENCHMARKS.md).
+        let workers = match self.decode_workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            w => w,
+        };
+        let threads = match self.decode_threads {
+            0 if workers > 1 => 1,
+            t => t,
+        };
         Ok(vidfeat::pipeline::DecodeSettings {
             fps: Rational::parse(&self.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", self.fps))?,
             max_frames: self.max_frames,
             resize: self.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
-            workers: self.decode_workers,
-            threads: self.decode_threads,
+            workers,
+            threads,
             timeout: Duration::from_secs(self.timeout),
             max_pixels: self.max_pixels,
             max_input_bytes: self.max_input_bytes,
@@ -340,7 +350,8 @@ struct PcaSampleArgs {
     /// Cap on rows per video (0 = no cap).
     #[arg(long, default_value_t = 300)]
     max_rows_per_video: u64,
-    #[arg(long, default_value_t = 1)]
+    /// Videos decoded in parallel (0 = one per core).
+    #[arg(long, default_value_t = 0)]
     decode_workers: usize,
 }
 
@@ -471,7 +482,7 @@ fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
         max_frames: a.sample.max_rows_per_video,
         resize: None,
         decode_workers: a.sample.decode_workers,
-        decode_threads: 2,
+        decode_threads: 0,
         timeout: vidfeat_decode::DEFAULT_TIMEOUT.as_secs(),
         max_pixels: vidfeat_decode::DEFAULT_MAX_PIXELS,
         max_input_bytes: vidfeat_decode::DEFAULT_MAX_INPUT_BYTES,

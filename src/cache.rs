@@ -35,6 +35,9 @@ pub struct CachedVideo {
     pub split: String,
     pub shard: u32,
     pub labels: Vec<i64>,
+    /// Segment labels as [start, label, score].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<(i64, i64, f32)>,
     pub frames: Option<String>,
     pub rows: u64,
     pub seconds: f64,
@@ -82,6 +85,7 @@ impl CacheWriter {
             split: job.task.split.clone(),
             shard: job.shard,
             labels: job.labels.clone(),
+            segments: job.segments().iter().map(|s| (s.start, s.label, s.score)).collect(),
             frames: None,
             rows: 0,
             seconds: 0.0,
@@ -175,10 +179,14 @@ impl CacheReader {
                     source: Source::Local(PathBuf::from(&v.source)),
                     window: None,
                     labels: vec![],
+                    segments: None,
                     split: v.split.clone(),
                     origin: Origin { file: "videos.jsonl".into(), line: v.idx + 1 },
                 },
                 labels: v.labels.clone(),
+                segments: (!v.segments.is_empty()).then(|| {
+                    Box::new(v.segments.iter().map(|&(start, label, score)| vidfeat_export::SegmentLabel { start, label, score }).collect())
+                }),
                 shard: v.shard,
             })
             .collect();

@@ -44,6 +44,8 @@ pub struct ConsumeConfig {
     pub progress: bool,
     /// Whole-file compression of the shards (names stay `.tfrecord`).
     pub compression: vidfeat_export::Compression,
+    /// Id key and audio placeholders.
+    pub schema: vidfeat_export::Schema,
 }
 
 /// How a run ended; the CLI maps it to an exit code.
@@ -160,6 +162,8 @@ pub fn consume(
     }
     summary["settings"]["batch_size"] = json!(batch);
     summary["settings"]["compression"] = json!(format!("{:?}", cfg.compression).to_uppercase());
+    summary["settings"]["id_key"] = json!(if cfg.schema.legacy_2017 { "video_id" } else { "id" });
+    summary["settings"]["audio"] = json!(if cfg.schema.audio_zero { "zero" } else { "none" });
     let tmp = cfg.out.join(".summary.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
     std::fs::rename(&tmp, cfg.out.join("summary.json"))?;
@@ -407,10 +411,11 @@ fn write_outputs(
             labels: job.labels.clone(),
             rgb: reduced.chunks_exact(d).map(quantize).collect(),
             mean_rgb: mean.iter().map(|m| (m / rows.max(1) as f64) as f32).collect(),
+            segments: job.segments().to_vec(),
         };
         let c = current.as_mut().unwrap();
-        c.frame.write_record(&encode_frame_level(&rec))?;
-        c.video.write_record(&encode_video_level(&rec))?;
+        c.frame.write_record(&encode_frame_level(&rec, &cfg.schema))?;
+        c.video.write_record(&encode_video_level(&rec, &cfg.schema))?;
         *count += 1;
         Ok(())
     };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use vidfeat_export::shard_of;
+use vidfeat_export::{shard_of, SegmentLabel};
 use vidfeat_ingest::Task;
 use vidfeat_labels::{Match, Vocabulary};
 
@@ -15,7 +15,15 @@ use vidfeat_labels::{Match, Vocabulary};
 pub struct Job {
     pub task: Task,
     pub labels: Vec<i64>,
+    /// Segment labels mapped to indices (boxed: rare, and lists run to millions of rows).
+    pub segments: Option<Box<Vec<SegmentLabel>>>,
     pub shard: u32,
+}
+
+impl Job {
+    pub fn segments(&self) -> &[SegmentLabel] {
+        self.segments.as_deref().map(Vec::as_slice).unwrap_or(&[])
+    }
 }
 
 /// One failed video (or list row), as written to failures.jsonl.
@@ -100,25 +108,42 @@ fn ingest_failure(e: &vidfeat_ingest::RowError) -> Failure {
 fn map_labels(task: &Task, vocab: Option<&Vocabulary>) -> std::result::Result<Vec<i64>, String> {
     let mut out = vec![];
     for l in &task.labels {
+        out.push(map_label(task, l, vocab)?);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Maps segment labels like row labels; segments stay in list order.
+fn map_segments(task: &Task, vocab: Option<&Vocabulary>) -> std::result::Result<Option<Box<Vec<SegmentLabel>>>, String> {
+    let Some(segs) = &task.segments else { return Ok(None) };
+    let mut out = Vec::with_capacity(segs.len());
+    for s in segs.iter() {
+        let label = map_label(task, &s.label, vocab).map_err(|e| format!("segment at {} s: {e}", s.start))?;
+        out.push(SegmentLabel { start: s.start as i64, label, score: s.score });
+    }
+    Ok(Some(Box::new(out)))
+}
+
+fn map_label(task: &Task, l: &str, vocab: Option<&Vocabulary>) -> std::result::Result<i64, String> {
+    Ok({
         match vocab {
             Some(v) => match v.lookup(l) {
                 Ok((c, m)) => {
                     if m == Match::Normalised {
                         eprintln!("warning: {}: label `{l}` matched `{}` only after case/space normalisation", task.id, c.name);
                     }
-                    out.push(c.index)
+                    c.index
                 }
                 Err(e) => return Err(e.to_string()),
             },
             None => match l.parse::<i64>() {
-                Ok(i) if i >= 0 => out.push(i),
+                Ok(i) if i >= 0 => i,
                 _ => return Err(format!("label `{l}` is not an index and no --vocab was given")),
             },
         }
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    })
 }
 
 /// Ingest, labels and shards. Bad rows and unknown labels go to `log`; the vocabulary used
@@ -140,11 +165,12 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
         list_rows += 1;
         match r {
             Err(e) => failures.push(ingest_failure(&e)),
-            Ok(mut t) => match map_labels(&t, vocab.as_ref()) {
-                Ok(labels) => {
+            Ok(mut t) => match map_labels(&t, vocab.as_ref()).and_then(|l| Ok((l, map_segments(&t, vocab.as_ref())?))) {
+                Ok((labels, segments)) => {
                     // The indices are what travels on; the strings are dead weight.
                     t.labels = Vec::new();
-                    jobs.push(Job { task: t, labels, shard: 0 })
+                    t.segments = None;
+                    jobs.push(Job { task: t, labels, segments, shard: 0 })
                 }
                 Err(reason) => failures.push(Failure {
                     id: Some(t.id.clone()),

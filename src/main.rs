@@ -219,12 +219,25 @@ struct OutputArgs {
     /// `TFRecordDataset(files, compression_type="GZIP"|"ZLIB")`.
     #[arg(long, default_value = "none")]
     compression: String,
+    /// Write the 2017 release's context key `video_id` instead of `id`.
+    #[arg(long)]
+    legacy_2017: bool,
+    /// none, or zero: an `audio` feature list of 128-byte placeholder rows (each value reads
+    /// back as ~0.0) and a zero `mean_audio`, for readers that require YouTube-8M's audio.
+    #[arg(long, default_value = "none")]
+    audio: String,
 }
 
 impl OutputArgs {
     fn consume(&self) -> Result<ConsumeConfig> {
+        let audio_zero = match self.audio.as_str() {
+            "none" => false,
+            "zero" => true,
+            a => anyhow::bail!("--audio `{a}`: expected none or zero"),
+        };
         Ok(ConsumeConfig {
             compression: self.compression.parse().map_err(anyhow::Error::msg)?,
+            schema: vidfeat_export::Schema { legacy_2017: self.legacy_2017, audio_zero },
             out: self.out.clone(),
             batch_size: self.batch_size,
             pca: self.pca.clone(),
@@ -659,6 +672,9 @@ fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
             if p.level == "frame" {
                 v["rows"] = json!(p.lists.get("rgb").map(|x| x.0).unwrap_or(0));
                 v["features"] = p.lists.iter().map(|(k, (rows, width))| (k.clone(), json!({"rows": rows, "bytes_per_row": width}))).collect();
+                if !p.segments.is_empty() {
+                    v["segments"] = p.segments.iter().map(|s| json!({"start": s.start, "end": s.start + vidfeat_export::SEGMENT_ROWS, "label": s.label, "score": s.score})).collect();
+                }
                 if values {
                     v["rgb"] = json!(p.rgb.iter().map(|r| vidfeat_features::dequantize(r)).collect::<Vec<_>>());
                 }

@@ -64,6 +64,11 @@ pub fn check_shard(path: &Path, dims: Option<usize>) -> ShardCheck {
                     if let Some(d) = dims.filter(|&d| rows > 0 && width != d) {
                         out.problems.push(bad(format!("rgb rows are {width} bytes, expected {d}")));
                     }
+                    if let Some(&(arows, awidth)) = p.lists.get("audio") {
+                        if arows != rows || (arows > 0 && awidth != vidfeat_export::AUDIO_DIMS) {
+                            out.problems.push(bad(format!("audio has {arows} rows of {awidth} bytes, rgb {rows} rows (audio rows are 128 bytes)")));
+                        }
+                    }
                 }
             },
             _ => match p.floats.get("mean_rgb") {
@@ -74,6 +79,9 @@ pub fn check_shard(path: &Path, dims: Option<usize>) -> ShardCheck {
                     }
                     if m.iter().any(|v| !v.is_finite()) {
                         out.problems.push(bad("mean_rgb is not finite".into()));
+                    }
+                    if p.floats.get("mean_audio").is_some_and(|a| a.len() != vidfeat_export::AUDIO_DIMS) {
+                        out.problems.push(bad("mean_audio is not 128 values".into()));
                     }
                 }
             },

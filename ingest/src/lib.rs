@@ -3,11 +3,15 @@
 //! Inputs (any mix):
 //! * CSV / TSV lists with a header; columns `id,source,labels,start,end,split`, only `source`
 //!   required, labels separated by `;`. A relative `source` is relative to the list file.
+//!   YouTube-8M 2019 segment labels: `segment_start_times`, `segment_labels`,
+//!   `segment_scores` (parallel `;`-separated lists; start times in rows = seconds at 1 fps,
+//!   scores default to 1); they become the frame-level `segment_*` context keys.
 //! * Kinetics annotation CSVs (`label,youtube_id,time_start,time_end,split[,is_cc]`, test files
 //!   without `label`): each clip is looked for under `video_root` as
 //!   `{youtube_id}_{time_start:06}_{time_end:06}.{ext}` (also inside a `{label}/` folder), else
 //!   as the full video `{youtube_id}.{ext}` cut to the window.
-//! * JSONL: one object per line with the same keys (`labels` an array of strings).
+//! * JSONL: one object per line with the same keys (`labels` an array of strings, segment
+//!   lists arrays).
 //! * TXT: one source (path or URL) per line; `#` starts a comment.
 //! * Directories: crawled recursively for video files, in sorted order, without following
 //!   symbolic links to directories (so link loops cannot trap the crawl).
@@ -55,8 +59,51 @@ pub struct Task {
     /// Clip window [start, end) in seconds of the source's media time.
     pub window: Option<(f64, f64)>,
     pub labels: Vec<String>,
+    /// YouTube-8M 2019 segment labels (boxed: most rows have none, and lists run to millions).
+    pub segments: Option<Box<Vec<Segment>>>,
     pub split: String,
     pub origin: Origin,
+}
+
+/// One rated segment of a list row: from row `start` (seconds at 1 fps) for 5 rows, `label`
+/// (a name or Knowledge-Graph id, mapped like the row's labels) with a rater `score`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start: u32,
+    pub label: String,
+    pub score: f32,
+}
+
+/// Builds segments from the three parallel lists YouTube-8M's 2019 records use
+/// (`segment_start_times`, `segment_labels`, `segment_scores`; scores default to 1).
+fn parse_segments(starts: &[String], labels: &[String], scores: &[String]) -> Result<Option<Box<Vec<Segment>>>, String> {
+    if starts.is_empty() && labels.is_empty() && scores.is_empty() {
+        return Ok(None);
+    }
+    if starts.len() != labels.len() || (!scores.is_empty() && scores.len() != starts.len()) {
+        return Err(format!(
+            "segment lists differ in length: {} segment_start_times, {} segment_labels, {} segment_scores",
+            starts.len(),
+            labels.len(),
+            scores.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (i, (st, label)) in starts.iter().zip(labels).enumerate() {
+        let start = st.trim().parse::<u32>().map_err(|_| format!("segment start time `{st}` is not a whole number of seconds"))?;
+        let score = match scores.get(i) {
+            None => 1.0,
+            Some(x) => match x.trim().parse::<f32>() {
+                Ok(v) if v.is_finite() => v,
+                _ => return Err(format!("segment score `{x}` is not a number")),
+            },
+        };
+        if label.trim().is_empty() {
+            return Err("empty segment label".into());
+        }
+        out.push(Segment { start, label: label.trim().to_string(), score });
+    }
+    Ok(Some(Box::new(out)))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,14 +133,18 @@ pub struct Options {
     pub columns: HashMap<String, String>,
 }
 
+/// Our CSV/TSV columns (all but `source` optional).
+pub const COLUMNS: &[&str] =
+    &["id", "source", "labels", "start", "end", "split", "segment_start_times", "segment_labels", "segment_scores"];
+
 /// Parses `id=vid,source=path,labels=tags` into a column map.
 pub fn parse_columns(spec: &str) -> Result<HashMap<String, String>, String> {
     let mut m = HashMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').ok_or_else(|| format!("`{part}` is not NAME=HEADER"))?;
         let k = k.trim().to_lowercase();
-        if !["id", "source", "labels", "start", "end", "split"].contains(&k.as_str()) {
-            return Err(format!("unknown column `{k}` (id, source, labels, start, end, split)"));
+        if !COLUMNS.contains(&k.as_str()) {
+            return Err(format!("unknown column `{k}` ({})", COLUMNS.join(", ")));
         }
         m.insert(k, v.trim().to_lowercase());
     }
@@ -164,7 +215,7 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
             for path in crawl(input)? {
                 let id = id_from_path(path.strip_prefix(input).unwrap_or(&path));
                 let origin = Origin { file: path.display().to_string().into(), line: 0 };
-                sink(Ok(Task { id, source: Source::Local(path), window: None, labels: vec![], split: default_split.into(), origin }));
+                sink(Ok(Task { id, source: Source::Local(path), window: None, labels: vec![], segments: None, split: default_split.into(), origin }));
             }
             continue;
         }
@@ -183,7 +234,7 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
             e if VIDEO_EXTENSIONS.contains(&e) => {
                 let id = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 let origin = Origin { file: input.display().to_string().into(), line: 0 };
-                vec![Ok(Task { id, source: Source::Local(input.clone()), window: None, labels: vec![], split: default_split.into(), origin })]
+                vec![Ok(Task { id, source: Source::Local(input.clone()), window: None, labels: vec![], segments: None, split: default_split.into(), origin })]
             }
             _ => {
                 return Err(std::io::Error::new(
@@ -300,6 +351,7 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, s
         ));
     };
     let (ci, cl, cst, cen, csp) = (col("id"), col("labels"), col("start"), col("end"), col("split"));
+    let (css, csl, csc) = (col("segment_start_times"), col("segment_labels"), col("segment_scores"));
     each_record(&mut rdr, path, sink, |rec, line, sink| {
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
         let id = get(ci).map(str::to_string);
@@ -314,11 +366,20 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, s
                 return;
             }
         };
+        let list = |c| get(c).map(split_labels).unwrap_or_default();
+        let segments = match parse_segments(&list(css), &list(csl), &list(csc)) {
+            Ok(s) => s,
+            Err(m) => {
+                sink(Err(row_error(path, line, id, m)));
+                return;
+            }
+        };
         sink(Ok(Task {
             id: id.unwrap_or_else(|| default_id(src)),
             source: resolve_source(path, src),
             window,
             labels: get(cl).map(split_labels).unwrap_or_default(),
+            segments,
             split: get(csp).unwrap_or(default_split).to_string(),
             origin: Origin { file: file.clone(), line },
         }));
@@ -376,6 +437,7 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
             source: Source::Local(source),
             window,
             labels: label.into_iter().collect(),
+            segments: None,
             split: get(csp).unwrap_or("train").to_string(),
             origin: Origin { file: file.clone(), line },
         }));
@@ -498,11 +560,35 @@ fn read_jsonl(path: &Path, default_split: &str, sink: &mut dyn FnMut(Row)) -> st
                 continue;
             }
         };
+        // Segment lists: JSON arrays (numbers or strings) or `;`-separated strings.
+        let seg_list = |k: &str| -> Result<Vec<String>, String> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(vec![]),
+                Some(serde_json::Value::String(x)) => Ok(split_labels(x)),
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .map(|x| match x {
+                        serde_json::Value::String(s) => Ok(s.clone()),
+                        serde_json::Value::Number(n) => Ok(n.to_string()),
+                        _ => Err(format!("`{k}` holds something other than strings and numbers")),
+                    })
+                    .collect(),
+                Some(_) => Err(format!("`{k}` must be an array")),
+            }
+        };
+        let segments = match (|| parse_segments(&seg_list("segment_start_times")?, &seg_list("segment_labels")?, &seg_list("segment_scores")?))() {
+            Ok(s) => s,
+            Err(m) => {
+                sink(Err(row_error(path, line, id, m)));
+                continue;
+            }
+        };
         sink(Ok(Task {
             id: id.unwrap_or_else(|| default_id(&src)),
             source: resolve_source(path, &src),
             window,
             labels,
+            segments,
             split: s("split").unwrap_or_else(|| default_split.to_string()),
             origin: Origin { file: file.clone(), line },
         }));
@@ -524,6 +610,7 @@ fn read_txt(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
                 source: resolve_source(path, src),
                 window: None,
                 labels: vec![],
+                segments: None,
                 split: default_split.to_string(),
                 origin: Origin { file: file.clone(), line: i + 1 },
             })
@@ -573,6 +660,39 @@ mod tests {
         let errs: Vec<_> = got.errors.iter().map(|e| (e.origin.line, e.kind)).collect();
         assert_eq!(errs, [(4, "invalid_row"), (5, "invalid_row"), (6, "duplicate_id")]);
         assert!(got.errors[0].to_string().contains("list.csv:4"));
+    }
+
+    #[test]
+    fn segment_labels_in_csv_and_jsonl() {
+        let d = tempfile::tempdir().unwrap();
+        let csv = d.path().join("s.csv");
+        fs::write(
+            &csv,
+            "id,source,labels,segment_start_times,segment_labels,segment_scores\n\
+             a,a.mp4,/m/04rlf,0;15,/m/04rlf;Guitar,1;0\n\
+             b,b.mp4,,,,\n\
+             c,c.mp4,,5;10,x,1\n\
+             d,d.mp4,,-5,x,\n\
+             e,e.mp4,,5,x,high\n",
+        )
+        .unwrap();
+        let got = read_inputs(&[csv], &opts()).unwrap();
+        let seg = |s: u32, l: &str, sc: f32| Segment { start: s, label: l.into(), score: sc };
+        assert_eq!(got.tasks[0].segments.as_deref(), Some(&vec![seg(0, "/m/04rlf", 1.0), seg(15, "Guitar", 0.0)]));
+        assert_eq!(got.tasks[1].segments, None);
+        let errs: Vec<_> = got.errors.iter().map(|e| (e.origin.line, e.message.clone())).collect();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].1.contains("differ in length"), "{errs:?}");
+        assert!(errs[1].1.contains("`-5`"), "{errs:?}");
+        assert!(errs[2].1.contains("score `high`"), "{errs:?}");
+
+        let jl = d.path().join("s.jsonl");
+        fs::write(&jl, "{\"source\":\"v.mp4\",\"segment_start_times\":[30,35],\"segment_labels\":[\"/m/0k4j\",\"/m/0k4j\"]}\n{\"source\":\"w.mp4\",\"segment_start_times\":{}}\n").unwrap();
+        let got = read_inputs(&[jl], &opts()).unwrap();
+        // Scores default to 1 (a positive rating).
+        assert_eq!(got.tasks[0].segments.as_deref(), Some(&vec![seg(30, "/m/0k4j", 1.0), seg(35, "/m/0k4j", 1.0)]));
+        assert_eq!(got.errors.len(), 1);
+        assert!(got.errors[0].message.contains("must be an array"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 CARGO ?= cargo
 DEMO_OUT ?= demo-out
 
-.PHONY: setup build demo test clean-demo
+.PHONY: setup build demo test test-compat clean-demo
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,14 @@ test: setup
 	$(CARGO) test --workspace
 	@# The FFmpeg-free build (extract, inspect, cnn-bench) must keep compiling.
 	$(CARGO) check --no-default-features --bins
+	@$(MAKE) --no-print-directory test-compat
+
+# TensorFlow and PyPI `tfrecord` read our shards and sample exports (tests/compat/check.py;
+# its venv, .deps/compat-venv, is made by scripts/compat-setup.sh: about 30 s, 1.4 GB).
+test-compat: setup
+	@bash scripts/compat-setup.sh
+	$(CARGO) build --bin vidfeat
+	.deps/compat-venv/bin/python tests/compat/check.py target/debug/vidfeat
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod jobs;
 #[cfg(feature = "ffmpeg")]
 pub mod pipeline;
+pub mod sample;
 pub mod verify;
 
 pub use consume::{ConsumeConfig, Outcome, RunReport};

@@ -73,6 +73,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A stratified, reproducible sample of an output folder for quick trainer experiments.
+    #[command(after_help = "Example:\n  vidfeat sample --from out --out sample --per-class 20 --seed 1 --format npz\n  vidfeat sample --from out --out wds --per-class 5 --classes 'arm wrestling,abseiling' --format webdataset\n\nFormats: tfrecord (records copied: frame/ and video/ shards), npz (sample.npz: rgb float32 [rows, dims] dequantized, row_video, row_offsets, ids, labels [videos, max_labels] padded with -1, mean_rgb), webdataset (tar shards of {key}.rgb.npy + {key}.json). sample.json lists what was taken; vocabulary.csv goes along.")]
+    Sample(SampleCmdArgs),
     /// Print the records of TFRecord files as JSON lines (ours or Google's YouTube-8M shards).
     #[command(after_help = "Example:\n  vidfeat inspect out/frame/train-00000-of-00001.tfrecord")]
     Inspect {
@@ -420,6 +423,61 @@ fn plan_cmd(list: ListArgs, out: PathBuf, json_out: bool) -> Result<ExitCode> {
     }))
 }
 
+#[derive(clap::Args)]
+struct SampleCmdArgs {
+    /// A `vidfeat run` (or extract) output folder.
+    #[arg(long)]
+    from: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Videos per class.
+    #[arg(long)]
+    per_class: usize,
+    /// Classes to sample (names, KG ids or indices, comma-separated); default: all that occur.
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// tfrecord, npz or webdataset.
+    #[arg(long, default_value = "tfrecord")]
+    format: String,
+    /// Samples per WebDataset tar shard.
+    #[arg(long, default_value_t = 1000)]
+    shard_size: usize,
+    /// Print sample.json on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn sample_cmd(a: SampleCmdArgs) -> Result<ExitCode> {
+    let cfg = vidfeat::sample::SampleConfig {
+        from: a.from,
+        out: a.out.clone(),
+        per_class: a.per_class,
+        classes: a.classes,
+        seed: a.seed,
+        format: a.format.parse().map_err(anyhow::Error::msg)?,
+        shard_size: a.shard_size,
+    };
+    let m = vidfeat::sample::sample(&cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&m)?);
+    } else {
+        println!(
+            "{} videos, {} rows from {} classes into {} ({})",
+            m["videos"],
+            m["rows"],
+            m["classes"].as_array().map(Vec::len).unwrap_or(0),
+            a.out.display(),
+            m["format"].as_str().unwrap_or("")
+        );
+        if let Some(s) = m["classes_short"].as_array().filter(|s| !s.is_empty()) {
+            println!("{} classes have fewer than {} videos in the source (all were taken)", s.len(), cfg.per_class);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify_cmd(paths: Vec<PathBuf>, json_out: bool) -> Result<ExitCode> {
     let (r, ok) = vidfeat::verify::verify(&paths)?;
     if json_out {
@@ -712,6 +770,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { files, values } => inspect_cmd(files, values),
         Cmd::Plan { list, out, json } => plan_cmd(list, out, json),
         Cmd::Verify { paths, json } => verify_cmd(paths, json),
+        Cmd::Sample(a) => sample_cmd(a),
     };
     match r {
         Ok(c) => c,

@@ -81,6 +81,8 @@ pub struct JobSpec {
     pub shards: Option<u32>,
     /// Header names for our CSV/TSV columns (`--columns source=path,...`).
     pub columns: std::collections::HashMap<String, String>,
+    /// A fetch command is configured: id-only rows become fetchable sources.
+    pub ids_as_sources: bool,
 }
 
 pub struct Prepared {
@@ -149,7 +151,7 @@ fn map_label(task: &Task, l: &str, vocab: Option<&Vocabulary>) -> std::result::R
 /// Ingest, labels and shards. Bad rows and unknown labels go to `log`; the vocabulary used
 /// is written as `out/vocabulary.csv`.
 pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepared> {
-    let opts = vidfeat_ingest::Options { video_root: spec.video_root.clone(), default_split: spec.split.clone(), columns: spec.columns.clone() };
+    let opts = vidfeat_ingest::Options { video_root: spec.video_root.clone(), default_split: spec.split.clone(), columns: spec.columns.clone(), ids_as_sources: spec.ids_as_sources };
     let vocab = match &spec.vocab {
         Some(s) => Some(Vocabulary::load(s)?),
         None => None,
@@ -284,7 +286,7 @@ pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
             continue;
         }
         resolved += 1;
-        if matches!(j.task.source, vidfeat_ingest::Source::Url(_)) {
+        if matches!(j.task.source, vidfeat_ingest::Source::Url(_) | vidfeat_ingest::Source::Id(_)) {
             remote += 1;
         }
         *by_split.entry(j.task.split.clone()).or_default() += 1;

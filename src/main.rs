@@ -110,6 +110,11 @@ struct ListArgs {
     /// Stop before any work when a row is invalid, a label unknown or a local source missing.
     #[arg(long)]
     strict: bool,
+    /// Command that fetches a video by id, for rows with an id and no source and Kinetics rows
+    /// whose clip is not on disk; `{id}` and `{out}` are replaced (shell-quoted), e.g.
+    /// 'yt-dlp -q -f mp4 -o {out} -- {id}'. Runs under `sh -c` with --fetch-cmd-timeout.
+    #[arg(long)]
+    fetch_cmd: Option<String>,
 }
 
 impl ListArgs {
@@ -118,7 +123,53 @@ impl ListArgs {
             Some(c) => vidfeat_ingest::parse_columns(c).map_err(|e| anyhow::anyhow!("--columns: {e}"))?,
             None => Default::default(),
         };
-        Ok(JobSpec { inputs: self.inputs, video_root: self.video_root, split: self.split, vocab: self.vocab, shards: self.shards, columns })
+        Ok(JobSpec {
+            inputs: self.inputs,
+            video_root: self.video_root,
+            split: self.split,
+            vocab: self.vocab,
+            shards: self.shards,
+            columns,
+            ids_as_sources: self.fetch_cmd.is_some(),
+        })
+    }
+}
+
+/// http(s) sources and --fetch-cmd downloads.
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct FetchArgs {
+    /// Content cache for downloaded sources (default: OUT/downloads, or CACHE/downloads).
+    #[arg(long)]
+    fetch_cache: Option<PathBuf>,
+    /// Connect and idle-read limit for http(s) sources, seconds.
+    #[arg(long, default_value_t = 30)]
+    http_timeout: u64,
+    /// Limit for one download attempt, seconds.
+    #[arg(long, default_value_t = 1800)]
+    download_timeout: u64,
+    /// Retries (with exponential backoff from 0.5 s) after 5xx, 429, dropped connections,
+    /// short bodies and timeouts; partial downloads resume with a Range request.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+    /// Limit for one --fetch-cmd run, seconds.
+    #[arg(long, default_value_t = 1800)]
+    fetch_cmd_timeout: u64,
+}
+
+#[cfg(feature = "ffmpeg")]
+impl FetchArgs {
+    fn config(&self, fetch_cmd: Option<String>, max_bytes: u64) -> vidfeat_ingest::fetch::FetchConfig {
+        vidfeat_ingest::fetch::FetchConfig {
+            dir: self.fetch_cache.clone().unwrap_or_default(),
+            io_timeout: Duration::from_secs(self.http_timeout.max(1)),
+            total_timeout: Duration::from_secs(self.download_timeout.max(1)),
+            retries: self.retries,
+            backoff: Duration::from_millis(500),
+            max_bytes,
+            fetch_cmd,
+            fetch_cmd_timeout: Duration::from_secs(self.fetch_cmd_timeout.max(1)),
+        }
     }
 }
 
@@ -177,6 +228,7 @@ impl SampleArgs {
             max_pixels: self.max_pixels,
             max_input_bytes: self.max_input_bytes,
             max_duration: self.max_duration,
+            fetch: vidfeat_ingest::fetch::FetchConfig { max_bytes: self.max_input_bytes, ..vidfeat_ingest::fetch::FetchConfig::new(PathBuf::new()) },
         })
     }
 }
@@ -262,6 +314,8 @@ struct RunArgs {
     model: ModelArgs,
     #[command(flatten)]
     sample: SampleArgs,
+    #[command(flatten)]
+    fetch: FetchArgs,
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -272,6 +326,8 @@ struct DecodeArgs {
     /// The frame cache folder to write.
     #[arg(long)]
     cache: PathBuf,
+    #[command(flatten)]
+    fetch: FetchArgs,
     /// Sidecar of the model the frames are for (sets the frame size; default: the bundled model's).
     #[arg(long)]
     sidecar: Option<PathBuf>,
@@ -519,12 +575,14 @@ fn report(r: RunReport, json_out: bool, out: &std::path::Path) -> Result<ExitCod
 
 #[cfg(feature = "ffmpeg")]
 fn run_cmd(a: RunArgs) -> Result<ExitCode> {
+    let mut decode = a.sample.settings()?;
+    decode.fetch = a.fetch.config(a.list.fetch_cmd.clone(), a.sample.max_input_bytes);
     let cfg = vidfeat::pipeline::RunConfig {
         consume: a.output.consume()?,
         model: model_path(&a.model),
         sidecar: a.model.sidecar.clone(),
         device: a.model.device.clone(),
-        decode: a.sample.settings()?,
+        decode,
         torch_threads: a.model.torch_threads,
         jobs: strict_spec(a.list)?,
     };
@@ -533,10 +591,12 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
 
 #[cfg(feature = "ffmpeg")]
 fn decode_cmd(a: DecodeArgs) -> Result<ExitCode> {
+    let mut decode = a.sample.settings()?;
+    decode.fetch = a.fetch.config(a.list.fetch_cmd.clone(), a.sample.max_input_bytes);
     let cfg = vidfeat::pipeline::DecodeToCacheConfig {
         cache: a.cache.clone(),
         sidecar: a.sidecar.clone().unwrap_or_else(|| vidfeat::default_model().with_extension("json")),
-        decode: a.sample.settings()?,
+        decode,
         zstd_level: a.zstd_level,
         jobs: strict_spec(a.list)?,
     };

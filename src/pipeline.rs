@@ -14,6 +14,7 @@ use serde_json::json;
 
 use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
 use vidfeat_features::{Model, Sidecar};
+use vidfeat_ingest::fetch::{fetch_id, fetch_url, FetchConfig};
 use vidfeat_ingest::Source;
 
 use crate::consume::{advance, consume, ConsumeConfig, Decoded, Progress, ReleaseOnDrop, RunReport};
@@ -45,9 +46,20 @@ pub struct DecodeSettings {
     pub max_pixels: u64,
     pub max_input_bytes: u64,
     pub max_duration: f64,
+    /// Downloads of http(s) and id-only sources; an empty `dir` means `downloads/` in the
+    /// output (or cache) folder.
+    pub fetch: FetchConfig,
 }
 
 impl DecodeSettings {
+    fn fetch_in(&self, folder: &std::path::Path) -> FetchConfig {
+        let mut f = self.fetch.clone();
+        if f.dir.as_os_str().is_empty() {
+            f.dir = folder.join("downloads");
+        }
+        f
+    }
+
     fn options(&self, sidecar: &Sidecar) -> Result<DecodeOptions> {
         let resize = match self.resize {
             Some(r) => r,
@@ -86,6 +98,7 @@ pub fn spawn_decoders<'s>(
     opts: &'s DecodeOptions,
     workers: usize,
     progress: &'s Progress,
+    fetch: &'s FetchConfig,
 ) -> Receiver<Decoded> {
     let workers = workers.max(1);
     let window = 2 * workers + 2;
@@ -107,7 +120,7 @@ pub fn spawn_decoders<'s>(
     });
     for _ in 0..workers {
         let (task_rx, dec_tx) = (task_rx.clone(), dec_tx.clone());
-        s.spawn(move || decode_worker(task_rx, dec_tx, jobs, opts));
+        s.spawn(move || decode_worker(task_rx, dec_tx, jobs, opts, fetch));
     }
     dec_rx
 }
@@ -131,17 +144,23 @@ fn in_order(rx: Receiver<Decoded>, progress: &Progress, mut f: impl FnMut(usize,
     Ok(())
 }
 
-fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job], opts: &DecodeOptions) {
+fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job], opts: &DecodeOptions, fetch: &FetchConfig) {
     for idx in task_rx {
         let job = &jobs[idx];
         let mut o = opts.clone();
         o.window = job.task.window;
-        let result = match &job.task.source {
-            Source::Url(u) => Err(("unsupported_source".to_string(), format!("http(s) sources are not supported yet: {u}"))),
-            Source::Local(path) => {
+        // Remote sources are downloaded into the content cache first; FFmpeg opens files only.
+        let local = match &job.task.source {
+            Source::Local(p) => Ok(p.clone()),
+            Source::Url(u) => fetch_url(u, fetch).map(|f| f.path),
+            Source::Id(i) => fetch_id(i, fetch).map(|f| f.path),
+        };
+        let result = match local.map_err(|e| (e.kind.to_string(), e.message)) {
+            Err(e) => Err(e),
+            Ok(path) => {
                 let mut frames: Vec<u8> = vec![];
                 // A panic inside one video is that video's failure, not the run's.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_file(path, &o, |f| frames.extend_from_slice(&f.rgb))));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_file(&path, &o, |f| frames.extend_from_slice(&f.rgb))));
                 match r {
                     Ok(Ok(rep)) => Ok((frames, rep.rows, rep.duration, rep.warnings)),
                     Ok(Err(e)) => Err((e.kind().to_string(), e.to_string())),
@@ -172,8 +191,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let opts = cfg.decode.options(&model.sidecar)?;
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let settings = json!({"settings": cfg.decode.describe(&opts)});
+    let fetch = cfg.decode.fetch_in(out);
     std::thread::scope(|s| {
-        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
         consume(&cfg.consume, model, &prepared, rx, &progress, &mut log, started, settings)
     })
 }
@@ -198,8 +218,9 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
     let opts = cfg.decode.options(&sidecar)?;
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let mut writer = crate::cache::CacheWriter::create(&cfg.cache, &prepared, &sidecar, cfg.decode.describe(&opts), cfg.zstd_level)?;
+    let fetch = cfg.decode.fetch_in(&cfg.cache);
     std::thread::scope(|s| -> Result<()> {
-        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
         // In job order, so the cache is deterministic.
         in_order(rx, &progress, |idx, d| {
             writer.add(&prepared.jobs[idx], d, &mut log)?;
@@ -252,8 +273,9 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
     let mut acc = vidfeat_features::CovarianceAccumulator::new(dim);
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let (mut videos, mut failed) = (0u64, 0u64);
+    let fetch = cfg.decode.fetch_in(cfg.out.parent().unwrap_or(std::path::Path::new(".")));
     std::thread::scope(|s| -> Result<()> {
-        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress);
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
         in_order(rx, &progress, |idx, d| {
             match d.result {
                 Ok((frames, rows, _, _)) => {

@@ -23,6 +23,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod fetch;
+
 /// File extensions taken as videos when crawling directories or reading plain inputs.
 pub const VIDEO_EXTENSIONS: &[&str] = &[
     "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "m2ts", "flv", "3gp", "gif", "wmv", "ogv",
@@ -32,6 +34,8 @@ pub const VIDEO_EXTENSIONS: &[&str] = &[
 pub enum Source {
     Local(PathBuf),
     Url(String),
+    /// Only an id (a YouTube id, say): fetched with `--fetch-cmd`.
+    Id(String),
 }
 
 impl fmt::Display for Source {
@@ -39,6 +43,7 @@ impl fmt::Display for Source {
         match self {
             Source::Local(p) => write!(f, "{}", p.display()),
             Source::Url(u) => f.write_str(u),
+            Source::Id(i) => write!(f, "id:{i}"),
         }
     }
 }
@@ -131,6 +136,9 @@ pub struct Options {
     /// Header names for our columns in CSV/TSV lists (`id`, `source`, `labels`, `start`, `end`,
     /// `split`), e.g. `source -> path` for `--columns source=path`.
     pub columns: HashMap<String, String>,
+    /// A fetch command is configured: rows with an id but no source, and Kinetics rows whose
+    /// clip is not on disk, become [`Source::Id`] instead of errors / missing files.
+    pub ids_as_sources: bool,
 }
 
 /// Our CSV/TSV columns (all but `source` optional).
@@ -227,7 +235,7 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
                 vec![]
             }
             "jsonl" | "ndjson" => {
-                read_jsonl(input, default_split, sink)?;
+                read_jsonl(input, default_split, opts.ids_as_sources, sink)?;
                 vec![]
             }
             "txt" | "list" => read_txt(input, default_split)?,
@@ -355,9 +363,13 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, s
     each_record(&mut rdr, path, sink, |rec, line, sink| {
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
         let id = get(ci).map(str::to_string);
-        let Some(src) = get(Some(cs)) else {
-            sink(Err(row_error(path, line, id, "empty `source`")));
-            return;
+        let src = match (get(Some(cs)), &id) {
+            (Some(s), _) => s,
+            (None, Some(_)) if opts.ids_as_sources => "",
+            (None, _) => {
+                sink(Err(row_error(path, line, id, "empty `source`")));
+                return;
+            }
         };
         let window = match parse_window(get(cst), get(cen)) {
             Ok(w) => w,
@@ -374,9 +386,10 @@ fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, s
                 return;
             }
         };
+        let source = if src.is_empty() { Source::Id(id.clone().unwrap_or_default()) } else { resolve_source(path, src) };
         sink(Ok(Task {
             id: id.unwrap_or_else(|| default_id(src)),
-            source: resolve_source(path, src),
+            source,
             window,
             labels: get(cl).map(split_labels).unwrap_or_default(),
             segments,
@@ -431,10 +444,14 @@ fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[St
         };
         let id = format!("{yid}_{s:06}_{e:06}");
         let label = get(cl).map(str::to_string);
-        let (source, window) = find_kinetics_clip(&index, &root, yid, &id, label.as_deref(), s, e);
+        let (source, window) = match find_kinetics_clip(&index, &root, yid, &id, label.as_deref(), s, e) {
+            // Not on disk: fetch the full video by its YouTube id and cut the window.
+            (p, None) if opts.ids_as_sources && !p.exists() => (Source::Id(yid.to_string()), Some((s as f64, e as f64))),
+            (p, w) => (Source::Local(p), w),
+        };
         sink(Ok(Task {
             id,
-            source: Source::Local(source),
+            source,
             window,
             labels: label.into_iter().collect(),
             segments: None,
@@ -517,7 +534,7 @@ fn find_kinetics_clip(index: &DirIndex, root: &Path, yid: &str, clip: &str, labe
     (root.join(format!("{clip}.mp4")), None)
 }
 
-fn read_jsonl(path: &Path, default_split: &str, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
+fn read_jsonl(path: &Path, default_split: &str, ids_as_sources: bool, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
     let text = std::fs::read_to_string(path)?;
     let file: Arc<str> = path.display().to_string().into();
     for (i, l) in text.lines().enumerate() {
@@ -538,9 +555,13 @@ fn read_jsonl(path: &Path, default_split: &str, sink: &mut dyn FnMut(Row)) -> st
             _ => None,
         });
         let id = s("id");
-        let Some(src) = s("source").filter(|x| !x.trim().is_empty()) else {
-            sink(Err(row_error(path, line, id, "missing string `source`")));
-            continue;
+        let src = match (s("source").filter(|x| !x.trim().is_empty()), &id) {
+            (Some(x), _) => x,
+            (None, Some(_)) if ids_as_sources => String::new(),
+            (None, _) => {
+                sink(Err(row_error(path, line, id, "missing string `source`")));
+                continue;
+            }
         };
         let labels = match v.get("labels") {
             None | Some(serde_json::Value::Null) => vec![],
@@ -583,9 +604,10 @@ fn read_jsonl(path: &Path, default_split: &str, sink: &mut dyn FnMut(Row)) -> st
                 continue;
             }
         };
+        let source = if src.is_empty() { Source::Id(id.clone().unwrap_or_default()) } else { resolve_source(path, &src) };
         sink(Ok(Task {
             id: id.unwrap_or_else(|| default_id(&src)),
-            source: resolve_source(path, &src),
+            source,
             window,
             labels,
             segments,
@@ -628,7 +650,7 @@ mod tests {
     use std::fs;
 
     fn opts() -> Options {
-        Options { video_root: None, default_split: "train".into(), columns: HashMap::new() }
+        Options { video_root: None, default_split: "train".into(), columns: HashMap::new(), ids_as_sources: false }
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn main() {
     let out = d.path().join("plan");
     let t = Instant::now();
     let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
-        .args(["plan", csv.to_str().unwrap(), "--vocab", "kinetics-400", "--video-root", root.to_str().unwrap(), "--shards", "2000", "--json", "--out"])
+        .args(["plan", csv.to_str().unwrap(), "--vocab", "kinetics-400", "--video-root", root.to_str().unwrap(), "--shards", "2000", "--json", "--dry-run", "--out"])
         .arg(&out)
         .output()
         .unwrap();

@@ -398,21 +398,8 @@ fn write_outputs(
      -> Result<()> {
         let job = &jobs[idx];
         advance_to(Some((&job.task.split, job.shard)), current, count, written)?;
-        let reduced = pca.apply(raw, rows as usize);
-        let d = pca.dims;
-        let mut mean = vec![0f64; d];
-        for r in reduced.chunks_exact(d) {
-            for (m, v) in mean.iter_mut().zip(r) {
-                *m += *v as f64;
-            }
-        }
-        let rec = VideoRecord {
-            id: job.task.id.clone(),
-            labels: job.labels.clone(),
-            rgb: reduced.chunks_exact(d).map(quantize).collect(),
-            mean_rgb: mean.iter().map(|m| (m / rows.max(1) as f64) as f32).collect(),
-            segments: job.segments().to_vec(),
-        };
+        let (rgb, mean_rgb) = reduce_video(pca, raw, rows as usize);
+        let rec = VideoRecord { id: job.task.id.clone(), labels: job.labels.clone(), rgb, mean_rgb, segments: job.segments().to_vec() };
         let c = current.as_mut().unwrap();
         c.frame.write_record(&encode_frame_level(&rec, &cfg.schema))?;
         c.video.write_record(&encode_video_level(&rec, &cfg.schema))?;
@@ -487,6 +474,20 @@ fn write_outputs(
         "pca": pca_info,
         "shards": shards_written,
     }))
+}
+
+/// One video's raw CNN features -> PCA -> quantized rows, and the mean of the unquantized
+/// reduced rows (what YouTube-8M's `mean_rgb` is).
+pub fn reduce_video(pca: &Pca, raw: &[f32], rows: usize) -> (Vec<Vec<u8>>, Vec<f32>) {
+    let reduced = pca.apply(raw, rows);
+    let d = pca.dims;
+    let mut mean = vec![0f64; d];
+    for r in reduced.chunks_exact(d) {
+        for (m, v) in mean.iter_mut().zip(r) {
+            *m += *v as f64;
+        }
+    }
+    (reduced.chunks_exact(d).map(quantize).collect(), mean.iter().map(|m| (m / rows.max(1) as f64) as f32).collect())
 }
 
 fn fit_pca(acc: &CovarianceAccumulator, dims: usize, out: &Path) -> Result<(Pca, serde_json::Value)> {

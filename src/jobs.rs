@@ -252,13 +252,61 @@ pub fn missing_sources(jobs: &[Job]) -> Vec<(usize, Failure)> {
 struct PlanLine<'a> {
     id: &'a str,
     source: &'a str,
+    /// `local`, `url` or `id` (fetched with --fetch-cmd).
+    kind: &'static str,
     window: Option<(f64, f64)>,
     labels: &'a [i64],
+    /// [start, label, score] per segment.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    segments: Vec<(i64, i64, f32)>,
     split: &'a str,
     shard: u32,
     shard_file: String,
     file: &'a str,
     line: usize,
+}
+
+/// A plan.jsonl line read back (what `vidfeat work` needs of it).
+#[derive(serde::Deserialize)]
+pub struct PlannedTask {
+    pub id: String,
+    pub source: String,
+    #[serde(default)]
+    pub kind: String,
+    pub window: Option<(f64, f64)>,
+    pub labels: Vec<i64>,
+    #[serde(default)]
+    pub segments: Vec<(i64, i64, f32)>,
+    pub split: String,
+    pub shard: u32,
+    pub file: String,
+    pub line: usize,
+}
+
+impl PlannedTask {
+    pub fn into_job(self) -> Job {
+        let source = match self.kind.as_str() {
+            "url" => vidfeat_ingest::Source::Url(self.source),
+            "id" => vidfeat_ingest::Source::Id(self.source.strip_prefix("id:").unwrap_or(&self.source).to_string()),
+            _ => vidfeat_ingest::Source::Local(PathBuf::from(self.source)),
+        };
+        let segments = (!self.segments.is_empty())
+            .then(|| Box::new(self.segments.iter().map(|&(start, label, score)| SegmentLabel { start, label, score }).collect()));
+        Job {
+            task: Task {
+                id: self.id,
+                source,
+                window: self.window,
+                labels: vec![],
+                segments: None,
+                split: self.split,
+                origin: vidfeat_ingest::Origin { file: self.file.into(), line: self.line },
+            },
+            labels: self.labels,
+            segments,
+            shard: self.shard,
+        }
+    }
 }
 
 /// `vidfeat plan`: resolve and validate everything without decoding. Writes `out/plan.jsonl`
@@ -301,8 +349,14 @@ pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
             &PlanLine {
                 id: &j.task.id,
                 source: &source,
+                kind: match j.task.source {
+                    vidfeat_ingest::Source::Local(_) => "local",
+                    vidfeat_ingest::Source::Url(_) => "url",
+                    vidfeat_ingest::Source::Id(_) => "id",
+                },
                 window: j.task.window,
                 labels: &j.labels,
+                segments: j.segments().iter().map(|s| (s.start, s.label, s.score)).collect(),
                 split: &j.task.split,
                 shard: j.shard,
                 shard_file: vidfeat_export::shard_name(&j.task.split, j.shard, n),

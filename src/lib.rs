@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod pipeline;
 pub mod sample;
 pub mod verify;
+pub mod work;
 
 pub use consume::{ConsumeConfig, Outcome, RunReport};
 pub use jobs::JobSpec;
@@ -29,4 +30,10 @@ pub fn default_model() -> std::path::PathBuf {
     }
     // A binary carried to another machine: the repository's models/ under the working folder.
     std::path::PathBuf::from("models/efficientnet-lite0.pt")
+}
+
+/// SHA-256 of bytes, hex.
+pub fn file_sha256_bytes(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
 }

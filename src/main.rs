@@ -55,14 +55,20 @@ enum Cmd {
     /// shard), DIR/failures.jsonl, and a summary (rows, resolved, missing sources, invalid
     /// rows, unknown labels, counts by split and label).
     #[command(after_help = "Example:\n  vidfeat plan data-samples/kinetics-400_sample.csv --video-root data-samples/videos --vocab kinetics-400 --out plan --json\n\nExit codes: 0 all rows resolved; 2 some problems (listed in DIR/failures.jsonl); 1 with --strict and any problem, or when the lists cannot be read.")]
-    Plan {
-        #[command(flatten)]
-        list: ListArgs,
-        #[arg(long)]
-        out: PathBuf,
-        /// Print the summary as one JSON object.
+    Plan(PlanArgs),
+    /// Process the shards of a frozen plan: resumable, for Slurm arrays and Kubernetes Indexed Jobs.
+    #[cfg(feature = "ffmpeg")]
+    #[command(after_help = "Examples:\n  vidfeat work --plan ds --worker-index 3 --num-workers 16\n  vidfeat work --plan ds            # in a Slurm array task or a Kubernetes Indexed Job\n  vidfeat work --plan ds --claim    # take any free shard (leases in ds/leases)\n\nA killed worker resumes where it stopped (finished videos are in ds/journal); finished shards are skipped.\nExit codes: 0 all its shards done; 1 could not run (changed model/PCA, a shard held by another worker with the same index); 2 done, some videos failed.")]
+    Work(WorkArgs),
+    /// Shards done, in progress (lease age), pending, and failed videos of a plan's output.
+    #[command(after_help = "Example:\n  vidfeat status ds\n  vidfeat status ds --json")]
+    Status {
+        dir: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Leases older than this (seconds since their last heartbeat) count as stale.
+        #[arg(long, default_value_t = 120)]
+        lease_ttl: u64,
     },
     /// Check every record's CRCs and schema, and record counts per shard against summary.json.
     #[command(after_help = "Example:\n  vidfeat verify out\n  vidfeat verify out/frame/train-00000-of-00004.tfrecord --json\n\nExit codes: 0 all good; 1 any problem (each named with its shard, and byte offset for corrupt records).")]
@@ -254,8 +260,19 @@ struct OutputArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    shape: ShapeArgs,
+}
+
+/// Output-shaping options shared by run, extract and plan.
+#[derive(clap::Args)]
+struct ShapeArgs {
     /// A fitted PCA: our .npz, or a folder with YouTube-8M's mean.npy/eigenvals.npy/eigenvecs.npy.
-    /// Without it, one is fitted on the run's first frames and saved as OUT/pca.npz.
+    /// Without it, one is fitted on the first frames (run: in-stream; plan: before freezing)
+    /// and saved as OUT/pca.npz.
     #[arg(long)]
     pca: Option<PathBuf>,
     /// Dimensions kept after PCA (default 1024, or the model's dim if smaller).
@@ -264,12 +281,9 @@ struct OutputArgs {
     /// How many frames the PCA is fitted on when no --pca is given.
     #[arg(long, default_value_t = 10_000)]
     pca_sample_frames: usize,
-    /// Frames per CNN batch (batches cross video boundaries); default 8 on the CPU, 64 on CUDA.
+    /// Frames per CNN batch (run: batches cross video boundaries); default 8 on the CPU, 64 on CUDA.
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Print the summary as JSON on stdout.
-    #[arg(long)]
-    json: bool,
     /// none, gzip or zlib: whole-file shard compression, read by TensorFlow with
     /// `TFRecordDataset(files, compression_type="GZIP"|"ZLIB")`.
     #[arg(long, default_value = "none")]
@@ -283,21 +297,27 @@ struct OutputArgs {
     audio: String,
 }
 
+impl ShapeArgs {
+    fn audio_zero(&self) -> Result<bool> {
+        match self.audio.as_str() {
+            "none" => Ok(false),
+            "zero" => Ok(true),
+            a => anyhow::bail!("--audio `{a}`: expected none or zero"),
+        }
+    }
+}
+
 impl OutputArgs {
     fn consume(&self) -> Result<ConsumeConfig> {
-        let audio_zero = match self.audio.as_str() {
-            "none" => false,
-            "zero" => true,
-            a => anyhow::bail!("--audio `{a}`: expected none or zero"),
-        };
+        let sh = &self.shape;
         Ok(ConsumeConfig {
-            compression: self.compression.parse().map_err(anyhow::Error::msg)?,
-            schema: vidfeat_export::Schema { legacy_2017: self.legacy_2017, audio_zero },
+            compression: sh.compression.parse().map_err(anyhow::Error::msg)?,
+            schema: vidfeat_export::Schema { legacy_2017: sh.legacy_2017, audio_zero: sh.audio_zero()? },
             out: self.out.clone(),
-            batch_size: self.batch_size,
-            pca: self.pca.clone(),
-            pca_dims: self.pca_dims,
-            pca_sample_frames: self.pca_sample_frames.max(2),
+            batch_size: sh.batch_size,
+            pca: sh.pca.clone(),
+            pca_dims: sh.pca_dims,
+            pca_sample_frames: sh.pca_sample_frames.max(2),
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         })
     }
@@ -458,10 +478,47 @@ fn strict_spec(list: ListArgs) -> Result<JobSpec> {
     Ok(spec)
 }
 
-fn plan_cmd(list: ListArgs, out: PathBuf, json_out: bool) -> Result<ExitCode> {
+#[derive(clap::Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Only resolve and validate: no PCA fit and no plan.json, which `vidfeat work` needs.
+    /// (Without FFmpeg support every plan is a dry run.)
+    #[arg(long)]
+    dry_run: bool,
+    #[cfg(feature = "ffmpeg")]
+    #[command(flatten)]
+    model: ModelArgs,
+    #[cfg(feature = "ffmpeg")]
+    #[command(flatten)]
+    sample: SampleArgs,
+    #[cfg(feature = "ffmpeg")]
+    #[command(flatten)]
+    shape: ShapeArgs,
+}
+
+fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
+    let (list, out, json_out) = (a.list, a.out.clone(), a.json);
     let strict = list.strict;
-    let s = vidfeat::jobs::plan(&list.spec()?, &out)?;
-    let problems = ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let fetch_cmd = list.fetch_cmd.clone();
+    let spec = list.spec()?;
+    let s = vidfeat::jobs::plan(&spec, &out)?;
+    let problems_found = ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum::<u64>();
+    #[cfg(feature = "ffmpeg")]
+    if !a.dry_run && !(strict && problems_found > 0) {
+        freeze_plan(&spec, &out, &a.model, &a.sample, &a.shape, fetch_cmd, &s)?;
+        if !json_out {
+            println!("frozen: {} (run `vidfeat work --plan {}` on each worker)", out.join("plan.json").display(), out.display());
+        }
+    }
+    #[cfg(not(feature = "ffmpeg"))]
+    let _ = (a.dry_run, fetch_cmd);
+    let problems = problems_found;
     if json_out {
         println!("{s}");
     } else {
@@ -477,6 +534,176 @@ fn plan_cmd(list: ListArgs, out: PathBuf, json_out: bool) -> Result<ExitCode> {
         (_, true) => 1,
         _ => 2,
     }))
+}
+
+/// Freezes what shapes the output into OUT/plan.json: model and sidecar (hashed), the PCA
+/// (given, or fitted now on the plan's first frames into OUT/pca.npz), sampling and schema.
+#[cfg(feature = "ffmpeg")]
+fn freeze_plan(
+    spec: &JobSpec,
+    out: &std::path::Path,
+    model: &ModelArgs,
+    sample: &SampleArgs,
+    shape: &ShapeArgs,
+    fetch_cmd: Option<String>,
+    summary: &serde_json::Value,
+) -> Result<()> {
+    let abs = |p: &std::path::Path| std::fs::canonicalize(p).with_context(|| format!("{}", p.display()));
+    let model_path = abs(&model_path(model))?;
+    let sidecar = abs(&model.sidecar.clone().unwrap_or_else(|| model_path.with_extension("json")))?;
+    let side = vidfeat_features::Sidecar::load(&sidecar)?;
+    let dims = shape.pca_dims.unwrap_or(1024).min(side.output_dim);
+    let pca_path = match &shape.pca {
+        Some(p) => abs(p)?,
+        None => {
+            let p = out.join("pca.npz");
+            eprintln!("plan: fitting a PCA on up to {} frames into {}", shape.pca_sample_frames, p.display());
+            let r = vidfeat::pipeline::pca_fit(&vidfeat::pipeline::PcaFitConfig {
+                jobs: spec.clone(),
+                out: p.clone(),
+                dims,
+                max_frames: shape.pca_sample_frames.max(2),
+                model: model_path.clone(),
+                sidecar: Some(sidecar.clone()),
+                device: model.device.clone(),
+                decode: sample.settings()?,
+                batch_size: shape.batch_size.unwrap_or(8),
+            })?;
+            anyhow::ensure!(r["frames"].as_u64().unwrap_or(0) >= 2, "plan: no frames to fit a PCA on (give --pca)");
+            abs(&p)?
+        }
+    };
+    let pca = vidfeat_features::Pca::load(&pca_path, Some(dims))?;
+    let plan = vidfeat::work::PlanSettings {
+        version: vidfeat::work::PLAN_VERSION,
+        model: model_path.display().to_string(),
+        model_sha256: vidfeat_features::file_sha256(&model_path)?,
+        sidecar: sidecar.display().to_string(),
+        sidecar_sha256: vidfeat_features::file_sha256(&sidecar)?,
+        pca: pca_path.display().to_string(),
+        pca_sha256: pca.content_sha256(),
+        pca_dims: pca.dims,
+        fps: sample.fps.clone(),
+        max_frames: sample.max_frames,
+        resize: sample.resize.clone(),
+        timeout_s: sample.timeout,
+        max_pixels: sample.max_pixels,
+        max_input_bytes: sample.max_input_bytes,
+        max_duration: sample.max_duration,
+        compression: shape.compression.parse::<vidfeat_export::Compression>().map_err(anyhow::Error::msg).map(|c| format!("{c:?}").to_lowercase())?,
+        legacy_2017: shape.legacy_2017,
+        audio_zero: shape.audio_zero()?,
+        batch_size: shape.batch_size,
+        fetch_cmd,
+        shards: serde_json::from_value(summary["shards"].clone())?,
+        tasks: summary["resolved"].as_u64().unwrap_or(0) as usize,
+    };
+    plan.write(out)
+}
+
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+struct WorkArgs {
+    /// The plan folder (from `vidfeat plan ... --out DIR`); the output goes there too.
+    #[arg(long)]
+    plan: PathBuf,
+    /// This worker's index (default: SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX).
+    #[arg(long)]
+    worker_index: Option<usize>,
+    /// How many workers share the plan (default: SLURM_ARRAY_TASK_COUNT, else VIDFEAT_NUM_WORKERS).
+    #[arg(long)]
+    num_workers: Option<usize>,
+    /// Claim shards dynamically with lease files instead of a static index.
+    #[arg(long)]
+    claim: bool,
+    /// A lease with no heartbeat for this long (seconds) is taken over.
+    #[arg(long, default_value_t = 120)]
+    lease_ttl: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads (0 = libtorch's choice).
+    #[arg(long, default_value_t = 0)]
+    torch_threads: usize,
+    /// Videos decoded in parallel (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    decode_workers: usize,
+    /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
+    #[arg(long, default_value_t = 0)]
+    decode_threads: usize,
+    #[command(flatten)]
+    fetch: FetchArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[cfg(feature = "ffmpeg")]
+fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
+    let assignment = if a.claim {
+        vidfeat::work::Assignment::Claim
+    } else {
+        let (index, count) = vidfeat::work::worker_slot(a.worker_index, a.num_workers, &|k| std::env::var(k).ok())?;
+        vidfeat::work::Assignment::Static { index, count }
+    };
+    let workers = match a.decode_workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        w => w,
+    };
+    let cfg = vidfeat::pipeline::WorkConfig {
+        dir: a.plan.clone(),
+        assignment,
+        lease_ttl: Duration::from_secs(a.lease_ttl.max(1)),
+        device: a.device,
+        torch_threads: a.torch_threads,
+        workers,
+        threads: if a.decode_threads == 0 && workers > 1 { 1 } else { a.decode_threads },
+        fetch: a.fetch.config(None, u64::MAX),
+    };
+    let r = vidfeat::pipeline::work(&cfg)?;
+    if a.json {
+        println!("{r}");
+    } else {
+        eprintln!(
+            "worker: {} shard(s) processed, {} already done, {} held by others; plan complete: {}",
+            r["processed"].as_array().map(Vec::len).unwrap_or(0),
+            r["skipped_done"],
+            r["busy"].as_array().map(Vec::len).unwrap_or(0),
+            r["complete"]
+        );
+    }
+    Ok(ExitCode::from(if r["failed"].as_u64().unwrap_or(0) > 0 { 2 } else { 0 }))
+}
+
+fn status_cmd(dir: PathBuf, json_out: bool, ttl: u64) -> Result<ExitCode> {
+    let s = vidfeat::work::status(&dir, Duration::from_secs(ttl.max(1)))?;
+    if json_out {
+        println!("{s}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: {} of {} shards done, {} in progress, {} stale, {} pending; {} videos ok, {} failed, {} rows",
+        dir.display(),
+        s["shards_done"],
+        s["shards_total"],
+        s["shards_in_progress"],
+        s["shards_stale"],
+        s["shards_pending"],
+        s["videos_ok"],
+        s["videos_failed"],
+        s["rows"]
+    );
+    for sh in s["shards"].as_array().into_iter().flatten() {
+        let extra = match sh["state"].as_str() {
+            Some("done") => format!("{} videos, {} failed", sh["videos"], sh["failed"]),
+            Some("in_progress") | Some("stale_lease") => format!("{} (heartbeat {} s ago)", sh["owner"].as_str().unwrap_or("?"), sh["lease_age_s"]),
+            _ => if sh["partial_journal"] == true { "partially done".into() } else { String::new() },
+        };
+        println!("  {:<40} {:<12} {}", sh["shard"].as_str().unwrap_or(""), sh["state"].as_str().unwrap_or(""), extra);
+    }
+    if let Some(k) = s["failures_by_kind"].as_object().filter(|k| !k.is_empty()) {
+        println!("failures by kind: {}", serde_json::Value::Object(k.clone()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]
@@ -828,7 +1055,10 @@ fn main() -> ExitCode {
         #[cfg(feature = "ffmpeg")]
         Cmd::Pca(PcaCmd::Fit(a)) => pca_fit_cmd(a),
         Cmd::Inspect { files, values } => inspect_cmd(files, values),
-        Cmd::Plan { list, out, json } => plan_cmd(list, out, json),
+        Cmd::Plan(a) => plan_cmd(a),
+        #[cfg(feature = "ffmpeg")]
+        Cmd::Work(a) => work_cmd(a),
+        Cmd::Status { dir, json, lease_ttl } => status_cmd(dir, json, lease_ttl),
         Cmd::Verify { paths, json } => verify_cmd(paths, json),
         Cmd::Sample(a) => sample_cmd(a),
     };

@@ -320,3 +320,109 @@ fn tempdir_for(out: &std::path::Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
+
+/// `vidfeat work`: the worker side of a frozen plan (see `work.rs`).
+#[derive(Debug, Clone)]
+pub struct WorkConfig {
+    pub dir: PathBuf,
+    pub assignment: crate::work::Assignment,
+    pub lease_ttl: Duration,
+    pub device: String,
+    pub torch_threads: usize,
+    pub workers: usize,
+    pub threads: usize,
+    /// Download settings; `fetch_cmd` and the size cap come from the plan.
+    pub fetch: FetchConfig,
+}
+
+pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
+    use crate::work::{Entry, PlanSettings, ShardCtx};
+    let (plan, plan_hash) = PlanSettings::load(&cfg.dir)?;
+    // The plan's files must be the ones it was made with.
+    let check = |what: &str, path: &str, want: &str, got: std::io::Result<String>| -> Result<()> {
+        let got = got.with_context(|| format!("plan's {what} {path}"))?;
+        anyhow::ensure!(
+            got == want,
+            "the plan's {what} {path} has changed since the plan was made (sha256 {got}, plan.json says {want}); restore it or make a new plan"
+        );
+        Ok(())
+    };
+    check("model", &plan.model, &plan.model_sha256, vidfeat_features::file_sha256(std::path::Path::new(&plan.model)))?;
+    check("sidecar", &plan.sidecar, &plan.sidecar_sha256, vidfeat_features::file_sha256(std::path::Path::new(&plan.sidecar)))?;
+    let pca = vidfeat_features::Pca::load(std::path::Path::new(&plan.pca), Some(plan.pca_dims))?;
+    check("PCA", &plan.pca, &plan.pca_sha256, Ok(pca.content_sha256()))?;
+
+    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    if cfg.torch_threads > 0 {
+        tch::set_num_threads(cfg.torch_threads as i32);
+    }
+    let model = Model::load(std::path::Path::new(&plan.model), Some(std::path::Path::new(&plan.sidecar)), device)?;
+    let batch = plan.batch_size.unwrap_or(if device.is_cuda() { 64 } else { 8 }).max(1);
+    let settings = DecodeSettings {
+        fps: Rational::parse(&plan.fps).with_context(|| format!("plan fps `{}`", plan.fps))?,
+        max_frames: plan.max_frames,
+        resize: plan.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+        workers: cfg.workers,
+        threads: cfg.threads,
+        timeout: Duration::from_secs(plan.timeout_s),
+        max_pixels: plan.max_pixels,
+        max_input_bytes: plan.max_input_bytes,
+        max_duration: plan.max_duration,
+        fetch: FetchConfig { fetch_cmd: plan.fetch_cmd.clone(), max_bytes: plan.max_input_bytes, ..cfg.fetch.clone() },
+    };
+    let opts = settings.options(&model.sidecar)?;
+    let fetch = settings.fetch_in(&cfg.dir);
+    let (w, h) = model.input_wh();
+    let frame_bytes = (w * h * 3) as usize;
+    let owner = format!("{}:{}:{:08x}", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(), std::process::id(), {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()));
+        u32::from_le_bytes(h[..4].try_into().unwrap())
+    });
+    let failed = std::sync::atomic::AtomicU64::new(0);
+    let process = |jobs: &[Job], sink: &mut dyn FnMut(usize, Entry) -> Result<()>| -> Result<()> {
+        let progress: Progress = (Mutex::new(0), Condvar::new());
+        std::thread::scope(|s| -> Result<()> {
+            let rx = spawn_decoders(s, jobs, &opts, settings.workers, &progress, &fetch);
+            in_order(rx, &progress, |k, d| {
+                let entry = match d.result {
+                    Ok((frames, rows, seconds, _)) => {
+                        // Batches within the video only: features do not depend on neighbours.
+                        let mut raw = Vec::with_capacity(rows as usize * model.sidecar.output_dim);
+                        let mut err = None;
+                        for chunk in frames.chunks(batch * frame_bytes) {
+                            match model.extract(chunk, chunk.len() / frame_bytes) {
+                                Ok(f) => raw.extend_from_slice(&f),
+                                Err(e) => {
+                                    err = Some(e.to_string());
+                                    break;
+                                }
+                            }
+                        }
+                        match err {
+                            None => {
+                                let (rgb, mean_rgb) = crate::consume::reduce_video(&pca, &raw, rows as usize);
+                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds }
+                            }
+                            Some(e) => Entry::Failed { idx: 0, kind: "model_error".into(), reason: e },
+                        }
+                    }
+                    Err((kind, reason)) => Entry::Failed { idx: 0, kind, reason },
+                };
+                if matches!(entry, Entry::Failed { .. }) {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                sink(k, entry)?;
+                Ok(true)
+            })
+        })
+    };
+    let ctx = ShardCtx { dir: &cfg.dir, plan: &plan, plan_hash: &plan_hash, owner: &owner, process: &process };
+    let mut r = crate::work::work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
+    r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
+    r["worker"] = json!(owner);
+    Ok(r)
+}

@@ -311,7 +311,8 @@ fn plan_validates_without_decoding_and_strict_stops_before_work() {
         ),
     )
     .unwrap();
-    let r = vidfeat(&["plan", bad.to_str().unwrap(), "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--json"]);
+    let r = vidfeat(&["plan", bad.to_str().unwrap(), "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--json", "--dry-run"]);
+    assert!(!out.join("plan.json").exists(), "a dry run freezes nothing");
     assert_eq!(r.status.code(), Some(2));
     let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     for (k, v) in [("rows", 5), ("resolved", 1), ("missing_source", 1), ("invalid_row", 1), ("unknown_label", 1), ("duplicate_id", 1)] {

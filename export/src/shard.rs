@@ -95,7 +95,9 @@ impl AtomicShard {
         let dir = dest.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("shard");
-        let tmp = dir.join(format!(".{name}.tmp"));
+        // The process id keeps two writers of one shard (a worker and the one that took over its
+        // lease) off each other's temporary file.
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let f = BufWriter::new(File::create(&tmp)?);
         let sink = match compression {
             Compression::None => Sink::Plain(f),

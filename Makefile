@@ -6,7 +6,7 @@
 CARGO ?= cargo
 DEMO_OUT ?= demo-out
 
-.PHONY: setup build demo test test-compat clean-demo
+.PHONY: setup build demo test test-compat test-slurm clean-demo
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +37,10 @@ test-compat: setup
 	@bash scripts/compat-setup.sh
 	$(CARGO) build --bin vidfeat
 	.deps/compat-venv/bin/python tests/compat/check.py target/debug/vidfeat
+
+# A real Slurm array job on a one-node cluster on this machine (root; installs slurm-wlm).
+test-slurm: build
+	bash deploy/slurm/local-cluster-test.sh
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -343,7 +343,11 @@ pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
             *by_label.entry(key).or_default() += 1;
         }
         let n = prepared.shard_counts[&j.task.split];
-        let source = j.task.source.to_string();
+        // Absolute: workers run from other folders (a Slurm task's, a pod's).
+        let source = match &j.task.source {
+            vidfeat_ingest::Source::Local(p) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
+            s => s.to_string(),
+        };
         serde_json::to_writer(
             &mut w,
             &PlanLine {

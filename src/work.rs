@@ -399,15 +399,19 @@ pub struct DoneMarker {
     pub failures: Vec<Failure>,
     pub worker: String,
     pub finished_at: u64,
+    /// SHA-256 of the plan.json the shard was made under: a marker of an earlier plan in the
+    /// same folder does not count.
+    pub plan_sha256: String,
 }
 
-fn read_done(dir: &Path, name: &str) -> Option<DoneMarker> {
-    serde_json::from_slice(&std::fs::read(dir.join("done").join(format!("{}.json", stem(name)))).ok()?).ok()
+fn read_done(dir: &Path, name: &str, plan_hash: &str) -> Option<DoneMarker> {
+    let m: DoneMarker = serde_json::from_slice(&std::fs::read(dir.join("done").join(format!("{}.json", stem(name)))).ok()?).ok()?;
+    (m.plan_sha256 == plan_hash).then_some(m)
 }
 
 /// `vidfeat status DIR`.
 pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
-    let (plan, _) = PlanSettings::load(dir)?;
+    let (plan, plan_hash) = PlanSettings::load(dir)?;
     let mut shards = vec![];
     let (mut done, mut running, mut stale, mut pending) = (0u64, 0u64, 0u64, 0u64);
     let (mut videos, mut failed, mut rows) = (0u64, 0u64, 0u64);
@@ -417,7 +421,7 @@ pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
         let st = stem(&name);
         let lease = dir.join("leases").join(format!("{st}.lease"));
         let journal = dir.join("journal").join(format!("{st}.journal"));
-        let entry = if let Some(d) = read_done(dir, &name) {
+        let entry = if let Some(d) = read_done(dir, &name, &plan_hash) {
             done += 1;
             videos += d.videos;
             failed += d.failed;
@@ -472,12 +476,12 @@ pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
 }
 
 /// When every shard is done: `summary.json` in the layout of `vidfeat run` (verify reads it).
-fn write_summary_if_complete(dir: &Path, plan: &PlanSettings) -> Result<bool> {
+fn write_summary_if_complete(dir: &Path, plan: &PlanSettings, plan_hash: &str) -> Result<bool> {
     let mut shards: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let (mut ok, mut failed, mut rows, mut secs) = (0u64, 0u64, 0u64, 0f64);
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     for (split, _, name) in plan.shard_list() {
-        let Some(d) = read_done(dir, &name) else { return Ok(false) };
+        let Some(d) = read_done(dir, &name, plan_hash) else { return Ok(false) };
         ok += d.videos;
         failed += d.failed;
         rows += d.rows;
@@ -641,6 +645,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
         failures,
         worker: ctx.owner.into(),
         finished_at: now_s(),
+        plan_sha256: ctx.plan_hash.into(),
     };
     let done_dir = ctx.dir.join("done");
     std::fs::create_dir_all(&done_dir)?;
@@ -680,7 +685,7 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
     };
     let (mut processed, mut skipped, mut busy) = (vec![], 0u64, vec![]);
     for (split, shard, name) in mine {
-        if read_done(ctx.dir, name).is_some() {
+        if read_done(ctx.dir, name, ctx.plan_hash).is_some() {
             // A worker killed right after the done marker leaves its journal behind.
             let _ = std::fs::remove_file(ctx.dir.join("journal").join(format!("{}.journal", stem(name))));
             skipped += 1;
@@ -702,7 +707,7 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
             }
         };
         // Done while we waited for the lease?
-        if read_done(ctx.dir, name).is_some() {
+        if read_done(ctx.dir, name, ctx.plan_hash).is_some() {
             skipped += 1;
             continue;
         }
@@ -713,7 +718,7 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
         processed.push(name.clone());
         drop(lease);
     }
-    let complete = write_summary_if_complete(ctx.dir, ctx.plan)?;
+    let complete = write_summary_if_complete(ctx.dir, ctx.plan, ctx.plan_hash)?;
     Ok(json!({"processed": processed, "skipped_done": skipped, "busy": busy, "complete": complete}))
 }
 

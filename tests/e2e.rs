@@ -340,7 +340,7 @@ fn every_label_of_the_real_kinetics_val_csvs_maps_to_its_class() {
         let d = tempfile::tempdir().unwrap();
         let path = root().join("tests/fixtures/kinetics").join(csv);
         let rows = std::fs::read_to_string(&path).unwrap().lines().count() - 1;
-        let r = vidfeat(&["plan", path.to_str().unwrap(), "--vocab", vocab, "--video-root", d.path().to_str().unwrap(), "--out", d.path().join("p").to_str().unwrap(), "--json"]);
+        let r = vidfeat(&["plan", path.to_str().unwrap(), "--vocab", vocab, "--video-root", d.path().to_str().unwrap(), "--out", d.path().join("p").to_str().unwrap(), "--json", "--dry-run"]);
         let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
         assert_eq!(s["rows"], rows as u64, "{csv}");
         assert_eq!(s["unknown_label"], 0, "{csv}: every label maps");

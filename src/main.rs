@@ -511,7 +511,10 @@ fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
     let problems_found = ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum::<u64>();
     #[cfg(feature = "ffmpeg")]
     if !a.dry_run && !(strict && problems_found > 0) {
-        freeze_plan(&spec, &out, &a.model, &a.sample, &a.shape, fetch_cmd, &s)?;
+        let f = freeze_config(&a.model, &a.sample, &a.shape, fetch_cmd)?;
+        if let Err(failures) = vidfeat::pipeline::freeze(&spec, &out, &f, &s)? {
+            anyhow::bail!("plan: no video could be decoded to fit a PCA ({} failed; see above), give --pca", failures.len());
+        }
         if !json_out {
             println!("frozen: {} (run `vidfeat work --plan {}` on each worker)", out.join("plan.json").display(), out.display());
         }
@@ -536,69 +539,25 @@ fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
     }))
 }
 
-/// Freezes what shapes the output into OUT/plan.json: model and sidecar (hashed), the PCA
-/// (given, or fitted now on the plan's first frames into OUT/pca.npz), sampling and schema.
+/// What shapes the output, from the flags of run and plan.
 #[cfg(feature = "ffmpeg")]
-fn freeze_plan(
-    spec: &JobSpec,
-    out: &std::path::Path,
-    model: &ModelArgs,
-    sample: &SampleArgs,
-    shape: &ShapeArgs,
-    fetch_cmd: Option<String>,
-    summary: &serde_json::Value,
-) -> Result<()> {
-    let abs = |p: &std::path::Path| std::fs::canonicalize(p).with_context(|| format!("{}", p.display()));
-    let model_path = abs(&model_path(model))?;
-    let sidecar = abs(&model.sidecar.clone().unwrap_or_else(|| model_path.with_extension("json")))?;
-    let side = vidfeat_features::Sidecar::load(&sidecar)?;
-    let dims = shape.pca_dims.unwrap_or(1024).min(side.output_dim);
-    let pca_path = match &shape.pca {
-        Some(p) => abs(p)?,
-        None => {
-            let p = out.join("pca.npz");
-            eprintln!("plan: fitting a PCA on up to {} frames into {}", shape.pca_sample_frames, p.display());
-            let r = vidfeat::pipeline::pca_fit(&vidfeat::pipeline::PcaFitConfig {
-                jobs: spec.clone(),
-                out: p.clone(),
-                dims,
-                max_frames: shape.pca_sample_frames.max(2),
-                model: model_path.clone(),
-                sidecar: Some(sidecar.clone()),
-                device: model.device.clone(),
-                decode: sample.settings()?,
-                batch_size: shape.batch_size.unwrap_or(8),
-            })?;
-            anyhow::ensure!(r["frames"].as_u64().unwrap_or(0) >= 2, "plan: no frames to fit a PCA on (give --pca)");
-            abs(&p)?
-        }
-    };
-    let pca = vidfeat_features::Pca::load(&pca_path, Some(dims))?;
-    let plan = vidfeat::work::PlanSettings {
-        version: vidfeat::work::PLAN_VERSION,
-        model: model_path.display().to_string(),
-        model_sha256: vidfeat_features::file_sha256(&model_path)?,
-        sidecar: sidecar.display().to_string(),
-        sidecar_sha256: vidfeat_features::file_sha256(&sidecar)?,
-        pca: pca_path.display().to_string(),
-        pca_sha256: pca.content_sha256(),
-        pca_dims: pca.dims,
+fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, fetch_cmd: Option<String>) -> Result<vidfeat::pipeline::FreezeConfig> {
+    Ok(vidfeat::pipeline::FreezeConfig {
+        model: model_path(model),
+        sidecar: model.sidecar.clone(),
+        device: model.device.clone(),
+        decode: sample.settings()?,
         fps: sample.fps.clone(),
-        max_frames: sample.max_frames,
         resize: sample.resize.clone(),
-        timeout_s: sample.timeout,
-        max_pixels: sample.max_pixels,
-        max_input_bytes: sample.max_input_bytes,
-        max_duration: sample.max_duration,
-        compression: shape.compression.parse::<vidfeat_export::Compression>().map_err(anyhow::Error::msg).map(|c| format!("{c:?}").to_lowercase())?,
+        pca: shape.pca.clone(),
+        pca_dims: shape.pca_dims,
+        pca_sample_frames: shape.pca_sample_frames.max(2),
+        batch_size: shape.batch_size,
+        compression: shape.compression.clone(),
         legacy_2017: shape.legacy_2017,
         audio_zero: shape.audio_zero()?,
-        batch_size: shape.batch_size,
         fetch_cmd,
-        shards: serde_json::from_value(summary["shards"].clone())?,
-        tasks: summary["resolved"].as_u64().unwrap_or(0) as usize,
-    };
-    plan.write(out)
+    })
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -802,18 +761,26 @@ fn report(r: RunReport, json_out: bool, out: &std::path::Path) -> Result<ExitCod
 
 #[cfg(feature = "ffmpeg")]
 fn run_cmd(a: RunArgs) -> Result<ExitCode> {
-    let mut decode = a.sample.settings()?;
-    decode.fetch = a.fetch.config(a.list.fetch_cmd.clone(), a.sample.max_input_bytes);
+    let fetch_cmd = a.list.fetch_cmd.clone();
+    let mut freeze = freeze_config(&a.model, &a.sample, &a.output.shape, fetch_cmd.clone())?;
+    freeze.decode.fetch = a.fetch.config(fetch_cmd, a.sample.max_input_bytes);
+    let out = a.output.out.clone();
     let cfg = vidfeat::pipeline::RunConfig {
-        consume: a.output.consume()?,
-        model: model_path(&a.model),
-        sidecar: a.model.sidecar.clone(),
-        device: a.model.device.clone(),
-        decode,
-        torch_threads: a.model.torch_threads,
+        work: vidfeat::pipeline::WorkConfig {
+            dir: out.clone(),
+            assignment: vidfeat::work::Assignment::Static { index: 0, count: 1 },
+            lease_ttl: Duration::from_secs(120),
+            device: a.model.device.clone(),
+            torch_threads: a.model.torch_threads,
+            workers: freeze.decode.workers,
+            threads: freeze.decode.threads,
+            fetch: freeze.decode.fetch.clone(),
+        },
+        freeze,
+        out: out.clone(),
         jobs: strict_spec(a.list)?,
     };
-    report(vidfeat::pipeline::run(&cfg)?, a.output.json, &cfg.consume.out)
+    report(vidfeat::pipeline::run(&cfg)?, a.output.json, &out)
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -1042,6 +1009,14 @@ fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
 
 
 fn main() -> ExitCode {
+    // Deterministic CPU features: MKL and OpenMP may otherwise use fewer threads when the
+    // machine is busy, which changes the order of float sums and so the last bits of a
+    // feature (found by the kill -9 test under load). Set before libtorch first runs.
+    for (k, v) in [("MKL_DYNAMIC", "FALSE"), ("OMP_DYNAMIC", "FALSE")] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
     let cli = Cli::parse();
     let r = match cli.cmd {
         #[cfg(feature = "ffmpeg")]

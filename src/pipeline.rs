@@ -17,19 +17,196 @@ use vidfeat_features::{Model, Sidecar};
 use vidfeat_ingest::fetch::{fetch_id, fetch_url, FetchConfig};
 use vidfeat_ingest::Source;
 
-use crate::consume::{advance, consume, ConsumeConfig, Decoded, Progress, ReleaseOnDrop, RunReport};
+use crate::consume::{advance, Decoded, Progress, ReleaseOnDrop, RunReport};
 use crate::jobs::{prepare, FailureLog, Job, JobSpec};
+
+/// What `vidfeat plan` freezes (and `vidfeat run` too, into its output folder).
+#[derive(Debug, Clone)]
+pub struct FreezeConfig {
+    pub model: PathBuf,
+    pub sidecar: Option<PathBuf>,
+    /// Device for fitting the PCA.
+    pub device: String,
+    pub decode: DecodeSettings,
+    /// The flags as given (stored as text in plan.json).
+    pub fps: String,
+    pub resize: Option<String>,
+    pub pca: Option<PathBuf>,
+    pub pca_dims: Option<usize>,
+    pub pca_sample_frames: usize,
+    pub batch_size: Option<usize>,
+    pub compression: String,
+    pub legacy_2017: bool,
+    pub audio_zero: bool,
+    pub fetch_cmd: Option<String>,
+}
+
+/// Freezes a plan (after `jobs::plan` wrote plan.jsonl into `out`): model and sidecar hashed,
+/// the PCA given or fitted now on the plan's first frames (`out/pca.npz`), settings, shards.
+/// `Ok(Err(failures))` when no frame could be decoded to fit a PCA.
+pub fn freeze(spec: &JobSpec, out: &std::path::Path, f: &FreezeConfig, plan_summary: &serde_json::Value) -> Result<std::result::Result<crate::work::PlanSettings, Vec<crate::jobs::Failure>>> {
+    let abs = |p: &std::path::Path| std::fs::canonicalize(p).with_context(|| format!("{}", p.display()));
+    let model_path = abs(&f.model)?;
+    let sidecar = abs(&f.sidecar.clone().unwrap_or_else(|| model_path.with_extension("json")))?;
+    let side = Sidecar::load(&sidecar)?;
+    let dims = f.pca_dims.unwrap_or(1024).min(side.output_dim);
+    let pca_path = match &f.pca {
+        Some(p) => abs(p)?,
+        None => {
+            let p = out.join("pca.npz");
+            eprintln!("fitting a PCA on up to {} frames into {}", f.pca_sample_frames, p.display());
+            let r = pca_fit(&PcaFitConfig {
+                jobs: spec.clone(),
+                out: p.clone(),
+                dims,
+                max_frames: f.pca_sample_frames.max(2),
+                model: model_path.clone(),
+                sidecar: Some(sidecar.clone()),
+                device: f.device.clone(),
+                decode: f.decode.clone(),
+                batch_size: f.batch_size.unwrap_or(8),
+            })?;
+            if r["frames"].as_u64().unwrap_or(0) < 2 {
+                return Ok(Err(serde_json::from_value(r["failures"].clone())?));
+            }
+            if (r["frames"].as_u64().unwrap_or(0) as usize) < dims {
+                eprintln!(
+                    "warning: PCA fitted on {} frames, fewer than the {dims} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
+                    r["frames"]
+                );
+            }
+            abs(&p)?
+        }
+    };
+    let pca = vidfeat_features::Pca::load(&pca_path, Some(dims))?;
+    let plan = crate::work::PlanSettings {
+        version: crate::work::PLAN_VERSION,
+        model: model_path.display().to_string(),
+        model_sha256: vidfeat_features::file_sha256(&model_path)?,
+        sidecar: sidecar.display().to_string(),
+        sidecar_sha256: vidfeat_features::file_sha256(&sidecar)?,
+        pca: pca_path.display().to_string(),
+        pca_sha256: pca.content_sha256(),
+        pca_dims: pca.dims,
+        fps: f.fps.clone(),
+        max_frames: f.decode.max_frames,
+        resize: f.resize.clone(),
+        timeout_s: f.decode.timeout.as_secs(),
+        max_pixels: f.decode.max_pixels,
+        max_input_bytes: f.decode.max_input_bytes,
+        max_duration: f.decode.max_duration,
+        compression: f.compression.parse::<vidfeat_export::Compression>().map_err(anyhow::Error::msg).map(|c| format!("{c:?}").to_lowercase())?,
+        legacy_2017: f.legacy_2017,
+        audio_zero: f.audio_zero,
+        batch_size: f.batch_size,
+        fetch_cmd: f.fetch_cmd.clone(),
+        shards: serde_json::from_value(plan_summary["shards"].clone())?,
+        tasks: plan_summary["resolved"].as_u64().unwrap_or(0) as usize,
+    };
+    plan.write(out)?;
+    Ok(Ok(plan))
+}
 
 /// The validated settings of `vidfeat run` (built from the CLI flags).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub jobs: JobSpec,
-    pub consume: ConsumeConfig,
-    pub model: PathBuf,
-    pub sidecar: Option<PathBuf>,
-    pub device: String,
-    pub decode: DecodeSettings,
-    pub torch_threads: usize,
+    pub out: PathBuf,
+    pub freeze: FreezeConfig,
+    /// Worker settings; `dir` is `out`, one static worker.
+    pub work: WorkConfig,
+}
+
+/// `vidfeat run`: the single-process case of plan + work, into one folder. Re-running it on the
+/// same inputs and settings resumes: finished shards are kept, a shard cut short resumes from
+/// its journal, and the PCA fitted by the first attempt is reused.
+pub fn run(cfg: &RunConfig) -> Result<RunReport> {
+    let started = Instant::now();
+    let out = &cfg.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut fz = cfg.freeze.clone();
+    // Resume: the PCA this folder's earlier attempt fitted (the same first frames would give the same one).
+    if fz.pca.is_none() {
+        if let Ok((old, _)) = crate::work::PlanSettings::load(out) {
+            let p = out.join("pca.npz");
+            if std::path::Path::new(&old.pca) == std::fs::canonicalize(&p).unwrap_or_default().as_path()
+                && vidfeat_features::Pca::load(&p, Some(old.pca_dims)).map(|x| x.content_sha256()).ok().as_deref() == Some(old.pca_sha256.as_str())
+            {
+                fz.pca = Some(p);
+                fz.pca_dims = Some(old.pca_dims);
+            }
+        }
+    }
+    let plan_summary = crate::jobs::plan(&cfg.jobs, out)?;
+    let list_rows = plan_summary["rows"].as_u64().unwrap_or(0);
+    let mut failures: Vec<crate::jobs::Failure> = std::fs::read_to_string(out.join("failures.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut summary = json!({"videos_ok": 0, "rows": 0, "seconds_of_video": 0.0, "shards": {}});
+    let mut model_info = json!(null);
+    if plan_summary["resolved"].as_u64().unwrap_or(0) > 0 {
+        match freeze(&cfg.jobs, out, &fz, &plan_summary)? {
+            Err(fit_failures) => {
+                // Videos the plan already reported (missing files) are not reported twice.
+                let known: std::collections::HashSet<Option<String>> = failures.iter().map(|f| f.id.clone()).collect();
+                failures.extend(fit_failures.into_iter().filter(|f| !known.contains(&f.id)));
+            }
+            Ok(plan) => {
+                let r = work(&cfg.work)?;
+                summary = serde_json::from_slice(&std::fs::read(out.join("summary.json")).context("summary.json after the worker")?)?;
+                model_info = json!({"name": r["model"], "path": plan.model, "sha256": plan.model_sha256, "sidecar": plan.sidecar});
+                summary["device"] = r["device"].clone();
+                // Shards an earlier attempt of this run finished (their videos count in the totals).
+                summary["resumed_shards"] = r["skipped_done"].clone();
+                summary["settings"]["batch_size"] = r["batch_size"].clone();
+                // Decode failures, from the done markers, in shard order.
+                let (_, hash) = crate::work::PlanSettings::load(out)?;
+                failures.extend(crate::work::shard_failures(out, &plan, &hash));
+            }
+        }
+    }
+    // failures.jsonl: list and plan problems, then each video's failure.
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out.join("failures.jsonl"))?);
+    let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
+    for f in &failures {
+        serde_json::to_writer(&mut w, f)?;
+        std::io::Write::write_all(&mut w, b"\n")?;
+        *by_kind.entry(f.kind.clone()).or_default() += 1;
+    }
+    std::io::Write::flush(&mut w)?;
+    let ok = summary["videos_ok"].as_u64().unwrap_or(0);
+    let outcome = if ok == 0 {
+        crate::Outcome::NoneOk
+    } else if failures.is_empty() {
+        crate::Outcome::AllOk
+    } else {
+        crate::Outcome::SomeFailed
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let rows = summary["rows"].as_u64().unwrap_or(0);
+    let vocab = out.join("vocabulary.csv").exists().then(|| json!({"source": cfg.jobs.vocab, "file": "vocabulary.csv"}));
+    for (k, v) in json!({
+        "list_rows": list_rows,
+        "videos_failed": failures.len(),
+        "failures_by_kind": by_kind,
+        "wall_time_s": (wall * 1000.0).round() / 1000.0,
+        "throughput": {"videos_per_s": ok as f64 / wall.max(1e-9), "frames_per_s": rows as f64 / wall.max(1e-9)},
+        "model": model_info,
+        "vocabulary": vocab,
+        "outcome": match outcome { crate::Outcome::AllOk => "all_ok", crate::Outcome::SomeFailed => "some_failed", crate::Outcome::NoneOk => "none_ok" },
+        "made_by": "vidfeat run",
+    })
+    .as_object()
+    .unwrap()
+    {
+        summary[k] = v.clone();
+    }
+    let tmp = out.join(".summary.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
+    std::fs::rename(&tmp, out.join("summary.json"))?;
+    Ok(RunReport { outcome, summary })
 }
 
 /// How videos are decoded and sampled.
@@ -174,30 +351,6 @@ fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job]
     }
 }
 
-pub fn run(cfg: &RunConfig) -> Result<RunReport> {
-    let started = Instant::now();
-    let out = &cfg.consume.out;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
-    let prepared = prepare(&cfg.jobs, out, &mut log)?;
-    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
-    if let Some(n) = note {
-        eprintln!("note: {n}");
-    }
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
-    let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
-    let opts = cfg.decode.options(&model.sidecar)?;
-    let progress: Progress = (Mutex::new(0), Condvar::new());
-    let settings = json!({"settings": cfg.decode.describe(&opts)});
-    let fetch = cfg.decode.fetch_in(out);
-    std::thread::scope(|s| {
-        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
-        consume(&cfg.consume, model, &prepared, rx, &progress, &mut log, started, settings)
-    })
-}
-
 /// `vidfeat decode --cache DIR`: decode and sample on this machine, store the frames for
 /// `vidfeat extract` elsewhere. Frames are sized for the model whose sidecar is given.
 #[derive(Debug, Clone)]
@@ -273,6 +426,7 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
     let mut acc = vidfeat_features::CovarianceAccumulator::new(dim);
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let (mut videos, mut failed) = (0u64, 0u64);
+    let mut failures: Vec<crate::jobs::Failure> = vec![];
     let fetch = cfg.decode.fetch_in(cfg.out.parent().unwrap_or(std::path::Path::new(".")));
     std::thread::scope(|s| -> Result<()> {
         let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
@@ -288,17 +442,31 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
                 }
                 Err((kind, reason)) => {
                     failed += 1;
-                    eprintln!("skipped: {} ({kind}): {reason}", prepared.jobs[idx].task.id);
+                    let job = &prepared.jobs[idx];
+                    eprintln!("skipped: {} ({kind}): {reason}", job.task.id);
+                    failures.push(crate::jobs::Failure {
+                        id: Some(job.task.id.clone()),
+                        source: Some(job.task.source.to_string()),
+                        stage: "decode".into(),
+                        kind,
+                        reason,
+                        file: Some(job.task.origin.file.to_string()),
+                        line: Some(job.task.origin.line),
+                    });
                 }
             }
             // Stop once the sample is full.
             Ok(acc.rows() < cfg.max_frames)
         })
     })?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    if acc.rows() < 2 {
+        return Ok(json!({"frames": acc.rows(), "videos": videos, "failures": failures}));
+    }
     let pca = acc.fit(cfg.dims.min(dim)).map_err(anyhow::Error::msg)?;
     pca.save(&cfg.out)?;
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(json!({
+        "failures": failures,
         "out": cfg.out.display().to_string(),
         "frames": acc.rows(),
         "videos": videos,
@@ -424,5 +592,8 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     let mut r = crate::work::work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
     r["worker"] = json!(owner);
+    r["model"] = json!(model.sidecar.name);
+    r["device"] = json!(format!("{device:?}"));
+    r["batch_size"] = json!(batch);
     Ok(r)
 }

@@ -475,6 +475,11 @@ pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
     }))
 }
 
+/// The failures recorded in the done markers, in shard order.
+pub fn shard_failures(dir: &Path, plan: &PlanSettings, plan_hash: &str) -> Vec<Failure> {
+    plan.shard_list().iter().filter_map(|(_, _, name)| read_done(dir, name, plan_hash)).flat_map(|d| d.failures).collect()
+}
+
 /// When every shard is done: `summary.json` in the layout of `vidfeat run` (verify reads it).
 fn write_summary_if_complete(dir: &Path, plan: &PlanSettings, plan_hash: &str) -> Result<bool> {
     let mut shards: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();

@@ -438,6 +438,8 @@ fn hostile_inputs_fail_with_their_kinds_and_the_good_videos_complete() {
     std::fs::write(p("hls_net.mp4"), format!("#EXTM3U\n#EXTINF:1.0,\nhttp://127.0.0.1:{port}/x.ts\n#EXT-X-ENDLIST\n")).unwrap();
     std::fs::write(p("concat.mp4"), format!("ffconcat version 1.0\nfile '/etc/passwd'\nfile '{}'\n", p("secret.txt").display())).unwrap();
     ffmpeg(&["-f", "lavfi", "-i", "color=c=gray:size=8000x8000:rate=1", "-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast"], "huge.mp4");
+    // An hour of video (tiny frames, 1 fps): capped at --max-frames rows, streamed, no hang.
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=1", "-t", "3600", "-c:v", "libx264", "-preset", "ultrafast", "-g", "60"], "hour.mp4");
     let truncated = root().join("decode/tests/media/broken/mp4parse__invalid_userdata.mp4");
     let good = root().join("data-samples/videos");
     let rows = [
@@ -452,6 +454,7 @@ fn hostile_inputs_fail_with_their_kinds_and_the_good_videos_complete() {
         ("huge", p("huge.mp4"), "too_large"),
         ("truncated", truncated, "truncated"),
         ("missing", p("nope.mp4"), "not_found"),
+        ("hour_long", p("hour.mp4"), "ok"),
         ("good_2", good.join("decord__flipping_a_pancake.mkv"), "ok"),
     ];
     let list = p("hostile.csv");
@@ -476,8 +479,10 @@ fn hostile_inputs_fail_with_their_kinds_and_the_good_videos_complete() {
             assert_eq!(failures.get(*id).map(String::as_str), Some(*kind), "{id}");
         }
     }
-    let ids: Vec<String> = records(&out.join("frame")).into_iter().map(|(_, p)| p.id).collect();
-    assert_eq!(ids, ["good_1", "good_2"]);
+    let recs = records(&out.join("frame"));
+    let ids: Vec<&str> = recs.iter().map(|(_, p)| p.id.as_str()).collect();
+    assert_eq!(ids, ["good_1", "hour_long", "good_2"]);
+    assert_eq!(recs[1].1.rgb.len(), 300, "the hour-long video stops at --max-frames");
     assert!(listener.accept().is_err(), "nothing connected to the loopback port");
     // No byte of the secret anywhere in the output.
     let mut stack = vec![out.clone()];

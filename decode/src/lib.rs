@@ -144,6 +144,10 @@ pub enum DecodeError {
     Forbidden(String),
     #[error("too large: {0}")]
     TooLarge(String),
+    /// Internal: a seek landed on a frame the decoder cannot start from (the container's index
+    /// marks non-keyframes as keyframes); `decode_file` retries from the start of the file.
+    #[error("seek did not land on a keyframe")]
+    SeekMissedKeyframe,
 }
 
 impl DecodeError {
@@ -161,6 +165,7 @@ impl DecodeError {
             DecodeError::Ffmpeg(_) => "decode_error",
             DecodeError::Forbidden(_) => "forbidden_format",
             DecodeError::TooLarge(_) => "too_large",
+            DecodeError::SeekMissedKeyframe => "decode_error",
         }
     }
 }
@@ -281,6 +286,9 @@ struct Session<'a> {
     report: DecodeReport,
     finished: bool,
     on_row: &'a mut dyn FnMut(SampledFrame),
+    /// After a seek: the first decoded frame must be a keyframe (else the seek missed one).
+    first_must_be_key: bool,
+    seek_guard: bool,
     /// Packets read so far, and the pts of the most recent ones: a frame's display-order
     /// number is (packets read) - (recent packets with a later pts), counting skipped frames.
     packets_read: u64,
@@ -319,6 +327,16 @@ impl Session<'_> {
         if pixels > self.max_pixels {
             return Err(DecodeError::TooLarge(format!("a {}x{} frame mid-stream ({pixels} pixels > {} allowed)", f.width(), f.height(), self.max_pixels)));
         }
+        // After a seek, until the first row is out: the first frame must be a keyframe and no
+        // frame may be flagged corrupt (an open-GOP I-frame's followers reference frames from
+        // before the seek point).
+        if self.seek_guard && self.report.rows == 0 {
+            // decode_error_flags: error concealment ran (missing references, broken slices).
+            let concealed = unsafe { (*f.as_ptr()).decode_error_flags } != 0;
+            if std::mem::take(&mut self.first_must_be_key) && !f.is_key() || f.is_corrupt() || concealed || self.report.decode_errors > 0 {
+                return Err(DecodeError::SeekMissedKeyframe);
+            }
+        }
         if f.is_corrupt() {
             self.report.decode_errors += 1;
         }
@@ -356,8 +374,29 @@ impl Session<'_> {
 /// How many packets are read ahead to learn the display-order successor of each packet.
 const LOOKAHEAD: usize = 24;
 
+/// The most rows `--max-duration` allows at the output rate.
+fn duration_rows(opts: &DecodeOptions) -> u64 {
+    let r = (opts.max_duration.max(0.0) * opts.fps.to_f64()).ceil() + 1.0;
+    if r.is_finite() && r < u64::MAX as f64 { r as u64 } else { u64::MAX }
+}
+
 /// Decodes `path`, calling `on_row` for each sampled row in order.
 pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
+    match decode_once(path, opts, true, &mut on_row) {
+        // Windows are cut by seeking to the keyframe before the start. Some files' indexes
+        // call every frame a keyframe (an MP4 without a sync-sample table): the decoder then
+        // starts mid-GOP and outputs broken frames. Decode from the start instead (exact,
+        // slower); no row has been delivered yet when this is detected.
+        Err(DecodeError::SeekMissedKeyframe) => {
+            let mut r = decode_once(path, opts, false, &mut on_row)?;
+            r.warnings.push("the index's keyframes are wrong: decoded the window from the start of the file".into());
+            Ok(r)
+        }
+        r => r,
+    }
+}
+
+fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut dyn FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
     init();
     let started = Instant::now();
     if !path.exists() {
@@ -431,10 +470,12 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
         t if t == ffmpeg::ffi::AV_NOPTS_VALUE => 0,
         t => t,
     };
+    let mut seeked = false;
     let (origin, limit) = match opts.window {
         Some((s, e)) => {
             let start = st0 + secs_to_ticks(s, tb);
-            if s > 0.0 {
+            if s > 0.0 && allow_seek {
+                seeked = true;
                 // Seek to the keyframe at or before start; decode forward from there.
                 let ts = (start as f64 * tb.to_f64() * 1_000_000.0) as i64;
                 let _ = ictx.seek(ts, ..ts + 1);
@@ -450,7 +491,9 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
     };
 
     let mut session = Session {
-        sampler: Sampler::new(tb, opts.fps, origin, limit, opts.max_frames),
+        // Rows are capped by --max-duration too: a crafted timestamp jump (the container's
+        // declared duration may lie) cannot make the sampler emit billions of rows.
+        sampler: Sampler::new(tb, opts.fps, origin, limit, Some(opts.max_frames.unwrap_or(u64::MAX).min(duration_rows(opts)))),
         tb,
         conv: Converter { ctx: None, out: VideoFrame::empty(), packed: vec![] },
         pending: None,
@@ -463,7 +506,9 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
         },
         geom,
         finished: false,
-        on_row: &mut on_row,
+        on_row,
+        first_must_be_key: seeked,
+        seek_guard: seeked,
         packets_read: 0,
         recent_pts: VecDeque::new(),
         max_pixels: opts.max_pixels,

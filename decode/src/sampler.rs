@@ -48,6 +48,16 @@ impl Rational {
     }
 }
 
+/// `a0*a1*a2 < b0*b1*b2`, exactly when the products fit in i128 (they do for real time bases
+/// and rates); hostile values that overflow are compared in f64 instead of wrapping.
+fn less_products(a: [i128; 3], b: [i128; 3]) -> bool {
+    let prod = |x: [i128; 3]| x[0].checked_mul(x[1]).and_then(|y| y.checked_mul(x[2]));
+    match (prod(a), prod(b)) {
+        (Some(l), Some(r)) => l < r,
+        _ => (a[0] as f64 * a[1] as f64 * a[2] as f64) < (b[0] as f64 * b[1] as f64 * b[2] as f64),
+    }
+}
+
 /// Streaming sampler: feed frame timestamps in display order.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -78,9 +88,7 @@ impl Sampler {
         let p = self.limit.map_or(p, |l| p.min(l));
         // origin + k * (fps.den/fps.num) / (tb.num/tb.den) < p
         // <=> k * fps.den * tb.den < (p - origin) * fps.num * tb.num
-        let lhs = k as i128 * self.fps.den as i128 * self.tb.den as i128;
-        let rhs = (p as i128 - origin as i128) * self.fps.num as i128 * self.tb.num as i128;
-        lhs < rhs
+        less_products([k as i128, self.fps.den as i128, self.tb.den as i128], [p as i128 - origin as i128, self.fps.num as i128, self.tb.num as i128])
     }
 
     /// A new frame at tick `pts` arrives. Returns the rows that the *previous* frame fills
@@ -126,11 +134,16 @@ impl Sampler {
     /// its successor at s is needed exactly when this holds.)
     pub fn row_in(&self, p: i64, s: i64) -> bool {
         let Some(origin) = self.origin else { return true };
+        // First row at or after p: k0 = ceil((p - origin) * b / a).
         let a = self.fps.den as i128 * self.tb.den as i128;
         let b = self.fps.num as i128 * self.tb.num as i128;
-        let rhs = (p as i128 - origin as i128) * b;
-        let k0 = if rhs <= 0 { 0 } else { (rhs + a - 1) / a };
-        let k = (k0.max(0) as u64).max(self.next_row);
+        let k0 = match (p as i128 - origin as i128).checked_mul(b) {
+            Some(rhs) if rhs <= 0 => 0,
+            Some(rhs) => rhs.checked_add(a - 1).map_or(u64::MAX as i128, |x| x / a),
+            // Astronomical timestamps: f64 is exact enough to land past any real row.
+            None => ((p as f64 - origin as f64) * b as f64 / a as f64).ceil().max(0.0) as i128,
+        };
+        let k = (k0.clamp(0, u64::MAX as i128) as u64).max(self.next_row);
         self.row_before(k, s)
     }
 
@@ -170,6 +183,25 @@ mod tests {
             rows.push(pts.len() - 1);
         }
         rows
+    }
+
+    #[test]
+    fn hostile_time_bases_and_timestamps_neither_overflow_nor_run_away() {
+        // Products far beyond i128: compared in f64, and the row cap holds.
+        let tb = Rational::new(0x7fff_ffff, 1);
+        let fps = Rational::new(1_000_000_000_000, 1);
+        let mut s = Sampler::new(tb, fps, Some(i64::MIN), None, Some(10));
+        assert_eq!(s.push(0), 0..0);
+        assert_eq!(s.push(i64::MAX), 0..10);
+        assert_eq!(s.finish(i64::MAX), 10..10);
+        assert!(s.done_before(i64::MAX));
+        let mut s = Sampler::new(Rational::new(1, 0x7fff_ffff), Rational::new(1, 1_000_000), None, Some(i64::MAX), Some(5));
+        s.push(i64::MIN);
+        assert!(s.row_in(i64::MIN, i64::MAX));
+        // 2^64 ticks of 1/(2^31 - 1) s = 8.6e9 s, one row per 1e6 s: 8589 rows, capped at 5.
+        assert_eq!(s.push(i64::MAX), 0..5);
+        // Exact arithmetic is unchanged for ordinary values.
+        assert!(less_products([3, 1, 1], [2, 2, 1]) && !less_products([4, 1, 1], [2, 2, 1]));
     }
 
     #[test]

@@ -45,8 +45,9 @@ fn ours(path: &Path, opts: &DecodeOptions) -> Vec<Vec<u8>> {
     rows
 }
 
+/// Single-threaded; `check_video` compares with frame threads too.
 fn opts() -> DecodeOptions {
-    DecodeOptions { size: Some((W, H)), max_frames: None, ..Default::default() }
+    DecodeOptions { size: Some((W, H)), max_frames: None, threads: 1, ..Default::default() }
 }
 
 /// Same row count, and every row matches the reference row at the same index closely and
@@ -73,6 +74,8 @@ fn check_video(path: &Path) -> usize {
     let a = ours(path, &opts());
     let full = ours(path, &DecodeOptions { skip_unneeded: false, ..opts() });
     assert!(a == full, "{name}: skipping non-reference frames changed the output");
+    let threaded = ours(path, &DecodeOptions { threads: 0, ..opts() });
+    assert!(a == threaded, "{name}: frame threading changed the output");
     let b = ffmpeg_rows(path, "");
     check_same_frames(&name, &a, &b);
     a.len()
@@ -310,5 +313,23 @@ fn frames_report_display_order_numbers_and_times() {
         let want: Vec<_> = (0..5u64).map(|k| (k, k as f64, k as f64, 25 * k)).collect();
         assert_eq!(got, want, "skip={skip}");
         assert_eq!(r.skippable_packets > 0, skip);
+    }
+}
+
+/// The cockatoo clip's MP4 index marks 3.8 s as a keyframe, but decoding cannot start there
+/// (the ffmpeg CLI's `-ss 4` gives a green, broken frame). A window starting at 4 s must still
+/// give the frame a decode from the start gives at 4 s, every time (frame threads included).
+#[test]
+fn windows_survive_an_index_with_false_keyframes() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data-samples/videos/imageio__cockatoo.mp4");
+    let full = ours(&p, &opts());
+    for threads in [1, 0] {
+        let mut warnings = vec![];
+        let mut rows = vec![];
+        let r = decode_file(&p, &DecodeOptions { window: Some((4.0, 6.0)), threads, ..opts() }, |f| rows.push(f.rgb)).unwrap();
+        warnings.extend(r.warnings);
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0] == full[4] && rows[1] == full[5], "threads {threads}: window rows differ from the full decode");
+        assert!(warnings.iter().any(|w| w.contains("keyframes are wrong")), "{warnings:?}");
     }
 }

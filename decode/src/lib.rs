@@ -439,7 +439,11 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     let mut cctx = ffmpeg::codec::context::Context::from_parameters(stream_sar).map_err(|e| DecodeError::Ffmpeg(e.to_string()))?;
     cctx.set_threading(ffmpeg::codec::threading::Config {
         kind: ffmpeg::codec::threading::Type::Frame,
-        count: opts.threads,
+        // Windows that start with a seek decode single-threaded: whether the seek landed
+        // where decoding can start is judged from the first frames' flags and errors, which
+        // frame threads report at timing-dependent moments (the same clip could pass the check
+        // in one run and not in the next).
+        count: if opts.window.is_some_and(|(s, _)| s > 0.0) && allow_seek { 1 } else { opts.threads },
         ..Default::default()
     });
     let codec_name = cctx.id().name().to_string();

@@ -6,7 +6,7 @@
 CARGO ?= cargo
 DEMO_OUT ?= demo-out
 
-.PHONY: setup build demo test test-compat test-slurm clean-demo
+.PHONY: setup build demo test test-compat test-slurm fuzz-smoke clean-demo
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,7 @@ test: setup
 	@# The FFmpeg-free build (extract, inspect, cnn-bench) must keep compiling.
 	$(CARGO) check --no-default-features --bins
 	@$(MAKE) --no-print-directory test-compat
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 # TensorFlow and PyPI `tfrecord` read our shards and sample exports (tests/compat/check.py;
 # its venv, .deps/compat-venv, is made by scripts/compat-setup.sh: about 30 s, 1.4 GB).
@@ -37,6 +38,11 @@ test-compat: setup
 	@bash scripts/compat-setup.sh
 	$(CARGO) build --bin vidfeat
 	.deps/compat-venv/bin/python tests/compat/check.py target/debug/vidfeat
+
+# cargo-fuzz targets for the list parsers, the TFRecord reader and the sampler, 20 s each
+# from fuzz/corpus (needs a nightly toolchain; skipped with a message without one).
+fuzz-smoke:
+	@bash scripts/fuzz-smoke.sh
 
 # A real Slurm array job on a one-node cluster on this machine (root; installs slurm-wlm).
 test-slurm: build

@@ -209,6 +209,10 @@ struct SampleArgs {
     /// Longest video accepted, seconds.
     #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_DURATION)]
     max_duration: f64,
+    /// Largest estimated decoder frame memory, bytes (frame size in the stream's pixel format
+    /// x (16 references + threads + 2)).
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_DECODER_BYTES)]
+    max_decoder_memory: u64,
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -234,6 +238,7 @@ impl SampleArgs {
             max_pixels: self.max_pixels,
             max_input_bytes: self.max_input_bytes,
             max_duration: self.max_duration,
+            max_decoder_bytes: self.max_decoder_memory,
             fetch: vidfeat_ingest::fetch::FetchConfig { max_bytes: self.max_input_bytes, ..vidfeat_ingest::fetch::FetchConfig::new(PathBuf::new()) },
         })
     }
@@ -812,6 +817,7 @@ fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
         max_pixels: vidfeat_decode::DEFAULT_MAX_PIXELS,
         max_input_bytes: vidfeat_decode::DEFAULT_MAX_INPUT_BYTES,
         max_duration: vidfeat_decode::DEFAULT_MAX_DURATION,
+        max_decoder_memory: vidfeat_decode::DEFAULT_MAX_DECODER_BYTES,
     }
     .settings()?;
     let cfg = vidfeat::pipeline::PcaFitConfig {

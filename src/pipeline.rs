@@ -95,6 +95,7 @@ pub fn freeze(spec: &JobSpec, out: &std::path::Path, f: &FreezeConfig, plan_summ
         max_pixels: f.decode.max_pixels,
         max_input_bytes: f.decode.max_input_bytes,
         max_duration: f.decode.max_duration,
+        max_decoder_bytes: f.decode.max_decoder_bytes,
         compression: f.compression.parse::<vidfeat_export::Compression>().map_err(anyhow::Error::msg).map(|c| format!("{c:?}").to_lowercase())?,
         legacy_2017: f.legacy_2017,
         audio_zero: f.audio_zero,
@@ -223,6 +224,7 @@ pub struct DecodeSettings {
     pub max_pixels: u64,
     pub max_input_bytes: u64,
     pub max_duration: f64,
+    pub max_decoder_bytes: u64,
     /// Downloads of http(s) and id-only sources; an empty `dir` means `downloads/` in the
     /// output (or cache) folder.
     pub fetch: FetchConfig,
@@ -252,6 +254,7 @@ impl DecodeSettings {
             max_pixels: self.max_pixels,
             max_input_bytes: self.max_input_bytes,
             max_duration: self.max_duration,
+            max_decoder_bytes: self.max_decoder_bytes,
             ..Default::default()
         })
     }
@@ -539,6 +542,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         max_pixels: plan.max_pixels,
         max_input_bytes: plan.max_input_bytes,
         max_duration: plan.max_duration,
+        max_decoder_bytes: plan.max_decoder_bytes,
         fetch: FetchConfig { fetch_cmd: plan.fetch_cmd.clone(), max_bytes: plan.max_input_bytes, ..cfg.fetch.clone() },
     };
     let opts = settings.options(&model.sidecar)?;

@@ -52,6 +52,8 @@ pub struct PlanSettings {
     pub max_pixels: u64,
     pub max_input_bytes: u64,
     pub max_duration: f64,
+    #[serde(default = "default_decoder_bytes")]
+    pub max_decoder_bytes: u64,
     pub compression: String,
     pub legacy_2017: bool,
     pub audio_zero: bool,
@@ -62,6 +64,10 @@ pub struct PlanSettings {
     /// Shards per split.
     pub shards: BTreeMap<String, u32>,
     pub tasks: usize,
+}
+
+fn default_decoder_bytes() -> u64 {
+    4 << 30
 }
 
 impl PlanSettings {

@@ -45,6 +45,10 @@ pub struct DecodeOptions {
     /// Largest frame accepted, in pixels (default 36 M: 8K UHD passes, a 64-megapixel frame
     /// does not). Larger ones fail as `too_large` before any frame is decoded.
     pub max_pixels: u64,
+    /// Largest decoder frame memory, estimated before decoding as one frame's bytes in the
+    /// stream's pixel format x (16 reference frames + decoder threads + 2); default 4 GiB.
+    /// Catches what a pixel cap alone does not: 16-bit 4:4:4 frames, many threads.
+    pub max_decoder_bytes: u64,
     /// Largest input file, bytes (default 64 GiB).
     pub max_input_bytes: u64,
     /// Longest container duration accepted, seconds (default 24 h).
@@ -57,6 +61,8 @@ pub struct DecodeOptions {
 
 /// Default resource limits (see [`DecodeOptions`]).
 pub const DEFAULT_MAX_PIXELS: u64 = 36_000_000;
+/// Default cap on the decoder's estimated frame memory (see `DecodeOptions::max_decoder_bytes`).
+pub const DEFAULT_MAX_DECODER_BYTES: u64 = 4 << 30;
 pub const DEFAULT_MAX_INPUT_BYTES: u64 = 64 << 30;
 pub const DEFAULT_MAX_DURATION: f64 = 24.0 * 3600.0;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -77,6 +83,7 @@ impl Default for DecodeOptions {
             max_error_ratio: 0.01,
             skip_unneeded: true,
             max_pixels: DEFAULT_MAX_PIXELS,
+            max_decoder_bytes: DEFAULT_MAX_DECODER_BYTES,
             max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             max_duration: DEFAULT_MAX_DURATION,
             demuxers: DEFAULT_DEMUXERS.to_string(),
@@ -467,6 +474,21 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     let pixels = decoder.width() as u64 * decoder.height() as u64;
     if pixels > opts.max_pixels {
         return Err(DecodeError::TooLarge(format!("{}x{} frames ({pixels} pixels > {} allowed)", decoder.width(), decoder.height(), opts.max_pixels)));
+    }
+    let frame_bytes = unsafe {
+        ffmpeg::ffi::av_image_get_buffer_size((*decoder.as_ptr()).pix_fmt, decoder.width() as i32, decoder.height() as i32, 1)
+    }
+    .max(0) as u64;
+    let threads = if opts.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.threads } as u64;
+    let estimate = frame_bytes.max(pixels * 3 / 2) * (16 + threads + 2);
+    if estimate > opts.max_decoder_bytes {
+        return Err(DecodeError::TooLarge(format!(
+            "decoding {}x{} frames would take about {} MiB of frame buffers (> {} MiB allowed)",
+            decoder.width(),
+            decoder.height(),
+            estimate >> 20,
+            opts.max_decoder_bytes >> 20
+        )));
     }
     let geom = Geometry::new(decoder.width(), decoder.height(), sar, rotation, opts.size, opts.resize);
 

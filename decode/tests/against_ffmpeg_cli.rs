@@ -289,6 +289,10 @@ fn resource_limits_fail_as_too_large() {
     let clip = here().join("../data-samples/videos/mmaction2__demo.mp4");
     assert_eq!(decode_file(&clip, &DecodeOptions { max_input_bytes: 1000, ..opts() }, |_| {}).unwrap_err().kind(), "too_large");
     assert_eq!(decode_file(&clip, &DecodeOptions { max_duration: 5.0, ..opts() }, |_| {}).unwrap_err().kind(), "too_large");
+    // Decoder memory: estimated before any frame is decoded.
+    let e = decode_file(&clip, &DecodeOptions { max_decoder_bytes: 1 << 20, ..opts() }, |_| panic!("no rows")).unwrap_err();
+    assert!(e.kind() == "too_large" && e.to_string().contains("frame buffers"), "{e}");
+    assert!(decode_file(&clip, &DecodeOptions { max_decoder_bytes: 64 << 20, max_frames: Some(1), ..opts() }, |_| {}).is_ok());
 }
 
 #[test]

@@ -306,7 +306,14 @@ fn resolve_source(list: &Path, s: &str) -> Source {
 fn default_id(source: &str) -> String {
     let last = source.trim_end_matches('/').rsplit('/').next().unwrap_or(source);
     let last = last.split(['?', '#']).next().unwrap_or(last);
-    Path::new(last).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| last.to_string())
+    let id = Path::new(last).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| last.to_string());
+    if id.trim().is_empty() {
+        // A source like `/`, `?x` or `.`: no name to take (found by fuzzing the list parsers);
+        // an id from the source's hash keeps it unique and stable.
+        use sha2::Digest;
+        return format!("source-{}", hex::encode(&sha2::Sha256::digest(source.as_bytes())[..6]));
+    }
+    id
 }
 
 fn parse_window(start: Option<&str>, end: Option<&str>) -> Result<Option<(f64, f64)>, String> {
@@ -727,9 +734,12 @@ mod tests {
         assert_eq!(got.tasks[1].source, Source::Url("https://e.org/x.mp4?a=1".into()));
         assert_eq!(got.errors[0].origin.line, 2);
 
-        fs::write(d.path().join("l.txt"), "# comment\nsub/z.webm\n\n").unwrap();
+        fs::write(d.path().join("l.txt"), "# comment\nsub/z.webm\n\n/\n?x\n").unwrap();
         let got = read_inputs(&[d.path().join("l.txt")], &opts()).unwrap();
         assert_eq!((got.tasks[0].id.as_str(), got.tasks[0].origin.line), ("z", 2));
+        // Sources with no name still get a non-empty, distinct id (a fuzzing find).
+        assert!(got.tasks[1].id.starts_with("source-") && got.tasks[2].id.starts_with("source-"));
+        assert_ne!(got.tasks[1].id, got.tasks[2].id);
 
         let v = d.path().join("vids");
         fs::create_dir_all(v.join("b/c")).unwrap();

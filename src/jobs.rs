@@ -345,6 +345,7 @@ pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
         let n = prepared.shard_counts[&j.task.split];
         // Absolute: workers run from other folders (a Slurm task's, a pod's).
         let source = match &j.task.source {
+            vidfeat_ingest::Source::Local(p) if p.is_absolute() => p.display().to_string(),
             vidfeat_ingest::Source::Local(p) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
             s => s.to_string(),
         };

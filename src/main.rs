@@ -639,7 +639,7 @@ fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
 }
 
 fn status_cmd(dir: PathBuf, json_out: bool, ttl: u64) -> Result<ExitCode> {
-    let s = vidfeat::work::status(&dir, Duration::from_secs(ttl.max(1)))?;
+    let s = vidfeat::work::status(&dir, std::time::Duration::from_secs(ttl.max(1)))?;
     if json_out {
         println!("{s}");
         return Ok(ExitCode::SUCCESS);

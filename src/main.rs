@@ -215,19 +215,22 @@ struct SampleArgs {
     max_decoder_memory: u64,
 }
 
+/// `--decode-workers` / `--decode-threads` with 0 resolved: one worker per core, and one
+/// thread each when several run. Several single-threaded decoders beat one frame-threaded
+/// decoder: no frame-thread synchronisation and no oversubscription (decode_vs_cli bench).
+#[cfg(feature = "ffmpeg")]
+fn decode_layout(workers: usize, threads: usize) -> (usize, usize) {
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        w => w,
+    };
+    (workers, if threads == 0 && workers > 1 { 1 } else { threads })
+}
+
 #[cfg(feature = "ffmpeg")]
 impl SampleArgs {
     fn settings(&self) -> Result<vidfeat::pipeline::DecodeSettings> {
-        // Several single-threaded decoders beat one frame-threaded decoder: no frame-thread
-        // synchronisation and no oversubscription (decode_vs_cli bench, docs/BENCHMARKS.md).
-        let workers = match self.decode_workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            w => w,
-        };
-        let threads = match self.decode_threads {
-            0 if workers > 1 => 1,
-            t => t,
-        };
+        let (workers, threads) = decode_layout(self.decode_workers, self.decode_threads);
         Ok(vidfeat::pipeline::DecodeSettings {
             fps: Rational::parse(&self.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", self.fps))?,
             max_frames: self.max_frames,
@@ -477,7 +480,7 @@ fn strict_spec(list: ListArgs) -> Result<JobSpec> {
         let s = vidfeat::jobs::plan(&spec, &scratch)?;
         let problems: Vec<String> = std::fs::read_to_string(scratch.join("failures.jsonl"))?.lines().take(5).map(str::to_string).collect();
         let _ = std::fs::remove_dir_all(&scratch);
-        let n = ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let n = plan_problems(&s);
         anyhow::ensure!(n == 0, "--strict: {n} problem(s) in the lists, nothing done; first ones:\n{}", problems.join("\n"));
     }
     Ok(spec)
@@ -507,15 +510,20 @@ struct PlanArgs {
     shape: ShapeArgs,
 }
 
+/// List problems a plan summary counts (what `--strict` refuses).
+fn plan_problems(s: &serde_json::Value) -> u64 {
+    ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum()
+}
+
 fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
     let (list, out, json_out) = (a.list, a.out.clone(), a.json);
     let strict = list.strict;
     let fetch_cmd = list.fetch_cmd.clone();
     let spec = list.spec()?;
     let s = vidfeat::jobs::plan(&spec, &out)?;
-    let problems_found = ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let problems = plan_problems(&s);
     #[cfg(feature = "ffmpeg")]
-    if !a.dry_run && !(strict && problems_found > 0) {
+    if !a.dry_run && !(strict && problems > 0) {
         let f = freeze_config(&a.model, &a.sample, &a.shape, fetch_cmd)?;
         if let Err(failures) = vidfeat::pipeline::freeze(&spec, &out, &f, &s)? {
             anyhow::bail!("plan: no video could be decoded to fit a PCA ({} failed; see above), give --pca", failures.len());
@@ -526,7 +534,6 @@ fn plan_cmd(a: PlanArgs) -> Result<ExitCode> {
     }
     #[cfg(not(feature = "ffmpeg"))]
     let _ = (a.dry_run, fetch_cmd);
-    let problems = problems_found;
     if json_out {
         println!("{s}");
     } else {
@@ -609,10 +616,7 @@ fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
         let (index, count) = vidfeat::work::worker_slot(a.worker_index, a.num_workers, &|k| std::env::var(k).ok())?;
         vidfeat::work::Assignment::Static { index, count }
     };
-    let workers = match a.decode_workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        w => w,
-    };
+    let (workers, threads) = decode_layout(a.decode_workers, a.decode_threads);
     let cfg = vidfeat::pipeline::WorkConfig {
         dir: a.plan.clone(),
         assignment,
@@ -620,7 +624,7 @@ fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
         device: a.device,
         torch_threads: a.torch_threads,
         workers,
-        threads: if a.decode_threads == 0 && workers > 1 { 1 } else { a.decode_threads },
+        threads,
         fetch: a.fetch.config(None, u64::MAX),
     };
     let r = vidfeat::pipeline::work(&cfg)?;

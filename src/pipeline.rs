@@ -163,8 +163,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
                 summary["resumed_shards"] = r["skipped_done"].clone();
                 summary["settings"]["batch_size"] = r["batch_size"].clone();
                 // Decode failures, from the done markers, in shard order.
-                let (_, hash) = crate::work::PlanSettings::load(out)?;
-                failures.extend(crate::work::shard_failures(out, &plan, &hash));
+                failures.extend(crate::work::shard_failures(out, &plan, &crate::file_sha256_bytes(&plan.to_json()?)));
             }
         }
     }
@@ -428,7 +427,7 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
     let frame_bytes = (w * h * 3) as usize;
     let mut acc = vidfeat_features::CovarianceAccumulator::new(dim);
     let progress: Progress = (Mutex::new(0), Condvar::new());
-    let (mut videos, mut failed) = (0u64, 0u64);
+    let mut videos = 0u64;
     let mut failures: Vec<crate::jobs::Failure> = vec![];
     let fetch = cfg.decode.fetch_in(cfg.out.parent().unwrap_or(std::path::Path::new(".")));
     std::thread::scope(|s| -> Result<()> {
@@ -444,7 +443,6 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
                     }
                 }
                 Err((kind, reason)) => {
-                    failed += 1;
                     let job = &prepared.jobs[idx];
                     eprintln!("skipped: {} ({kind}): {reason}", job.task.id);
                     failures.push(crate::jobs::Failure {
@@ -473,7 +471,7 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
         "out": cfg.out.display().to_string(),
         "frames": acc.rows(),
         "videos": videos,
-        "videos_failed": failed + log.total(),
+        "videos_failed": failures.len() as u64 + log.total(),
         "input_dim": dim,
         "dims": pca.dims,
         "sha256": pca.content_sha256(),
@@ -549,11 +547,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     let fetch = settings.fetch_in(&cfg.dir);
     let (w, h) = model.input_wh();
     let frame_bytes = (w * h * 3) as usize;
-    let owner = format!("{}:{}:{:08x}", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(), std::process::id(), {
-        use sha2::Digest;
-        let h = sha2::Sha256::digest(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()));
-        u32::from_le_bytes(h[..4].try_into().unwrap())
-    });
+    let owner = crate::work::worker_id();
     let failed = std::sync::atomic::AtomicU64::new(0);
     let process = |jobs: &[Job], sink: &mut dyn FnMut(usize, Entry) -> Result<()>| -> Result<()> {
         let progress: Progress = (Mutex::new(0), Condvar::new());

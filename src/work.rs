@@ -83,9 +83,14 @@ impl PlanSettings {
         Ok((s, crate::file_sha256_bytes(&bytes)))
     }
 
+    /// The bytes of plan.json (whose SHA-256 is the plan hash).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        Ok(serde_json::to_vec_pretty(self)?)
+    }
+
     pub fn write(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join(".plan.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(&tmp, self.to_json()?)?;
         std::fs::rename(tmp, dir.join("plan.json"))?;
         Ok(())
     }
@@ -135,6 +140,13 @@ struct LeaseBody {
 
 fn now_s() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// This worker's lease owner name: host, pid and a random part (pids repeat across hosts
+/// and restarts).
+pub fn worker_id() -> String {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}:{}:{:08x}", hostname(), std::process::id(), nanos ^ std::process::id().rotate_left(16))
 }
 
 fn hostname() -> String {
@@ -325,7 +337,7 @@ impl Entry {
     }
 }
 
-/// Append-only per-shard checkpoint file: `VFJ1`, 32 bytes of the plan hash, then entries
+/// Append-only per-shard checkpoint file: `VFJ1`, the plan hash (hex), then entries
 /// `u32 len | u32 crc32c | zstd(entry)`, each fsynced.
 pub struct Journal {
     file: std::fs::File,
@@ -337,7 +349,7 @@ impl Journal {
     pub fn open(path: &Path, plan_hash: &str) -> Result<(Journal, Vec<Entry>)> {
         std::fs::create_dir_all(path.parent().unwrap())?;
         let mut header = JOURNAL_MAGIC.to_vec();
-        header.extend_from_slice(&hex::decode(plan_hash).unwrap_or_default()[..32.min(plan_hash.len() / 2)]);
+        header.extend_from_slice(plan_hash.as_bytes());
         let mut entries = vec![];
         let mut valid = 0u64;
         if let Ok(mut f) = std::fs::File::open(path) {

@@ -293,8 +293,8 @@ struct Session<'a> {
     report: DecodeReport,
     finished: bool,
     on_row: &'a mut dyn FnMut(SampledFrame),
-    /// After a seek: the first decoded frame must be a keyframe (else the seek missed one).
-    first_must_be_key: bool,
+    /// After a seek, until the first row: the first frame must be a keyframe and no frame
+    /// may be damaged (else the seek missed a real keyframe).
     seek_guard: bool,
     /// Packets read so far, and the pts of the most recent ones: a frame's display-order
     /// number is (packets read) - (recent packets with a later pts), counting skipped frames.
@@ -340,7 +340,8 @@ impl Session<'_> {
         if self.seek_guard && self.report.rows == 0 {
             // decode_error_flags: error concealment ran (missing references, broken slices).
             let concealed = unsafe { (*f.as_ptr()).decode_error_flags } != 0;
-            if std::mem::take(&mut self.first_must_be_key) && !f.is_key() || f.is_corrupt() || concealed || self.report.decode_errors > 0 {
+            let first = self.report.decoded_frames == 1;
+            if first && !f.is_key() || f.is_corrupt() || concealed || self.report.decode_errors > 0 {
                 return Err(DecodeError::SeekMissedKeyframe);
             }
         }
@@ -405,6 +406,8 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
 
 fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut dyn FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
     init();
+    // Windows are cut by seeking to the keyframe before their start.
+    let will_seek = allow_seek && opts.window.is_some_and(|(s, _)| s > 0.0);
     let started = Instant::now();
     if !path.exists() {
         return Err(DecodeError::NotFound(path.display().to_string()));
@@ -450,7 +453,7 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         // where decoding can start is judged from the first frames' flags and errors, which
         // frame threads report at timing-dependent moments (the same clip could pass the check
         // in one run and not in the next).
-        count: if opts.window.is_some_and(|(s, _)| s > 0.0) && allow_seek { 1 } else { opts.threads },
+        count: if will_seek { 1 } else { opts.threads },
         ..Default::default()
     });
     let codec_name = cctx.id().name().to_string();
@@ -496,12 +499,10 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         t if t == ffmpeg::ffi::AV_NOPTS_VALUE => 0,
         t => t,
     };
-    let mut seeked = false;
     let (origin, limit) = match opts.window {
         Some((s, e)) => {
             let start = st0 + secs_to_ticks(s, tb);
-            if s > 0.0 && allow_seek {
-                seeked = true;
+            if will_seek {
                 // Seek to the keyframe at or before start; decode forward from there.
                 let ts = (start as f64 * tb.to_f64() * 1_000_000.0) as i64;
                 let _ = ictx.seek(ts, ..ts + 1);
@@ -533,8 +534,7 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         geom,
         finished: false,
         on_row,
-        first_must_be_key: seeked,
-        seek_guard: seeked,
+        seek_guard: will_seek,
         packets_read: 0,
         recent_pts: VecDeque::new(),
         max_pixels: opts.max_pixels,

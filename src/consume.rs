@@ -41,7 +41,6 @@ pub struct ConsumeConfig {
     pub pca: Option<PathBuf>,
     pub pca_dims: Option<usize>,
     pub pca_sample_frames: usize,
-    pub progress: bool,
     /// Whole-file compression of the shards (names stay `.tfrecord`).
     pub compression: vidfeat_export::Compression,
     /// Id key and audio placeholders.
@@ -118,18 +117,13 @@ pub fn consume(
         "sidecar": model.sidecar,
     });
     let device_name = format!("{:?}", model.device);
-    let n_jobs = prepared.jobs.len();
-    let pb = if cfg.progress { indicatif::ProgressBar::new(n_jobs as u64) } else { indicatif::ProgressBar::hidden() };
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} videos [{elapsed_precise}] {bar:30} {per_sec} eta {eta}").unwrap(),
-    );
+    crate::telemetry::planned(prepared.jobs.len() as u64);
     let (ext_tx, ext_rx) = bounded::<Extracted>(4);
     let batch = cfg.batch_size.unwrap_or(if model.device.is_cuda() { 64 } else { 8 }).max(1);
     let summary = std::thread::scope(|s| -> Result<serde_json::Value> {
         s.spawn(move || batch_and_extract(rx, ext_tx, &model, batch, progress));
-        write_outputs(cfg, &prepared.jobs, &prepared.shard_counts, given_pca, dim, pca_dims, ext_rx, &pb, &mut |f| log.record(f))
+        write_outputs(cfg, &prepared.jobs, &prepared.shard_counts, given_pca, dim, pca_dims, ext_rx, &mut |f| log.record(f))
     })?;
-    pb.finish_and_clear();
 
     let ok = summary["videos_ok"].as_u64().unwrap_or(0);
     let failed_total = log.total();
@@ -191,6 +185,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
             return Ok(());
         }
         let feats = model.extract(buf, *buf_rows).map_err(|e| e.to_string())?;
+        crate::telemetry::extracted(*buf_rows as u64);
         // Hand the rows to the open videos in order.
         let mut off = 0;
         for (_, f, rows, _) in open.iter_mut() {
@@ -257,7 +252,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
             }
             Ok((frames, rows, secs, warnings)) => {
                 for wmsg in warnings {
-                    eprintln!("warning: video #{}: {wmsg}", d.idx);
+                    tracing::warn!("video #{}: {wmsg}", d.idx);
                 }
                 open.push_back((d.idx, Vec::with_capacity(rows as usize * dim), rows, secs));
                 let mut off = 0;
@@ -319,7 +314,6 @@ fn write_outputs(
     dim: usize,
     pca_dims: usize,
     ext_rx: Receiver<Extracted>,
-    pb: &indicatif::ProgressBar,
     record_failure: &mut dyn FnMut(Failure) -> Result<()>,
 ) -> Result<serde_json::Value> {
     let mut pca = given_pca;
@@ -408,9 +402,15 @@ fn write_outputs(
     };
 
     let mut pca_info = json!(null);
+    let mut events = crate::telemetry::EventLog::open(&cfg.out, &crate::work::worker_id());
     for e in ext_rx {
-        pb.inc(1);
         let job = &jobs[e.idx];
+        crate::telemetry::written(e.result.is_ok());
+        let shard = shard_name(&job.task.split, job.shard, shard_counts[&job.task.split]);
+        events.video(&job.task.id, &shard, match &e.result {
+            Ok((_, rows, secs)) => Ok((*rows, *secs)),
+            Err((_, kind, _)) => Err(kind.as_str()),
+        });
         match e.result {
             Err((stage, kind, reason)) => record_failure(Failure {
                 id: Some(job.task.id.clone()),
@@ -501,7 +501,7 @@ fn fit_pca(acc: &CovarianceAccumulator, dims: usize, out: &Path) -> Result<(Pca,
             acc.rows(),
             dims
         ));
-        eprintln!("warning: PCA {}", notes[0]);
+        tracing::warn!("PCA {}", notes[0]);
     }
     let info = json!({
         "source": "pca.npz",

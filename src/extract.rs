@@ -40,7 +40,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
     }
     let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = note {
-        eprintln!("note: {n}");
+        tracing::warn!("{n}");
     }
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32);

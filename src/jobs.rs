@@ -44,20 +44,23 @@ pub struct Failure {
 pub struct FailureLog {
     file: std::io::BufWriter<std::fs::File>,
     pub by_kind: BTreeMap<String, u64>,
+    /// Log the first failures (off for scratch logs of a pass whose failures are logged elsewhere).
+    pub echo: bool,
 }
 
 impl FailureLog {
     pub fn create(path: &Path) -> Result<Self> {
         let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(FailureLog { file: std::io::BufWriter::new(f), by_kind: BTreeMap::new() })
+        Ok(FailureLog { file: std::io::BufWriter::new(f), by_kind: BTreeMap::new(), echo: true })
     }
 
     pub fn record(&mut self, f: Failure) -> Result<()> {
         *self.by_kind.entry(f.kind.clone()).or_default() += 1;
         // The first few on stderr; all of them in the file.
         match self.total() {
-            n if n <= 20 => eprintln!("failed: {} ({}): {}", f.id.as_deref().unwrap_or("-"), f.kind, f.reason),
-            21 => eprintln!("(more failures only in failures.jsonl)"),
+            _ if !self.echo => {}
+            n if n <= 20 => tracing::warn!("failed: {} ({}): {}", f.id.as_deref().unwrap_or("-"), f.kind, f.reason),
+            21 => tracing::warn!("more failures only in failures.jsonl"),
             _ => {}
         }
         serde_json::to_writer(&mut self.file, &f)?;
@@ -134,7 +137,7 @@ fn map_label(task: &Task, l: &str, vocab: Option<&Vocabulary>) -> std::result::R
             Some(v) => match v.lookup(l) {
                 Ok((c, m)) => {
                     if m == Match::Normalised {
-                        eprintln!("warning: {}: label `{l}` matched `{}` only after case/space normalisation", task.id, c.name);
+                        tracing::warn!("{}: label `{l}` matched `{}` only after case/space normalisation", task.id, c.name);
                     }
                     c.index
                 }

@@ -7,12 +7,15 @@
 //! * [`pipeline`] (feature `ffmpeg`): decode workers for `run`, and `decode --cache`;
 //! * [`cache`] and [`extract`]: the frame cache, and `extract` from it (no FFmpeg needed).
 pub mod cache;
+pub mod config;
 pub mod consume;
 pub mod extract;
 pub mod jobs;
 #[cfg(feature = "ffmpeg")]
 pub mod pipeline;
+pub mod report;
 pub mod sample;
+pub mod telemetry;
 pub mod verify;
 pub mod work;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
 
 use vidfeat::{ConsumeConfig, JobSpec, Outcome, RunReport};
@@ -15,13 +15,36 @@ use vidfeat_decode::Rational;
 
 const EXIT_CODES: &str = "Exit codes:
   0  every video succeeded
-  1  the run could not start or stopped (bad arguments, unreadable list, model or output problem)
+  1  the run could not start or stopped (bad arguments or settings, unreadable list, model or output problem)
   2  some videos failed (see OUT/failures.jsonl); the rest were written
   3  no video succeeded (or there was none)";
 
+const SETTINGS: &str = "Settings: every option can also come from a settings file (--config, else ./vidfeat.toml: top-level
+keys for every subcommand, or a [run] / [work] / [pca.fit] ... table) and from VIDFEAT_<OPTION>
+environment variables (VIDFEAT_BATCH_SIZE=64). Flags override the file; the environment overrides
+both. --print-config shows the effective settings and where each came from.";
+
 #[derive(Parser)]
-#[command(name = "vidfeat", version, about = "Video lists in, YouTube-8M-compatible TFRecords of CNN frame features out", after_help = EXIT_CODES)]
+#[command(name = "vidfeat", version, about = "Video lists in, YouTube-8M-compatible TFRecords of CNN frame features out",
+          after_help = format!("Example:\n  vidfeat run data-samples/kinetics-400_sample.csv --vocab kinetics-400 --out out && vidfeat report out --out out/report.html\n\n{SETTINGS}\n\n{EXIT_CODES}"))]
 struct Cli {
+    /// Settings file (TOML; default: ./vidfeat.toml when it exists).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Print the effective settings (a valid settings file, each value's source noted) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
+    /// Progress display: auto (bars on a terminal, else a log line every --progress-interval),
+    /// always (bars), never.
+    #[arg(long, global = true, default_value = "auto")]
+    progress: vidfeat::telemetry::ProgressMode,
+    /// Seconds between progress log lines when no bars are drawn (0: none).
+    #[arg(long, global = true, default_value_t = 30)]
+    progress_interval: u64,
+    /// Log lines on stderr: text, or json (one object per line, for log collectors). Levels
+    /// and modules filter with RUST_LOG (default info).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: vidfeat::telemetry::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -34,7 +57,7 @@ enum Cmd {
     Run(RunArgs),
     /// Decode and sample only, into a zstd frame cache for `vidfeat extract` (on a GPU node).
     #[cfg(feature = "ffmpeg")]
-    #[command(after_help = "Example:\n  vidfeat decode data-samples/samples.csv --vocab kinetics-400 --cache /scratch/frames\n  vidfeat extract --cache /scratch/frames --out out --device cuda")]
+    #[command(after_help = "Example:\n  vidfeat decode data-samples/samples.csv --vocab kinetics-400 --cache /scratch/frames\n  vidfeat extract --cache /scratch/frames --out out --device cuda\n\nExit codes: 0 every video decoded; 1 could not start; 2 some videos failed (CACHE/failures.jsonl); 3 none decoded.")]
     Decode(DecodeArgs),
     /// Features, PCA and shards from a frame cache made by `vidfeat decode` (no FFmpeg needed).
     #[command(after_help = "Example:\n  vidfeat extract --cache /scratch/frames --out out --device cuda --fp16\n\n".to_string() + EXIT_CODES)]
@@ -42,14 +65,14 @@ enum Cmd {
     /// Write the frames a video is sampled to (PNG per row, or one raw rgb24 file) plus
     /// frames.json (per row: index, time, source pts, source frame number), to check sampling.
     #[cfg(feature = "ffmpeg")]
-    #[command(after_help = "Example:\n  vidfeat frames data-samples/videos/mmaction2__demo.mp4 --out /tmp/demo-frames\n  vidfeat frames clip.mp4 --out f --size 224x224 --format rgb24 --start 2 --end 5")]
+    #[command(after_help = "Example:\n  vidfeat frames data-samples/videos/mmaction2__demo.mp4 --out /tmp/demo-frames\n  vidfeat frames clip.mp4 --out f --size 224x224 --format rgb24 --start 2 --end 5\n\nExit codes: 0 done; 1 the video could not be decoded (its error kind is named) or written.")]
     Frames(FramesArgs),
     /// Fit a PCA (streaming covariance over a bounded sample of frames).
     #[cfg(feature = "ffmpeg")]
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  vidfeat pca fit data-samples/videos --out pca.npz --dims 1024 --max-frames 10000\n\nExit codes: 0 fitted; 1 could not.")]
     Pca(PcaCmd),
     /// CNN-only throughput: frames/s of the model on synthetic frames at given batch sizes.
-    #[command(name = "cnn-bench", after_help = "Example:\n  vidfeat cnn-bench --batch 32,64 --device cuda --fp16")]
+    #[command(name = "cnn-bench", after_help = "Example:\n  vidfeat cnn-bench --batch 32,64 --device cuda --fp16\n\nPrints one JSON line per precision and batch size.\nExit codes: 0 done; 1 the model could not be loaded or run.")]
     CnnBench(CnnBenchArgs),
     /// Resolve and validate lists without decoding: DIR/plan.jsonl (one task per line, with its
     /// shard), DIR/failures.jsonl, and a summary (rows, resolved, missing sources, invalid
@@ -61,7 +84,7 @@ enum Cmd {
     #[command(after_help = "Examples:\n  vidfeat work --plan ds --worker-index 3 --num-workers 16\n  vidfeat work --plan ds            # in a Slurm array task or a Kubernetes Indexed Job\n  vidfeat work --plan ds --claim    # take any free shard (leases in ds/leases)\n\nA killed worker resumes where it stopped (finished videos are in ds/journal); finished shards are skipped.\nExit codes: 0 all its shards done; 1 could not run (changed model/PCA, a shard held by another worker with the same index); 2 done, some videos failed.")]
     Work(WorkArgs),
     /// Shards done, in progress (lease age), pending, and failed videos of a plan's output.
-    #[command(after_help = "Example:\n  vidfeat status ds\n  vidfeat status ds --json")]
+    #[command(after_help = "Example:\n  vidfeat status ds\n  vidfeat status ds --json\n\nExit codes: 0 read (whatever the progress); 1 not a plan folder.")]
     Status {
         dir: PathBuf,
         #[arg(long)]
@@ -80,15 +103,37 @@ enum Cmd {
         json: bool,
     },
     /// A stratified, reproducible sample of an output folder for quick trainer experiments.
-    #[command(after_help = "Example:\n  vidfeat sample --from out --out sample --per-class 20 --seed 1 --format npz\n  vidfeat sample --from out --out wds --per-class 5 --classes 'arm wrestling,abseiling' --format webdataset\n\nFormats: tfrecord (records copied: frame/ and video/ shards), npz (sample.npz: rgb float32 [rows, dims] dequantized, row_video, row_offsets, ids, labels [videos, max_labels] padded with -1, mean_rgb), webdataset (tar shards of {key}.rgb.npy + {key}.json). sample.json lists what was taken; vocabulary.csv goes along.")]
+    #[command(after_help = "Example:\n  vidfeat sample --from out --out sample --per-class 20 --seed 1 --format npz\n  vidfeat sample --from out --out wds --per-class 5 --classes 'arm wrestling,abseiling' --format webdataset\n\nFormats: tfrecord (records copied: frame/ and video/ shards), npz (sample.npz: rgb float32 [rows, dims] dequantized, row_video, row_offsets, ids, labels [videos, max_labels] padded with -1, mean_rgb), webdataset (tar shards of {key}.rgb.npy + {key}.json). sample.json lists what was taken; vocabulary.csv goes along.\n\nExit codes: 0 written; 1 could not (no such classes, unreadable shards).")]
     Sample(SampleCmdArgs),
     /// Print the records of TFRecord files as JSON lines (ours or Google's YouTube-8M shards).
-    #[command(after_help = "Example:\n  vidfeat inspect out/frame/train-00000-of-00001.tfrecord")]
+    #[command(after_help = "Example:\n  vidfeat inspect out/frame/train-00000-of-00001.tfrecord\n\nExit codes: 0 every record read; 1 a file could not be opened, or a record is corrupt.")]
     Inspect {
         files: Vec<PathBuf>,
         /// Also print the rgb rows (dequantized) of frame-level records.
         #[arg(long)]
         values: bool,
+    },
+    /// One self-contained HTML page about an output folder: counts, failures by kind, label /
+    /// duration / rows histograms, throughput over time, and contact sheets of sampled frames.
+    #[command(after_help = "Example:\n  vidfeat report out --out out/report.html\n  vidfeat report ds --out report.html --sheets 100 --thumbs 30 --json\n\nContact sheets decode the local sources of DIR/plan.jsonl again (run and plan folders), with the plan's sampling.\nExit codes: 0 written; 1 DIR is not an output folder, or the page could not be written.")]
+    Report {
+        /// An output folder of run, work (a plan folder) or extract.
+        dir: PathBuf,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Videos that get a contact sheet (the first in plan order); 0 for none.
+        #[arg(long, default_value_t = 24)]
+        sheets: usize,
+        /// Thumbnails per contact sheet, at most (a video's first rows).
+        #[arg(long, default_value_t = 60)]
+        thumbs: usize,
+        /// Thumbnail width, pixels.
+        #[arg(long, default_value_t = 160)]
+        thumb_width: u32,
+        /// Print what the page holds as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -326,7 +371,6 @@ impl OutputArgs {
             pca: sh.pca.clone(),
             pca_dims: sh.pca_dims,
             pca_sample_frames: sh.pca_sample_frames.max(2),
-            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         })
     }
 }
@@ -414,7 +458,7 @@ enum PcaCmd {
     /// Decode and extract features from the inputs and fit PCA with whitening on at most
     /// --max-frames frames. --out ending in .npz writes our file; anything else a folder with
     /// YouTube-8M's mean.npy, eigenvals.npy and eigenvecs.npy.
-    #[command(after_help = "Example:\n  vidfeat pca fit data-samples/videos --out pca.npz --dims 1024 --max-frames 10000\n  vidfeat run list.csv --pca pca.npz --out out")]
+    #[command(after_help = "Example:\n  vidfeat pca fit data-samples/videos --out pca.npz --dims 1024 --max-frames 10000\n  vidfeat run list.csv --pca pca.npz --out out\n\nExit codes: 0 fitted; 1 could not (fewer than 2 frames decoded, model problem).")]
     Fit(PcaFitArgs),
 }
 
@@ -631,7 +675,7 @@ fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
     if a.json {
         println!("{r}");
     } else {
-        eprintln!(
+        tracing::info!(
             "worker: {} shard(s) processed, {} already done, {} held by others; plan complete: {}",
             r["processed"].as_array().map(Vec::len).unwrap_or(0),
             r["skipped_done"],
@@ -834,9 +878,11 @@ fn pca_fit_cmd(a: PcaFitArgs) -> Result<ExitCode> {
         decode,
         batch_size: a.batch_size,
         jobs: a.list.spec()?,
+        log_list_problems: true,
     };
     let s = vidfeat::pipeline::pca_fit(&cfg)?;
     println!("{s}");
+    anyhow::ensure!(s["sha256"].is_string(), "no PCA written: {} frame(s) decoded, at least 2 needed", s["frames"]);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -856,7 +902,7 @@ fn extract_cmd(a: ExtractArgs) -> Result<ExitCode> {
 fn cnn_bench_cmd(a: CnnBenchArgs) -> Result<ExitCode> {
     let (device, note) = vidfeat_features::resolve_device(&a.model.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = note {
-        eprintln!("note: {n}");
+        tracing::warn!("{n}");
     }
     if a.model.torch_threads > 0 {
         tch::set_num_threads(a.model.torch_threads as i32);
@@ -976,7 +1022,7 @@ fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    eprintln!("{}: {e}", f.display());
+                    tracing::error!("{}: {e}", f.display());
                     bad = true;
                     break;
                 }
@@ -984,7 +1030,7 @@ fn inspect_cmd(files: Vec<PathBuf>, values: bool) -> Result<ExitCode> {
             let p = match vidfeat_export::parse_record(&rec) {
                 Ok(p) => p,
                 Err(e) => {
-                    eprintln!("{}: record {n} at byte {offset}: {e}", f.display());
+                    tracing::error!("{}: record {n} at byte {offset}: {e}", f.display());
                     bad = true;
                     n += 1;
                     continue;
@@ -1027,7 +1073,40 @@ fn main() -> ExitCode {
             std::env::set_var(k, v);
         }
     }
-    let cli = Cli::parse();
+    // Flags, the settings file and VIDFEAT_* variables, merged; clap parses the result.
+    // Usage errors exit 1 like every error that stops a run (clap's own default is 2, which
+    // here means "some videos failed"); --help and --version exit 0.
+    let usage = |e: clap::Error| -> ExitCode {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 1 } else { 0 })
+    };
+    let resolved = match vidfeat::config::resolve(&Cli::command(), std::env::args_os().collect(), &|k| std::env::var(k).ok(), std::path::Path::new("vidfeat.toml")) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let cli = match Cli::try_parse_from(&resolved.argv) {
+        Ok(c) => c,
+        Err(e) => {
+            if resolved.argv.iter().any(|a| a == "--print-config") {
+                // Show what was resolved even when it does not parse, then why.
+                print!("{}", vidfeat::config::render(&resolved, &command_name(&resolved.argv)));
+            }
+            return usage(e);
+        }
+    };
+    if cli.print_config {
+        print!("{}", vidfeat::config::render(&resolved, &command_name(&resolved.argv)));
+        return ExitCode::SUCCESS;
+    }
+    vidfeat::telemetry::init_logging(cli.log_format);
+    // Long-running commands show progress; the display stops (bars cleared) when it drops.
+    #[allow(unused_mut)]
+    let mut long = matches!(cli.cmd, Cmd::Extract(_));
+    #[cfg(feature = "ffmpeg")]
+    {
+        long |= matches!(cli.cmd, Cmd::Run(_) | Cmd::Decode(_) | Cmd::Work(_) | Cmd::Pca(_));
+    }
+    let display = long.then(|| vidfeat::telemetry::Display::start(cli.progress, std::time::Duration::from_secs(cli.progress_interval)));
     let r = match cli.cmd {
         #[cfg(feature = "ffmpeg")]
         Cmd::Run(a) => run_cmd(a),
@@ -1046,14 +1125,92 @@ fn main() -> ExitCode {
         Cmd::Status { dir, json, lease_ttl } => status_cmd(dir, json, lease_ttl),
         Cmd::Verify { paths, json } => verify_cmd(paths, json),
         Cmd::Sample(a) => sample_cmd(a),
+        Cmd::Report { dir, out, sheets, thumbs, thumb_width, json } => report_cmd(vidfeat::report::ReportConfig { dir, out, sheets, thumbs, thumb_width }, json),
     };
+    drop(display);
     match r {
         Ok(c) => c,
         // `vidfeat inspect ... | head` is not an error.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `run`, `pca fit`: the subcommand words of a command line (for --print-config's header).
+fn command_name(argv: &[std::ffi::OsString]) -> String {
+    let mut c = Cli::command();
+    let mut words = vec![];
+    for a in argv.iter().skip(1).filter_map(|a| a.to_str()) {
+        match c.find_subcommand(a) {
+            Some(sub) => {
+                words.push(a.to_string());
+                c = sub.clone();
+            }
+            None if a.starts_with('-') => continue,
+            None => break,
+        }
+    }
+    words.join(" ")
+}
+
+fn report_cmd(cfg: vidfeat::report::ReportConfig, json_out: bool) -> Result<ExitCode> {
+    let r = vidfeat::report::report(&cfg)?;
+    if json_out {
+        println!("{r}");
+    } else {
+        println!(
+            "{}: {} videos, {} failed, {} contact sheets, {} KiB",
+            cfg.out.display(),
+            r["videos_ok"],
+            r["videos_failed"],
+            r["contact_sheets"],
+            r["bytes"].as_u64().unwrap_or(0) / 1024
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand's --help shows an example and its exit codes; every option of every
+    /// subcommand can be set from the environment without clashing with another meaning.
+    #[test]
+    fn every_subcommand_help_has_an_example_and_exit_codes() {
+        fn walk(c: &mut clap::Command, path: String, seen: &mut Vec<String>) {
+            let help = c.render_long_help().to_string();
+            assert!(help.contains("Example"), "`{path} --help` has no example");
+            assert!(help.contains("Exit codes"), "`{path} --help` has no exit codes");
+            seen.push(path.clone());
+            for s in c.get_subcommands_mut() {
+                if s.get_name() != "help" {
+                    let p = format!("{path} {}", s.get_name());
+                    walk(s, p, seen);
+                }
+            }
+        }
+        let mut seen = vec![];
+        let mut c = Cli::command();
+        c.build();
+        walk(&mut c, "vidfeat".into(), &mut seen);
+        for want in ["vidfeat report", "vidfeat status", "vidfeat verify", "vidfeat inspect", "vidfeat sample", "vidfeat plan", "vidfeat extract", "vidfeat cnn-bench"] {
+            assert!(seen.contains(&want.to_string()), "{want} not checked: {seen:?}");
+        }
+        #[cfg(feature = "ffmpeg")]
+        for want in ["vidfeat run", "vidfeat work", "vidfeat decode", "vidfeat frames", "vidfeat pca", "vidfeat pca fit"] {
+            assert!(seen.contains(&want.to_string()), "{want} not checked: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn command_names_for_print_config() {
+        let a = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(command_name(&a(&["vidfeat", "--log-format=json", "status", "dir"])), "status");
+        #[cfg(feature = "ffmpeg")]
+        assert_eq!(command_name(&a(&["vidfeat", "pca", "fit", "x"])), "pca fit");
     }
 }

@@ -54,7 +54,7 @@ pub fn freeze(spec: &JobSpec, out: &std::path::Path, f: &FreezeConfig, plan_summ
         Some(p) => abs(p)?,
         None => {
             let p = out.join("pca.npz");
-            eprintln!("fitting a PCA on up to {} frames into {}", f.pca_sample_frames, p.display());
+            tracing::info!("fitting a PCA on up to {} frames into {}", f.pca_sample_frames, p.display());
             let r = pca_fit(&PcaFitConfig {
                 jobs: spec.clone(),
                 out: p.clone(),
@@ -65,13 +65,14 @@ pub fn freeze(spec: &JobSpec, out: &std::path::Path, f: &FreezeConfig, plan_summ
                 device: f.device.clone(),
                 decode: f.decode.clone(),
                 batch_size: f.batch_size.unwrap_or(8),
+                log_list_problems: false,
             })?;
             if r["frames"].as_u64().unwrap_or(0) < 2 {
                 return Ok(Err(serde_json::from_value(r["failures"].clone())?));
             }
             if (r["frames"].as_u64().unwrap_or(0) as usize) < dims {
-                eprintln!(
-                    "warning: PCA fitted on {} frames, fewer than the {dims} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
+                tracing::warn!(
+                    "PCA fitted on {} frames, fewer than the {dims} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
                     r["frames"]
                 );
             }
@@ -347,6 +348,7 @@ fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job]
                 }
             }
         };
+        crate::telemetry::decoded(result.as_ref().map_or(0, |r| r.1));
         if dec_tx.send(Decoded { idx, result }).is_err() {
             return;
         }
@@ -372,12 +374,14 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
     let sidecar = Sidecar::load(&cfg.sidecar)?;
     let opts = cfg.decode.options(&sidecar)?;
     let progress: Progress = (Mutex::new(0), Condvar::new());
+    crate::telemetry::planned(prepared.jobs.len() as u64);
     let mut writer = crate::cache::CacheWriter::create(&cfg.cache, &prepared, &sidecar, cfg.decode.describe(&opts), cfg.zstd_level)?;
     let fetch = cfg.decode.fetch_in(&cfg.cache);
     std::thread::scope(|s| -> Result<()> {
         let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
         // In job order, so the cache is deterministic.
         in_order(rx, &progress, |idx, d| {
+            crate::telemetry::written(d.result.is_ok());
             writer.add(&prepared.jobs[idx], d, &mut log)?;
             Ok(true)
         })
@@ -409,16 +413,19 @@ pub struct PcaFitConfig {
     pub device: String,
     pub decode: DecodeSettings,
     pub batch_size: usize,
+    /// Log the lists' problems (off when a plan of the same lists already did).
+    pub log_list_problems: bool,
 }
 
 pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
     let started = Instant::now();
     let scratch = tempdir_for(&cfg.out)?;
     let mut log = FailureLog::create(&scratch.join("failures.jsonl"))?;
+    log.echo = cfg.log_list_problems;
     let prepared = prepare(&cfg.jobs, &scratch, &mut log)?;
     let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = note {
-        eprintln!("note: {n}");
+        tracing::warn!("{n}");
     }
     let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
     let opts = cfg.decode.options(&model.sidecar)?;
@@ -444,7 +451,7 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
                 }
                 Err((kind, reason)) => {
                     let job = &prepared.jobs[idx];
-                    eprintln!("skipped: {} ({kind}): {reason}", job.task.id);
+                    tracing::warn!("skipped for the PCA: {} ({kind}): {reason}", job.task.id);
                     failures.push(crate::jobs::Failure {
                         id: Some(job.task.id.clone()),
                         source: Some(job.task.source.to_string()),
@@ -507,6 +514,8 @@ pub struct WorkConfig {
 pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     use crate::work::{Entry, PlanSettings, ShardCtx};
     let (plan, plan_hash) = PlanSettings::load(&cfg.dir)?;
+    // What `run` decoded to fit its PCA is not this worker's progress.
+    crate::telemetry::reset();
     // The plan's files must be the ones it was made with.
     let check = |what: &str, path: &str, want: &str, got: std::io::Result<String>| -> Result<()> {
         let got = got.with_context(|| format!("plan's {what} {path}"))?;
@@ -523,7 +532,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
 
     let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = note {
-        eprintln!("note: {n}");
+        tracing::warn!("{n}");
     }
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32);
@@ -561,7 +570,10 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
                         let mut err = None;
                         for chunk in frames.chunks(batch * frame_bytes) {
                             match model.extract(chunk, chunk.len() / frame_bytes) {
-                                Ok(f) => raw.extend_from_slice(&f),
+                                Ok(f) => {
+                                    crate::telemetry::extracted((chunk.len() / frame_bytes) as u64);
+                                    raw.extend_from_slice(&f)
+                                }
                                 Err(e) => {
                                     err = Some(e.to_string());
                                     break;

@@ -210,8 +210,8 @@ impl Lease {
                     // exclusive create.
                     let aside = path.with_extension(format!("stale.{}", std::process::id()));
                     if std::fs::rename(path, &aside).is_ok() {
-                        eprintln!(
-                            "note: taking over {} from {} (no heartbeat for {} s)",
+                        tracing::info!(
+                            "taking over {} from {} (no heartbeat for {} s)",
                             path.display(),
                             lease_owner(&aside).unwrap_or_else(|| "?".into()),
                             age.as_secs()
@@ -588,8 +588,10 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
     let (mut journal, entries) = Journal::open(&jpath, ctx.plan_hash)?;
     let mut have: BTreeMap<u32, Entry> = entries.into_iter().map(|e| (e.idx(), e)).collect();
     let todo: Vec<usize> = (0..jobs.len()).filter(|i| !have.contains_key(&(*i as u32))).collect();
+    crate::telemetry::resumed(have.len() as u64);
+    let mut events = crate::telemetry::EventLog::open(ctx.dir, ctx.owner);
     if !have.is_empty() {
-        eprintln!("{name}: resuming, {} of {} videos already done", have.len(), jobs.len());
+        tracing::info!("{name}: resuming, {} of {} videos already done", have.len(), jobs.len());
     }
     let sub: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
     (ctx.process)(&sub, &mut |k, e| {
@@ -602,6 +604,15 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
         }
         journal.append(&e)?;
         crash_point("after_journal_entry");
+        let job = &jobs[e.idx() as usize];
+        crate::telemetry::written(matches!(e, Entry::Ok { .. }));
+        if let Entry::Failed { kind, reason, .. } = &e {
+            tracing::warn!("failed: {} ({kind}): {reason}", job.task.id);
+        }
+        events.video(&job.task.id, name, match &e {
+            Entry::Ok { rgb, seconds, .. } => Ok((rgb.len() as u64, *seconds)),
+            Entry::Failed { kind, .. } => Err(kind.as_str()),
+        });
         have.insert(e.idx(), e);
         Ok(())
     })?;
@@ -707,6 +718,8 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
         Assignment::Claim => list.iter().collect(),
     };
     let (mut processed, mut skipped, mut busy) = (vec![], 0u64, vec![]);
+    let videos_in = |split: &String, shard: &u32| by_shard.get(&(split.clone(), *shard)).map_or(0, |j| j.len() as u64);
+    crate::telemetry::planned(mine.iter().filter(|(_, _, n)| read_done(ctx.dir, n, ctx.plan_hash).is_none()).map(|(s, k, _)| videos_in(s, k)).sum());
     for (split, shard, name) in mine {
         if read_done(ctx.dir, name, ctx.plan_hash).is_some() {
             // A worker killed right after the done marker leaves its journal behind.
@@ -726,18 +739,20 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
                     );
                 }
                 busy.push(name.clone());
+                crate::telemetry::unplanned(videos_in(split, shard));
                 continue;
             }
         };
         // Done while we waited for the lease?
         if read_done(ctx.dir, name, ctx.plan_hash).is_some() {
+            crate::telemetry::unplanned(videos_in(split, shard));
             skipped += 1;
             continue;
         }
         let empty = vec![];
         let jobs = by_shard.get(&(split.clone(), *shard)).unwrap_or(&empty);
         let m = run_shard(ctx, name, jobs, &lease)?;
-        eprintln!("{name}: done, {} videos, {} failed", m.videos, m.failed);
+        tracing::info!("{name}: done, {} videos, {} failed", m.videos, m.failed);
         processed.push(name.clone());
         drop(lease);
     }

@@ -23,10 +23,12 @@ demo: build
 	@echo
 	@echo "== summary: $(DEMO_OUT)/summary.json =="
 	@python3 -c "import json; s=json.load(open('$(DEMO_OUT)/summary.json')); print(json.dumps({k: s[k] for k in ['videos_ok','videos_failed','rows','seconds_of_video','wall_time_s','throughput','device','outcome']}, indent=1))"
-	@echo "output in $(DEMO_OUT)/ (frame/ and video/ shards, summary.json, failures.jsonl, vocabulary.csv, pca.npz)"
+	@./target/release/vidfeat report $(DEMO_OUT) --out $(DEMO_OUT)/report.html
+	@echo "output in $(DEMO_OUT)/ (frame/ and video/ shards, summary.json, failures.jsonl, vocabulary.csv, pca.npz, report.html)"
 
 test: setup
-	$(CARGO) test --workspace
+	@# The report test loads the page in chromium (setup installs it): no silent skip here.
+	VIDFEAT_REQUIRE_BROWSER=1 $(CARGO) test --workspace
 	@# The FFmpeg-free build (extract, inspect, cnn-bench) must keep compiling.
 	$(CARGO) check --no-default-features --bins
 	@$(MAKE) --no-print-directory test-compat

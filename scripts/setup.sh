@@ -14,7 +14,8 @@ say() { echo "[setup] $*"; }
 
 # 1. Debian packages ---------------------------------------------------------
 PKGS=(ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev
-      libavdevice-dev libswresample-dev pkg-config clang libclang-dev python3-venv unzip)
+      libavdevice-dev libswresample-dev pkg-config clang libclang-dev python3-venv unzip
+      chromium)  # chromium: the headless browser the report test loads report.html in
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

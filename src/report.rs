@@ -102,7 +102,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         .map(|v| v.classes.into_iter().map(|c| (c.index, c.name)).collect())
         .unwrap_or_default();
 
-    let sheets = contact_sheets(cfg, &videos)?;
+    let sheets = contact_sheets(cfg, &videos, &summary)?;
 
     // --- the page ---
     let ok = videos.len() as u64;
@@ -228,7 +228,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     // Contact sheets.
     h.push_str("<h2>Contact sheets</h2>\n");
     if sheets.is_empty() {
-        h.push_str(&format!("<p>None: {}.</p>\n", if cfg.sheets == 0 { "--sheets 0" } else if cfg!(feature = "ffmpeg") { "no plan.jsonl with local sources here, or no video written" } else { "this binary has no FFmpeg" }));
+        h.push_str(&format!("<p>None: {}.</p>\n", if cfg.sheets == 0 { "--sheets 0" } else { "no video written, or neither the sources (plan.jsonl, with FFmpeg) nor the frame cache to take frames from" }));
     }
     for s in &sheets {
         write!(h, "<div class=\"sheet\"><h3><code>{}</code> {}</h3>", esc(&s.id), esc(&s.caption))?;
@@ -487,22 +487,63 @@ struct Sheet {
     image: std::result::Result<String, String>,
 }
 
-#[cfg(not(feature = "ffmpeg"))]
-fn contact_sheets(_: &ReportConfig, _: &BTreeMap<String, Video>) -> Result<Vec<Sheet>> {
-    Ok(vec![])
+/// From the sources (run and plan folders, with FFmpeg) or else from the frame cache an
+/// extract output was made from (its frames are at the model's input size).
+fn contact_sheets(cfg: &ReportConfig, videos: &BTreeMap<String, Video>, summary: &serde_json::Value) -> Result<Vec<Sheet>> {
+    if cfg.sheets == 0 {
+        return Ok(vec![]);
+    }
+    #[cfg(feature = "ffmpeg")]
+    if cfg.dir.join("plan.jsonl").exists() {
+        return sheets_from_sources(cfg, videos);
+    }
+    match summary["frame_cache"].as_str().map(PathBuf::from).filter(|c| c.join("manifest.json").exists()) {
+        Some(cache) => sheets_from_cache(cfg, videos, &cache),
+        None => Ok(vec![]),
+    }
+}
+
+fn thumb_size(cfg: &ReportConfig) -> (u32, u32) {
+    let tw = cfg.thumb_width.clamp(32, 640) & !1;
+    (tw, (tw * 9 / 16) & !1)
+}
+
+fn sheets_from_cache(cfg: &ReportConfig, videos: &BTreeMap<String, Video>, cache: &Path) -> Result<Vec<Sheet>> {
+    let c = crate::cache::CacheReader::open(cache)?;
+    let fps = c.manifest["decode"]["fps"].as_f64().filter(|f| *f > 0.0).unwrap_or(1.0);
+    let (tw, th) = thumb_size(cfg);
+    let frame_bytes = (c.width * c.height * 3) as usize;
+    let mut out = vec![];
+    for v in c.videos.iter().filter(|v| videos.contains_key(&v.id)).take(cfg.sheets) {
+        let image = match c.load(v).result {
+            Ok((frames, ..)) => {
+                let thumbs = frames
+                    .chunks_exact(frame_bytes)
+                    .take(cfg.thumbs)
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let img = image::RgbImage::from_raw(c.width, c.height, f.to_vec()).context("cached frame size")?;
+                        Ok((i as f64 / fps, image::imageops::resize(&img, tw, th, image::imageops::FilterType::Triangle).into_raw()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if thumbs.is_empty() { Err("no frames".to_string()) } else { Ok(sheet_jpeg(&thumbs, tw, th)?) }
+            }
+            Err((kind, reason)) => Err(format!("{kind}: {reason}")),
+        };
+        let shown = (v.rows as usize).min(cfg.thumbs);
+        let caption = format!("{} rows{}; from the frame cache ({}x{} model input)", v.rows, if shown < v.rows as usize { format!(", the first {shown} shown") } else { String::new() }, c.width, c.height);
+        out.push(Sheet { id: v.id.clone(), caption, image });
+    }
+    Ok(out)
 }
 
 #[cfg(feature = "ffmpeg")]
-fn contact_sheets(cfg: &ReportConfig, videos: &BTreeMap<String, Video>) -> Result<Vec<Sheet>> {
+fn sheets_from_sources(cfg: &ReportConfig, videos: &BTreeMap<String, Video>) -> Result<Vec<Sheet>> {
     use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
-    if cfg.sheets == 0 || !cfg.dir.join("plan.jsonl").exists() {
-        return Ok(vec![]);
-    }
     let plan = crate::work::PlanSettings::load(&cfg.dir).ok().map(|p| p.0);
     let fps = plan.as_ref().and_then(|p| Rational::parse(&p.fps)).unwrap_or(Rational::new(1, 1));
     let max_rows = plan.as_ref().map_or(300, |p| p.max_frames);
-    let tw = cfg.thumb_width.clamp(32, 640) & !1;
-    let th = (tw * 9 / 16) & !1;
+    let (tw, th) = thumb_size(cfg);
     let jobs = crate::work::read_plan_tasks(&cfg.dir)?;
     let mut out = vec![];
     for job in jobs.iter().filter(|j| videos.contains_key(&j.task.id)).take(cfg.sheets) {

@@ -201,3 +201,20 @@ fn report_page_counts_failures_histograms_and_contact_sheets_in_a_real_browser()
     assert!(colours.len() > 200, "no thumbnails on screen: {} colours", colours.len());
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[test]
+fn report_of_an_extract_output_takes_its_contact_sheets_from_the_frame_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, out, html) = (dir.path().join("cache"), dir.path().join("out"), dir.path().join("r.html"));
+    let o = vidfeat(&root(), &["decode", "data-samples/samples.csv", "--vocab", "kinetics-400", "--cache", cache.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vidfeat(&root(), &["extract", "--cache", cache.to_str().unwrap(), "--out", out.to_str().unwrap(), "--torch-threads", "1"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An extract output has no plan.jsonl: its frames come from the cache it was made from.
+    let o = vidfeat(dir.path(), &["report", out.to_str().unwrap(), "--out", html.to_str().unwrap(), "--thumbs", "4", "--json"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((r["videos_ok"].as_u64(), r["contact_sheets"].as_u64(), r["events"].as_u64()), (Some(3), Some(3), Some(3)), "{r}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("from the frame cache (224x224 model input)").count(), 3);
+}

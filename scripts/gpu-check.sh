@@ -9,7 +9,7 @@
 #   * extract frames/s from a frame cache made elsewhere by `vidfeat decode` (its entries are
 #     repeated to make a longer run), fp32 and fp16, and how far fp16 features are from fp32.
 #
-# usage: scripts/gpu-check.sh VIDFEAT_BIN FRAME_CACHE [WORK_DIR]
+# usage: [BASE_BIN=older-vidfeat] scripts/gpu-check.sh VIDFEAT_BIN FRAME_CACHE [WORK_DIR]
 set -uo pipefail
 BIN=$(realpath "$1"); CACHE=$(realpath "$2"); WORK=${3:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
@@ -102,4 +102,23 @@ for other in ["a16", "c32"]:
     print(f"cuda fp32 vs {other}: mean_rgb max |diff| {np.abs(m32 - mo).max():.4f} (cosine {cos:.6f}); "
           f"quantized rows equal {np.mean(np.isclose(r32, ro)) * 100:.2f}%, within one bin {np.mean(np.abs(r32 - ro) <= step + 1e-6) * 100:.2f}%")
 EOF
+# BASE_BIN: an earlier build, timed on the same machine in the same call (before/after).
+if [[ -n ${BASE_BIN:-} ]]; then
+  BASE=$(realpath "$BASE_BIN")
+  echo "== baseline binary $BASE_BIN: CNN-only and extract, fp32"
+  "$BASE" cnn-bench --device cuda --model $LITE0 --batch 64,256 --seconds 4
+  for bs in 64 256; do
+    "$BASE" extract --cache "$BIG" --model $LITE0 --out "$WORK/base-fp32-$bs" --device cuda --batch-size $bs --json 2>/dev/null \
+      | $PY -c "import json,sys; s=json.load(sys.stdin); print('baseline fp32 batch $bs:', s['rows'], 'frames', round(s['throughput']['frames_per_s'],1), 'frames/s end to end,', s['wall_time_s'], 's')"
+  done
+  echo "== same shards as the baseline (fp32, PCA fitted in each run)?"
+  for bs in 64 256; do
+    same=1
+    for f in "$WORK/base-fp32-$bs"/frame/*.tfrecord "$WORK/base-fp32-$bs"/video/*.tfrecord; do
+      rel=${f#"$WORK/base-fp32-$bs/"}
+      cmp -s "$f" "$WORK/out-fp32-$bs/$rel" || { same=0; echo "differs: batch $bs $rel"; }
+    done
+    echo "batch $bs: byte-identical $([[ $same == 1 ]] && echo yes || echo no)"
+  done
+fi
 echo "== done"

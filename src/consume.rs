@@ -117,6 +117,7 @@ pub fn consume(
         "sidecar": model.sidecar,
     });
     let device_name = format!("{:?}", model.device);
+    let transfer = model.transfer.clone();
     crate::telemetry::planned(prepared.jobs.len() as u64);
     let (ext_tx, ext_rx) = bounded::<Extracted>(4);
     let batch = cfg.batch_size.unwrap_or(if model.device.is_cuda() { 64 } else { 8 }).max(1);
@@ -148,6 +149,7 @@ pub fn consume(
         },
         "model": model_info,
         "device": device_name,
+        "device_transfer": transfer,
         "vocabulary": prepared.vocab.as_ref().map(|v| json!({"source": v.source, "classes": v.classes.len(), "file": "vocabulary.csv"})),
         "outcome": match outcome { Outcome::AllOk => "all_ok", Outcome::SomeFailed => "some_failed", Outcome::NoneOk => "none_ok" },
     });
@@ -180,13 +182,11 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
     let mut open: VecDeque<(usize, Vec<f32>, u64, f64)> = Default::default();
     let mut pending_out: VecDeque<Extracted> = Default::default();
 
-    let run_batch = |buf: &mut Vec<u8>, buf_rows: &mut usize, open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>| -> Result<(), String> {
-        if *buf_rows == 0 {
-            return Ok(());
-        }
-        let feats = model.extract(buf, *buf_rows).map_err(|e| e.to_string())?;
-        crate::telemetry::extracted(*buf_rows as u64);
-        // Hand the rows to the open videos in order.
+    // One batch in flight: a full batch is submitted before the previous one is waited for, so
+    // on CUDA its upload and the filling of the next overlap the network (features/staging.rs).
+    let mut in_flight: Option<vidfeat_features::Pending> = None;
+    // Hands a finished batch's rows to the open videos, in order.
+    let distribute = |feats: Vec<f32>, open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>| {
         let mut off = 0;
         for (_, f, rows, _) in open.iter_mut() {
             let need = *rows as usize * dim - f.len();
@@ -197,8 +197,25 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
                 break;
             }
         }
+    };
+    let run_batch = |buf: &mut Vec<u8>, buf_rows: &mut usize, open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>, in_flight: &mut Option<vidfeat_features::Pending>| -> Result<(), String> {
+        if *buf_rows == 0 {
+            return Ok(());
+        }
+        let submitted = model.submit(buf, *buf_rows);
+        crate::telemetry::extracted(*buf_rows as u64);
         buf.clear();
         *buf_rows = 0;
+        let previous = std::mem::replace(in_flight, Some(submitted.map_err(|e| e.to_string())?));
+        if let Some(p) = previous {
+            distribute(model.finish(p).map_err(|e| e.to_string())?, open);
+        }
+        Ok(())
+    };
+    let drain = |open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>, in_flight: &mut Option<vidfeat_features::Pending>| -> Result<(), String> {
+        if let Some(p) = in_flight.take() {
+            distribute(model.finish(p).map_err(|e| e.to_string())?, open);
+        }
         Ok(())
     };
 
@@ -262,7 +279,8 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
                     buf_rows += take / frame_bytes;
                     off += take;
                     if buf_rows == batch {
-                        if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open) {
+                        if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open, &mut in_flight) {
+                            in_flight = None;
                             // A model failure fails every video in the batch.
                             for (idx, _, _, _) in open.drain(..) {
                                 pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
@@ -283,7 +301,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
             return;
         }
     }
-    if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open) {
+    if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open, &mut in_flight).and_then(|_| drain(&mut open, &mut in_flight)) {
         for (idx, _, _, _) in open.drain(..) {
             pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
         }

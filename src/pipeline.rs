@@ -444,10 +444,11 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
                 Ok((frames, rows, _, _)) => {
                     videos += 1;
                     let take = (rows as usize).min(cfg.max_frames - acc.rows());
-                    for chunk in frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes) {
-                        let n = chunk.len() / frame_bytes;
-                        acc.add(&model.extract(chunk, n)?, n);
-                    }
+                    let batches = frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes).map(|c| (c, c.len() / frame_bytes));
+                    model.extract_all(batches, |f| {
+                        acc.add(&f, f.len() / dim);
+                        Ok(())
+                    })?;
                 }
                 Err((kind, reason)) => {
                     let job = &prepared.jobs[idx];
@@ -567,20 +568,13 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
                     Ok((frames, rows, seconds, _)) => {
                         // Batches within the video only: features do not depend on neighbours.
                         let mut raw = Vec::with_capacity(rows as usize * model.sidecar.output_dim);
-                        let mut err = None;
-                        for chunk in frames.chunks(batch * frame_bytes) {
-                            match model.extract(chunk, chunk.len() / frame_bytes) {
-                                Ok(f) => {
-                                    crate::telemetry::extracted((chunk.len() / frame_bytes) as u64);
-                                    raw.extend_from_slice(&f)
-                                }
-                                Err(e) => {
-                                    err = Some(e.to_string());
-                                    break;
-                                }
-                            }
-                        }
-                        match err {
+                        let batches = frames.chunks(batch * frame_bytes).map(|c| (c, c.len() / frame_bytes));
+                        let r = model.extract_all(batches, |f| {
+                            crate::telemetry::extracted((f.len() / model.sidecar.output_dim) as u64);
+                            raw.extend_from_slice(&f);
+                            Ok(())
+                        });
+                        match r.err().map(|e| e.to_string()) {
                             None => {
                                 let (rgb, mean_rgb) = crate::consume::reduce_video(&pca, &raw, rows as usize);
                                 Entry::Ok { idx: 0, rgb, mean_rgb, seconds }

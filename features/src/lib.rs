@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 pub mod pca;
 pub mod quant;
+mod staging;
 pub use pca::{CovarianceAccumulator, Pca};
 pub use quant::{dequantize, quantize};
 
@@ -141,6 +142,17 @@ pub struct Model {
     mean: Tensor,
     std: Tensor,
     half: bool,
+    /// CUDA: pinned buffers and a copy stream (see `staging.rs`); None on the CPU, or when
+    /// they could not be set up (then `transfer` says why and uploads are plain copies).
+    staging: Option<std::sync::Mutex<staging::Staging>>,
+    /// How frames reach the device, for summaries and benchmarks.
+    pub transfer: String,
+}
+
+/// A batch queued on the device ([`Model::submit`]); [`Model::finish`] waits for its features.
+pub struct Pending {
+    out: Option<Tensor>,
+    n: usize,
 }
 
 impl Model {
@@ -157,7 +169,14 @@ impl Model {
         let sha256 = file_sha256(path)?;
         let mean = Tensor::from_slice(&sidecar.mean).view([1, 1, 1, 3]).to_device(device);
         let std = Tensor::from_slice(&sidecar.std).view([1, 1, 1, 3]).to_device(device);
-        Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std, half: false })
+        let (staging, transfer) = match device {
+            Device::Cuda(_) => match staging::Staging::new(device) {
+                Ok(s) => (Some(std::sync::Mutex::new(s)), "pinned double buffer, async copy stream".to_string()),
+                Err(e) => (None, format!("pageable copies ({e})")),
+            },
+            _ => (None, "host memory".to_string()),
+        };
+        Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std, half: false, staging, transfer })
     }
 
     /// Runs the network in mixed precision (CUDA autocast: convolutions and matmuls in fp16),
@@ -186,39 +205,77 @@ impl Model {
 
     /// Features for `n` packed RGB24 frames (n * h * w * 3 bytes): n * output_dim floats.
     pub fn extract(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, FeatureError> {
+        let p = self.submit(rgb, n)?;
+        self.finish(p)
+    }
+
+    /// Queues `n` frames on the device and returns without waiting for the network (on the
+    /// CPU it computes them now). With one batch in flight, submit the next batch before
+    /// finishing the previous one: on CUDA its upload (pinned buffer, copy stream) and the
+    /// host's work then overlap the network running on the previous batch. `rgb` may be
+    /// reused as soon as this returns.
+    pub fn submit(&self, rgb: &[u8], n: usize) -> Result<Pending, FeatureError> {
         let (w, h) = self.input_wh();
         let expect = n * (w * h * 3) as usize;
         if rgb.len() != expect {
             return Err(FeatureError::Model { path: self.path.display().to_string(), msg: format!("got {} bytes for {n} frames, expected {expect}", rgb.len()) });
         }
         if n == 0 {
-            return Ok(vec![]);
+            return Ok(Pending { out: None, n });
         }
-        let out = tch::no_grad(|| -> Result<Tensor, FeatureError> {
-            let host = Tensor::from_slice(rgb).view([n as i64, h as i64, w as i64, 3]);
-            // On CUDA: upload the uint8 frames (4x less than floats) and normalise on the GPU.
-            // (No pinned staging: tch's pin_memory passes a device argument that torch 2.11
-            // deprecates with a warning per call; the upload is small next to the network.)
-            let x = if self.device.is_cuda() { host.to_device_(self.device, Kind::Uint8, true, false) } else { host };
+        let shape = [n as i64, h as i64, w as i64, 3];
+        // uint8 frames -> normalised float NCHW, on the device (4x less to upload than floats).
+        let prepare = |x: &Tensor| -> Tensor {
             let mut x = x.to_kind(Kind::Float);
             if self.sidecar.channel_order == "bgr" {
                 x = x.flip([3]);
             }
-            let x = ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous();
+            ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous()
+        };
+        let out = tch::no_grad(|| -> Result<Tensor, FeatureError> {
+            let x = match &self.staging {
+                Some(st) => st.lock().unwrap().upload(rgb, &shape, prepare).map_err(|msg| FeatureError::Model { path: self.path.display().to_string(), msg })?,
+                None => {
+                    let host = Tensor::from_slice(rgb).view(shape);
+                    prepare(&if self.device.is_cuda() { host.to_device_(self.device, Kind::Uint8, true, false) } else { host })
+                }
+            };
             if self.half {
                 Ok(tch::autocast(true, || self.module.forward_ts(&[x]))?)
             } else {
                 Ok(self.module.forward_ts(&[x])?)
             }
         })?;
+        Ok(Pending { out: Some(out), n })
+    }
+
+    /// Waits for a submitted batch and returns its features (n * output_dim floats).
+    pub fn finish(&self, p: Pending) -> Result<Vec<f32>, FeatureError> {
+        let Some(out) = p.out else { return Ok(vec![]) };
         let out = out.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
         let size = out.size();
-        if size.len() != 2 || size[0] != n as i64 || size[1] != self.sidecar.output_dim as i64 {
+        if size.len() != 2 || size[0] != p.n as i64 || size[1] != self.sidecar.output_dim as i64 {
             return Err(FeatureError::Model {
                 path: self.path.display().to_string(),
-                msg: format!("returned shape {size:?}, sidecar says [{n}, {}]", self.sidecar.output_dim),
+                msg: format!("returned shape {size:?}, sidecar says [{}, {}]", p.n, self.sidecar.output_dim),
             });
         }
         Ok(Vec::<f32>::try_from(out.view([-1]))?)
+    }
+
+    /// Features of many batches in order, one batch in flight: `batches` yields (frames, n);
+    /// `f` gets each batch's features as they finish.
+    pub fn extract_all<'a>(&self, batches: impl IntoIterator<Item = (&'a [u8], usize)>, mut f: impl FnMut(Vec<f32>) -> Result<(), FeatureError>) -> Result<(), FeatureError> {
+        let mut in_flight: Option<Pending> = None;
+        for (rgb, n) in batches {
+            let next = self.submit(rgb, n)?;
+            if let Some(p) = in_flight.replace(next) {
+                f(self.finish(p)?)?;
+            }
+        }
+        if let Some(p) = in_flight {
+            f(self.finish(p)?)?;
+        }
+        Ok(())
     }
 }

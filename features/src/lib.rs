@@ -151,8 +151,11 @@ pub struct Model {
 
 /// A batch queued on the device ([`Model::submit`]); [`Model::finish`] waits for its features.
 pub struct Pending {
+    /// The features (on the device until finished); None for an empty batch.
     out: Option<Tensor>,
     n: usize,
+    /// The staging slot whose pinned buffer receives the features (CUDA with staging).
+    slot: Option<(usize, u64)>,
 }
 
 impl Model {
@@ -221,7 +224,7 @@ impl Model {
             return Err(FeatureError::Model { path: self.path.display().to_string(), msg: format!("got {} bytes for {n} frames, expected {expect}", rgb.len()) });
         }
         if n == 0 {
-            return Ok(Pending { out: None, n });
+            return Ok(Pending { out: None, n, slot: None });
         }
         let shape = [n as i64, h as i64, w as i64, 3];
         // uint8 frames -> normalised float NCHW, on the device (4x less to upload than floats).
@@ -232,35 +235,39 @@ impl Model {
             }
             ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous()
         };
-        let out = tch::no_grad(|| -> Result<Tensor, FeatureError> {
-            let x = match &self.staging {
-                Some(st) => st.lock().unwrap().upload(rgb, &shape, prepare).map_err(|msg| FeatureError::Model { path: self.path.display().to_string(), msg })?,
+        let err = |msg: String| FeatureError::Model { path: self.path.display().to_string(), msg };
+        tch::no_grad(|| -> Result<Pending, FeatureError> {
+            let (slot, x) = match &self.staging {
+                Some(st) => {
+                    let (slot, x) = st.lock().unwrap().upload(rgb, &shape, prepare).map_err(err)?;
+                    (Some(slot), x)
+                }
                 None => {
                     let host = Tensor::from_slice(rgb).view(shape);
-                    prepare(&if self.device.is_cuda() { host.to_device_(self.device, Kind::Uint8, true, false) } else { host })
+                    (None, prepare(&if self.device.is_cuda() { host.to_device_(self.device, Kind::Uint8, true, false) } else { host }))
                 }
             };
-            if self.half {
-                Ok(tch::autocast(true, || self.module.forward_ts(&[x]))?)
-            } else {
-                Ok(self.module.forward_ts(&[x])?)
+            let out = if self.half { tch::autocast(true, || self.module.forward_ts(&[x]))? } else { self.module.forward_ts(&[x])? };
+            let size = out.size();
+            if size.len() != 2 || size[0] != n as i64 || size[1] != self.sidecar.output_dim as i64 {
+                return Err(err(format!("returned shape {size:?}, sidecar says [{n}, {}]", self.sidecar.output_dim)));
             }
-        })?;
-        Ok(Pending { out: Some(out), n })
+            let out = out.to_kind(Kind::Float).contiguous();
+            if let (Some(st), Some(i)) = (&self.staging, slot) {
+                st.lock().unwrap().download(i.0, &out).map_err(err)?;
+            }
+            Ok(Pending { out: Some(out), n, slot })
+        })
     }
 
     /// Waits for a submitted batch and returns its features (n * output_dim floats).
     pub fn finish(&self, p: Pending) -> Result<Vec<f32>, FeatureError> {
         let Some(out) = p.out else { return Ok(vec![]) };
-        let out = out.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
-        let size = out.size();
-        if size.len() != 2 || size[0] != p.n as i64 || size[1] != self.sidecar.output_dim as i64 {
-            return Err(FeatureError::Model {
-                path: self.path.display().to_string(),
-                msg: format!("returned shape {size:?}, sidecar says [{}, {}]", p.n, self.sidecar.output_dim),
-            });
+        match (&self.staging, p.slot) {
+            // `out` lives until the copy back is done (it is dropped after `wait`).
+            (Some(st), Some(i)) => st.lock().unwrap().wait(i, p.n * self.sidecar.output_dim).map_err(|msg| FeatureError::Model { path: self.path.display().to_string(), msg }),
+            _ => Ok(Vec::<f32>::try_from(out.to_device(Device::Cpu).contiguous().view([-1]))?),
         }
-        Ok(Vec::<f32>::try_from(out.view([-1]))?)
     }
 
     /// Features of many batches in order, one batch in flight: `batches` yields (frames, n);

@@ -9,6 +9,12 @@
 //! * the copy stream waits until the compute stream has consumed a slot before refilling it;
 //! * the host waits for a slot's previous copy before overwriting its pinned buffer.
 //!
+//! The features come back the same way: right after a batch's network is queued, an
+//! asynchronous copy into a pinned output buffer is queued behind it on the compute stream,
+//! with an event; [`crate::Model::finish`] waits for that event only. (A plain `.to(cpu)` in
+//! `finish` would be queued behind the *next* batch's network too, and the host would wait for
+//! both: no overlap at all.)
+//!
 //! Two slots: with one batch in flight ([`crate::Model::submit`] before
 //! [`crate::Model::finish`] of the previous one) the host fills one while the GPU copies or
 //! computes the other.
@@ -22,6 +28,7 @@ type Event = *mut c_void;
 /// The legacy default stream, torch's default compute stream.
 const DEFAULT_STREAM: Stream = std::ptr::null_mut();
 const HOST_TO_DEVICE: i32 = 1;
+const DEVICE_TO_HOST: i32 = 2;
 const STREAM_NON_BLOCKING: u32 = 1;
 const EVENT_DISABLE_TIMING: u32 = 2;
 const HOST_ALLOC_DEFAULT: u32 = 0;
@@ -97,6 +104,16 @@ struct Slot {
     host: *mut u8,
     cap: usize,
     device: Option<Tensor>,
+    /// Pinned buffer the features are copied back into, its size in floats, and whether a
+    /// batch's features are waiting in it (set by `download`, cleared by `wait`).
+    out: *mut f32,
+    out_cap: usize,
+    out_busy: bool,
+    /// Counts the slot's uses: a batch whose slot was reused (more than two in flight, or
+    /// an abandoned one) cannot be finished by mistake.
+    generation: u64,
+    /// Recorded on the compute stream after the features' copy back.
+    downloaded: Event,
     /// Recorded on the copy stream after the upload: the pinned buffer is free, the device
     /// buffer is filled.
     copied: Event,
@@ -127,25 +144,28 @@ impl Staging {
             let mut stream = std::ptr::null_mut();
             check(api, "cudaStreamCreateWithFlags", (api.stream_create)(&mut stream, STREAM_NON_BLOCKING))?;
             let slot = || -> Result<Slot, String> {
-                let (mut copied, mut consumed) = (std::ptr::null_mut(), std::ptr::null_mut());
-                check(api, "cudaEventCreateWithFlags", (api.event_create)(&mut copied, EVENT_DISABLE_TIMING))?;
-                check(api, "cudaEventCreateWithFlags", (api.event_create)(&mut consumed, EVENT_DISABLE_TIMING))?;
-                Ok(Slot { host: std::ptr::null_mut(), cap: 0, device: None, copied, consumed })
+                let (mut copied, mut consumed, mut downloaded) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+                for e in [&mut copied, &mut consumed, &mut downloaded] {
+                    check(api, "cudaEventCreateWithFlags", (api.event_create)(e, EVENT_DISABLE_TIMING))?;
+                }
+                Ok(Slot { host: std::ptr::null_mut(), cap: 0, device: None, out: std::ptr::null_mut(), out_cap: 0, out_busy: false, generation: 0, downloaded, copied, consumed })
             };
             let slots = [slot()?, slot()?];
             Ok(Staging { api, device, index, stream, slots, next: 0 })
         }
     }
 
-    /// Starts the upload of `bytes` and returns a uint8 CUDA tensor of them, which work queued
-    /// on torch's default stream after this call may read. `then` queues that work; the slot
-    /// is marked consumed after it.
-    pub fn upload<T>(&mut self, bytes: &[u8], shape: &[i64], then: impl FnOnce(&Tensor) -> T) -> Result<T, String> {
+    /// Starts the upload of `bytes` into the next slot and gives `then` a uint8 CUDA tensor of
+    /// them, which work `then` queues on torch's default stream may read; the slot is marked
+    /// consumed after it. Returns the slot, its generation and what `then` returned.
+    pub fn upload<T>(&mut self, bytes: &[u8], shape: &[i64], then: impl FnOnce(&Tensor) -> T) -> Result<((usize, u64), T), String> {
         let api = self.api;
         let i = self.next;
         self.next ^= 1;
         let (device, index, stream) = (self.device, self.index, self.stream);
         let s = &mut self.slots[i];
+        s.generation += 1;
+        s.out_busy = false;
         unsafe {
             check(api, "cudaSetDevice", (api.set_device)(index))?;
             // The pinned buffer's last upload must be done before it is overwritten.
@@ -175,7 +195,47 @@ impl Staging {
             let view = dev.narrow(0, 0, bytes.len() as i64).view(shape);
             let out = then(&view);
             check(api, "cudaEventRecord", (api.event_record)(s.consumed, DEFAULT_STREAM))?;
-            Ok(out)
+            Ok(((i, s.generation), out))
+        }
+    }
+
+    /// Queues the copy of `features` (a contiguous float32 CUDA tensor, kept alive by the
+    /// caller until `wait`) into slot `i`'s pinned output buffer, behind the work that makes it.
+    pub fn download(&mut self, i: usize, features: &Tensor) -> Result<(), String> {
+        let api = self.api;
+        let n = features.numel();
+        let s = &mut self.slots[i];
+        unsafe {
+            check(api, "cudaSetDevice", (api.set_device)(self.index))?;
+            if s.out_cap < n {
+                if !s.out.is_null() {
+                    check(api, "cudaFreeHost", (api.free_host)(s.out as *mut c_void))?;
+                    s.out = std::ptr::null_mut();
+                    s.out_cap = 0;
+                }
+                let mut p = std::ptr::null_mut();
+                check(api, "cudaHostAlloc", (api.host_alloc)(&mut p, n * 4, HOST_ALLOC_DEFAULT))?;
+                s.out = p as *mut f32;
+                s.out_cap = n;
+            }
+            check(api, "cudaMemcpyAsync", (api.memcpy_async)(s.out as *mut c_void, features.data_ptr(), n * 4, DEVICE_TO_HOST, DEFAULT_STREAM))?;
+            check(api, "cudaEventRecord", (api.event_record)(s.downloaded, DEFAULT_STREAM))?;
+            s.out_busy = true;
+        }
+        Ok(())
+    }
+
+    /// Waits for the features of slot `i`'s use `generation` and returns the first `n` floats.
+    pub fn wait(&mut self, (i, generation): (usize, u64), n: usize) -> Result<Vec<f32>, String> {
+        let api = self.api;
+        let s = &mut self.slots[i];
+        if s.generation != generation || !s.out_busy || n > s.out_cap {
+            return Err("this batch's staging slot was reused (more than two batches in flight)".into());
+        }
+        unsafe {
+            check(api, "cudaEventSynchronize", (api.event_sync)(s.downloaded))?;
+            s.out_busy = false;
+            Ok(std::slice::from_raw_parts(s.out, n).to_vec())
         }
     }
 }
@@ -186,13 +246,17 @@ impl Drop for Staging {
         unsafe {
             (api.set_device)(self.index);
             for s in &mut self.slots {
-                (api.event_sync)(s.copied);
-                (api.event_sync)(s.consumed);
-                if !s.host.is_null() {
-                    (api.free_host)(s.host as *mut c_void);
+                for e in [s.copied, s.consumed, s.downloaded] {
+                    (api.event_sync)(e);
                 }
-                (api.event_destroy)(s.copied);
-                (api.event_destroy)(s.consumed);
+                for p in [s.host as *mut c_void, s.out as *mut c_void] {
+                    if !p.is_null() {
+                        (api.free_host)(p);
+                    }
+                }
+                for e in [s.copied, s.consumed, s.downloaded] {
+                    (api.event_destroy)(e);
+                }
                 s.device = None;
             }
             (api.stream_destroy)(self.stream);

@@ -74,6 +74,7 @@ fn main() {
         }
     }
     println!("  best: batch {} with {} threads: {:.1} frames/s", best.1, best.2, best.0);
+    let one_thread = cnn_only(best.1, 1, 3.0);
 
     // A fixed PCA so that every run measures the same steady pipeline.
     let first = tmp.path().join("fit");
@@ -81,12 +82,16 @@ fn main() {
     let pca = first.join("pca.npz");
     println!();
     println!("end to end: vidfeat run over the same {} videos (fixed PCA), frames/s and ratio to CNN-only", paths.len());
-    for (workers, dthreads) in [(1, 1), (1, 2), (2, 1)] {
-        let out = tmp.path().join(format!("run-{workers}-{dthreads}"));
-        let s = run(&list, &out, Some(&pca), &["--batch-size", &best.1.to_string(), "--decode-workers", &workers.to_string(), "--decode-threads", &dthreads.to_string()]);
+    // (torch threads, decode workers, FFmpeg threads per decoder); 0 = vidfeat's default,
+    // which on the CPU gives the network half the cores and the decoders the rest.
+    for (torch, workers, dthreads) in [(0, 0, 0), (cores as usize, 1, 1), (cores as usize, 1, 2), (cores as usize, 2, 1), (1, 1, 1)] {
+        let out = tmp.path().join(format!("run-{torch}-{workers}-{dthreads}"));
+        let args = ["--batch-size", &best.1.to_string(), "--torch-threads", &torch.to_string(), "--decode-workers", &workers.to_string(), "--decode-threads", &dthreads.to_string()];
+        let s = run(&list, &out, Some(&pca), &args);
         let fps = s["throughput"]["frames_per_s"].as_f64().unwrap();
+        let same = if torch == 1 { format!(", {:.2} x CNN-only on its 1 thread", fps / one_thread) } else { String::new() };
         println!(
-            "  decode workers {workers} x threads {dthreads}: {} frames in {:.2} s: {fps:.1} frames/s = {:.2} x CNN-only",
+            "  torch threads {torch}, decode workers {workers} x threads {dthreads}: {} frames in {:.2} s: {fps:.1} frames/s = {:.2} x best CNN-only{same}",
             s["rows"],
             s["wall_time_s"].as_f64().unwrap(),
             fps / best.0

@@ -236,7 +236,8 @@ struct SampleArgs {
     /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
     #[arg(long)]
     resize: Option<String>,
-    /// Videos decoded in parallel (0 = one per core).
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU and
+    /// --torch-threads 0, the cores it does not use: half).
     #[arg(long, default_value_t = 0)]
     decode_workers: usize,
     /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
@@ -272,6 +273,23 @@ fn decode_layout(workers: usize, threads: usize) -> (usize, usize) {
     (workers, if threads == 0 && workers > 1 { 1 } else { threads })
 }
 
+/// Cores split between decoding and a network on the CPU, when both counts are left to vidfeat
+/// (0): half the cores (rounded up) run the network, the rest decode, one single-threaded
+/// decoder each. On 2 cores that is 1 + 1, which ran 32.8-33.9 frames/s end to end against
+/// 27.0-29.5 for 2 network threads with 2 decoders competing for the same cores, and matched
+/// the network alone on its one core (docs/BENCHMARKS.md). With CUDA the network needs no
+/// cores: one decoder per core. Returns (decode workers, torch threads).
+#[cfg(feature = "ffmpeg")]
+fn cpu_split(device: &str, decode_workers: usize, torch_threads: usize) -> (usize, usize) {
+    let cpu = vidfeat_features::resolve_device(device).map_or(true, |(d, _)| !d.is_cuda());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if !cpu || decode_workers != 0 || torch_threads != 0 || cores < 2 {
+        return (decode_workers, torch_threads);
+    }
+    let torch = cores.div_ceil(2);
+    (cores - torch, torch)
+}
+
 #[cfg(feature = "ffmpeg")]
 impl SampleArgs {
     fn settings(&self) -> Result<vidfeat::pipeline::DecodeSettings> {
@@ -303,7 +321,8 @@ struct ModelArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// libtorch intra-op threads (0 = libtorch's choice).
+    /// libtorch intra-op threads (0 = half the cores, rounded up, when run/work decode on the
+    /// same CPU with --decode-workers 0; else libtorch's choice).
     #[arg(long, default_value_t = 0)]
     torch_threads: usize,
 }
@@ -494,7 +513,8 @@ struct PcaSampleArgs {
     /// Cap on rows per video (0 = no cap).
     #[arg(long, default_value_t = 300)]
     max_rows_per_video: u64,
-    /// Videos decoded in parallel (0 = one per core).
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU and
+    /// --torch-threads 0, the cores it does not use: half).
     #[arg(long, default_value_t = 0)]
     decode_workers: usize,
 }
@@ -637,10 +657,12 @@ struct WorkArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// libtorch intra-op threads (0 = libtorch's choice).
+    /// libtorch intra-op threads (0 = half the cores, rounded up, when run/work decode on the
+    /// same CPU with --decode-workers 0; else libtorch's choice).
     #[arg(long, default_value_t = 0)]
     torch_threads: usize,
-    /// Videos decoded in parallel (0 = one per core).
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU and
+    /// --torch-threads 0, the cores it does not use: half).
     #[arg(long, default_value_t = 0)]
     decode_workers: usize,
     /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
@@ -660,13 +682,14 @@ fn work_cmd(a: WorkArgs) -> Result<ExitCode> {
         let (index, count) = vidfeat::work::worker_slot(a.worker_index, a.num_workers, &|k| std::env::var(k).ok())?;
         vidfeat::work::Assignment::Static { index, count }
     };
-    let (workers, threads) = decode_layout(a.decode_workers, a.decode_threads);
+    let (decode_workers, torch_threads) = cpu_split(&a.device, a.decode_workers, a.torch_threads);
+    let (workers, threads) = decode_layout(decode_workers, a.decode_threads);
     let cfg = vidfeat::pipeline::WorkConfig {
         dir: a.plan.clone(),
         assignment,
         lease_ttl: Duration::from_secs(a.lease_ttl.max(1)),
         device: a.device,
-        torch_threads: a.torch_threads,
+        torch_threads,
         workers,
         threads,
         fetch: a.fetch.config(None, u64::MAX),
@@ -813,7 +836,8 @@ fn report(r: RunReport, json_out: bool, out: &std::path::Path) -> Result<ExitCod
 }
 
 #[cfg(feature = "ffmpeg")]
-fn run_cmd(a: RunArgs) -> Result<ExitCode> {
+fn run_cmd(mut a: RunArgs) -> Result<ExitCode> {
+    (a.sample.decode_workers, a.model.torch_threads) = cpu_split(&a.model.device, a.sample.decode_workers, a.model.torch_threads);
     let fetch_cmd = a.list.fetch_cmd.clone();
     let mut freeze = freeze_config(&a.model, &a.sample, &a.output.shape, fetch_cmd.clone())?;
     freeze.decode.fetch = a.fetch.config(fetch_cmd, a.sample.max_input_bytes);

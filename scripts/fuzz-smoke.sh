@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Short fuzz run of every target (list parsers, TFRecord reader, sampler) from the committed
-# seed corpora: `make fuzz-smoke` (CI runs it when a nightly toolchain is present).
+# Short fuzz run of every target (list parsers, TFRecord reader, sampler, FFmpeg over whole
+# files) from the committed seed corpora: `make fuzz-smoke` (CI runs it when a nightly
+# toolchain is present). Each corpus holds the inputs of bugs found earlier, so this replays
+# them too. A longer run with AddressSanitizer, as done for each target before a release:
+#   cargo +nightly fuzz run -s address TARGET /tmp/new corpus/TARGET -- -max_total_time=300
 #   SECONDS_PER_TARGET=300 scripts/fuzz-smoke.sh   # a longer run
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -11,7 +14,7 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 passed=0
-for t in list_parsers tfrecord_reader sampler; do
+for t in list_parsers tfrecord_reader sampler decode_container; do
     scratch=$(mktemp -d)
     # New inputs go to the scratch folder; the committed corpus is only read.
     cargo +nightly fuzz run -s none --dev "$t" "$scratch" "corpus/$t" -- \

@@ -501,13 +501,13 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     };
     let (origin, limit) = match opts.window {
         Some((s, e)) => {
-            let start = st0 + secs_to_ticks(s, tb);
+            let start = st0.saturating_add(secs_to_ticks(s, tb));
             if will_seek {
                 // Seek to the keyframe at or before start; decode forward from there.
                 let ts = (start as f64 * tb.to_f64() * 1_000_000.0) as i64;
-                let _ = ictx.seek(ts, ..ts + 1);
+                let _ = ictx.seek(ts, ..ts.saturating_add(1));
             }
-            (Some(start), e.is_finite().then(|| st0 + secs_to_ticks(e, tb)))
+            (Some(start), e.is_finite().then(|| st0.saturating_add(secs_to_ticks(e, tb))))
         }
         None => (None, None),
     };
@@ -566,7 +566,9 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
                     }
                     if let Some(p) = packet.pts().or(packet.dts()) {
                         let d = if packet.duration() > 0 { packet.duration() } else { default_dur };
-                        stream_end = Some(stream_end.map_or(p + d, |e| e.max(p + d)));
+                        // Hostile timestamps sit anywhere in i64 (found by the decode_container fuzz target).
+                        let pe = p.saturating_add(d);
+                        stream_end = Some(stream_end.map_or(pe, |e| e.max(pe)));
                         session.packets_read += 1;
                         session.recent_pts.push_back(p);
                         if session.recent_pts.len() > 4 * LOOKAHEAD {
@@ -648,7 +650,7 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     if let Some(e) = &read_error {
         session.report.warnings.push(format!("truncated: reading stopped early ({e}); kept what decoded"));
     }
-    let end = stream_end.unwrap_or(last_pts + default_dur);
+    let end = stream_end.unwrap_or(last_pts.saturating_add(default_dur));
     if !session.finished {
         let rows = session.sampler.finish(end);
         session.emit(rows)?;
@@ -658,7 +660,7 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     }
     let origin = session.sampler.origin().unwrap_or(0);
     let end = limit.map_or(end, |l| l.min(end));
-    session.report.duration = (end - origin).max(0) as f64 * tb.to_f64();
+    session.report.duration = end.saturating_sub(origin).max(0) as f64 * tb.to_f64();
     Ok(session.report)
 }
 

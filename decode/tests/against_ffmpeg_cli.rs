@@ -337,3 +337,19 @@ fn windows_survive_an_index_with_false_keyframes() {
         assert!(warnings.iter().any(|w| w.contains("keyframes are wrong")), "{warnings:?}");
     }
 }
+
+/// Packet timestamps near the i64 limit (an IVF/AV1 file the decode_container fuzz target
+/// made): `pts + duration` and the duration's `end - origin` overflowed. Now the file ends in a
+/// result, with a finite, non-negative duration when it decodes.
+#[test]
+fn hostile_timestamps_do_not_overflow() {
+    let f = here().join("tests/media/fuzz/ivf-av1-pts-overflow.ivf");
+    let mut rows = 0u64;
+    match decode_file(&f, &opts(), |_| rows += 1) {
+        Ok(r) => {
+            assert_eq!(r.rows, rows);
+            assert!(r.duration.is_finite() && r.duration >= 0.0, "{}", r.duration);
+        }
+        Err(e) => assert!(!e.kind().is_empty()),
+    }
+}

@@ -236,8 +236,8 @@ struct SampleArgs {
     /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
     #[arg(long)]
     resize: Option<String>,
-    /// Videos decoded in parallel (0 = one per core; with the network on the CPU and
-    /// --torch-threads 0, the cores it does not use: half).
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
+    /// --torch-threads leaves, at least one).
     #[arg(long, default_value_t = 0)]
     decode_workers: usize,
     /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
@@ -273,21 +273,24 @@ fn decode_layout(workers: usize, threads: usize) -> (usize, usize) {
     (workers, if threads == 0 && workers > 1 { 1 } else { threads })
 }
 
-/// Cores split between decoding and a network on the CPU, when both counts are left to vidfeat
-/// (0): half the cores (rounded up) run the network, the rest decode, one single-threaded
-/// decoder each. On 2 cores that is 1 + 1, which ran 32.8-33.9 frames/s end to end against
-/// 27.0-29.5 for 2 network threads with 2 decoders competing for the same cores, and matched
-/// the network alone on its one core (docs/BENCHMARKS.md). With CUDA the network needs no
-/// cores: one decoder per core. Returns (decode workers, torch threads).
+/// Cores split between decoding and a network on the CPU (run, work): `--torch-threads 0` is
+/// half the cores (rounded up), `--decode-workers 0` the rest, one single-threaded decoder
+/// each. On 2 cores that is 1 + 1, which ran 32.0-33.9 frames/s end to end against 26-29.5
+/// with 2 network threads and the decoders competing for the same cores, at 0.95 of the
+/// network alone on its one core (docs/BENCHMARKS.md). The network's thread count does not
+/// follow --decode-workers: it changes the last bits of the features (MKL's reduction order),
+/// and decoding settings must not. With CUDA the network needs no cores: one decoder per core.
+/// Returns (decode workers, torch threads).
 #[cfg(feature = "ffmpeg")]
 fn cpu_split(device: &str, decode_workers: usize, torch_threads: usize) -> (usize, usize) {
     let cpu = vidfeat_features::resolve_device(device).map_or(true, |(d, _)| !d.is_cuda());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if !cpu || decode_workers != 0 || torch_threads != 0 || cores < 2 {
+    if !cpu || cores < 2 {
         return (decode_workers, torch_threads);
     }
-    let torch = cores.div_ceil(2);
-    (cores - torch, torch)
+    let torch = if torch_threads == 0 { cores.div_ceil(2) } else { torch_threads };
+    let workers = if decode_workers == 0 { cores.saturating_sub(torch).max(1) } else { decode_workers };
+    (workers, torch)
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -321,8 +324,9 @@ struct ModelArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// libtorch intra-op threads (0 = half the cores, rounded up, when run/work decode on the
-    /// same CPU with --decode-workers 0; else libtorch's choice).
+    /// libtorch intra-op threads (0 = run/work on the CPU: half the cores, rounded up, the rest
+    /// decode; else libtorch's choice). The last bits of CPU features depend on it: give the
+    /// same value to runs that must match byte for byte.
     #[arg(long, default_value_t = 0)]
     torch_threads: usize,
 }
@@ -513,8 +517,8 @@ struct PcaSampleArgs {
     /// Cap on rows per video (0 = no cap).
     #[arg(long, default_value_t = 300)]
     max_rows_per_video: u64,
-    /// Videos decoded in parallel (0 = one per core; with the network on the CPU and
-    /// --torch-threads 0, the cores it does not use: half).
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
+    /// --torch-threads leaves, at least one).
     #[arg(long, default_value_t = 0)]
     decode_workers: usize,
 }
@@ -657,12 +661,13 @@ struct WorkArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// libtorch intra-op threads (0 = half the cores, rounded up, when run/work decode on the
-    /// same CPU with --decode-workers 0; else libtorch's choice).
+    /// libtorch intra-op threads (0 = run/work on the CPU: half the cores, rounded up, the rest
+    /// decode; else libtorch's choice). The last bits of CPU features depend on it: give the
+    /// same value to runs that must match byte for byte.
     #[arg(long, default_value_t = 0)]
     torch_threads: usize,
-    /// Videos decoded in parallel (0 = one per core; with the network on the CPU and
-    /// --torch-threads 0, the cores it does not use: half).
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
+    /// --torch-threads leaves, at least one).
     #[arg(long, default_value_t = 0)]
     decode_workers: usize,
     /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).

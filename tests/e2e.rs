@@ -242,14 +242,16 @@ fn decode_to_a_frame_cache_then_extract_matches_run() {
     let d = tempfile::tempdir().unwrap();
     let (run_out, cache, ext_out) = (d.path().join("run"), d.path().join("cache"), d.path().join("extract"));
     let list = ["data-samples/with_failures.csv", "--vocab", "kinetics-400", "--shards", "2"];
-    let r = vidfeat(&[&["run"][..], &list, &["--out", run_out.to_str().unwrap()]].concat());
+    // One torch thread in both: the CPU network's last bits depend on its thread count (run
+    // defaults to half the cores, extract to all of them).
+    let r = vidfeat(&[&["run"][..], &list, &["--out", run_out.to_str().unwrap(), "--torch-threads", "1"]].concat());
     assert_eq!(r.status.code(), Some(2));
     let r = vidfeat(&[&["decode"][..], &list, &["--cache", cache.to_str().unwrap()]].concat());
     assert_eq!(r.status.code(), Some(2), "the cache records the two failures");
     assert!(cache.join("manifest.json").exists());
     // The same PCA: a PCA fitted on a few frames amplifies the smallest differences.
     let pca = run_out.join("pca.npz");
-    let r = vidfeat(&["extract", "--cache", cache.to_str().unwrap(), "--out", ext_out.to_str().unwrap(), "--pca", pca.to_str().unwrap()]);
+    let r = vidfeat(&["extract", "--cache", cache.to_str().unwrap(), "--out", ext_out.to_str().unwrap(), "--pca", pca.to_str().unwrap(), "--torch-threads", "1"]);
     assert_eq!(r.status.code(), Some(2));
     // Same videos, labels and rows; the features agree to within one quantization bin (run
     // batches frames within a video, extract across videos, and the CNN's last bits depend on

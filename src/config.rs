@@ -132,6 +132,7 @@ fn file_values(table: &toml::Table, cmd: &Command, path: &[String], file: &Path)
     let mut top = toml::Table::new();
     let mut section = toml::Table::new();
     // Walk a table whose keys are settings or subcommand tables.
+    #[allow(clippy::too_many_arguments)]
     fn walk(t: &toml::Table, c: &Command, prefix: &[String], path: &[String], every: &[String], file: &Path, top: &mut toml::Table, section: &mut toml::Table) -> Result<()> {
         let here = keys(c);
         let globals = every; // top-level keys may name an option of any subcommand
@@ -242,7 +243,7 @@ pub fn resolve(cmd: &Command, argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<
                 settings.push(Setting { section: (depth > 0).then(|| p.join(".")), key, values: vec![on.to_string()], flag, multiple, source });
                 continue;
             }
-            if values.len() > 1 && !multiple && !a.get_value_delimiter().is_some() {
+            if values.len() > 1 && !multiple && a.get_value_delimiter().is_none() {
                 return Err(to_clap(anyhow::anyhow!("{key}: one value expected, got {}", values.len())));
             }
             if matches!(source, Source::Env(_) | Source::Flag | Source::File) {

@@ -206,7 +206,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
         crate::telemetry::extracted(*buf_rows as u64);
         buf.clear();
         *buf_rows = 0;
-        let previous = std::mem::replace(in_flight, Some(submitted.map_err(|e| e.to_string())?));
+        let previous = in_flight.replace(submitted.map_err(|e| e.to_string())?);
         if let Some(p) = previous {
             distribute(model.finish(p).map_err(|e| e.to_string())?, open);
         }

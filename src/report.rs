@@ -155,15 +155,15 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     if let Some(s) = summary["settings"].as_object() {
         for k in ["fps", "max_frames", "compression", "batch_size"] {
             if let Some(v) = s.get(k) {
-                facts.push(format!("<b>{k}</b> {}", esc(&v.to_string().trim_matches('"').to_string())));
+                facts.push(format!("<b>{k}</b> {}", esc(v.to_string().trim_matches('"'))));
             }
         }
     }
     if !facts.is_empty() {
-        write!(h, "<p class=\"facts\">{}</p>\n", facts.join(" &middot; "))?;
+        writeln!(h, "<p class=\"facts\">{}</p>", facts.join(" &middot; "))?;
     }
     for p in problems.iter().take(10) {
-        write!(h, "<p class=\"warn\">shard problem: {}</p>\n", esc(p))?;
+        writeln!(h, "<p class=\"warn\">shard problem: {}</p>", esc(p))?;
     }
 
     // Failures by kind.
@@ -184,7 +184,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
                 .take(3)
                 .map(|f| format!("<code>{}</code>: {}", esc(f.id.as_deref().or(f.source.as_deref()).unwrap_or("-")), esc(&truncate(&f.reason, 160))))
                 .collect();
-            write!(h, "<tr><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td></tr>\n", esc(kind), fs.len(), ex.join("<br>"))?;
+            writeln!(h, "<tr><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td></tr>", esc(kind), fs.len(), ex.join("<br>"))?;
         }
         h.push_str("</table>\n<p class=\"sub\">All of them, with sources and list lines: failures.jsonl (and done/*.json for plan folders).</p>\n");
     }
@@ -206,7 +206,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         let top: Vec<(String, u64)> = lc.iter().take(40).map(|(l, n)| (names.get(l).map(|s| format!("{s} ({l})")).unwrap_or_else(|| l.to_string()), *n)).collect();
         h.push_str(&hbars("videos per label", &top));
         let more = lc.len().saturating_sub(40);
-        write!(h, "<p class=\"sub\">{} labels in all{}; {unlabelled} videos without a label.</p>\n", lc.len(), if more > 0 { format!(", the {more} least frequent not shown") } else { String::new() })?;
+        writeln!(h, "<p class=\"sub\">{} labels in all{}; {unlabelled} videos without a label.</p>", lc.len(), if more > 0 { format!(", the {more} least frequent not shown") } else { String::new() })?;
     }
     h.push_str("<div class=\"row\">");
     let secs: Vec<f64> = videos.values().filter_map(|v| v.seconds).collect();
@@ -240,7 +240,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     }
     let with_sheet = sheets.iter().filter(|s| s.image.is_ok()).count();
     if with_sheet > 0 && (ok as usize) > sheets.len() {
-        write!(h, "<p class=\"sub\">Contact sheets for the first {} of {ok} videos (--sheets).</p>\n", sheets.len())?;
+        writeln!(h, "<p class=\"sub\">Contact sheets for the first {} of {ok} videos (--sheets).</p>", sheets.len())?;
     }
     h.push_str(SCRIPT);
     h.push_str("</body></html>\n");
@@ -350,9 +350,9 @@ fn histogram(title: &str, values: &[f64], bins: usize) -> String {
             let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" class=\"small\">{c}</text>", x + bw / 2.0, base - bh - 3.0);
         }
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<text x=\"{left}\" y=\"{}\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"small\">{}</text></svg>\n",
+        "<text x=\"{left}\" y=\"{}\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"small\">{}</text></svg>",
         base + 14.0,
         num(lo),
         w - 10.0,
@@ -392,9 +392,9 @@ fn throughput(events: &[Event]) -> String {
     for (i, v) in fps.iter().enumerate() {
         let _ = write!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" class=\"dot\"><title>{}-{} s: {:.1} frames/s, {} videos</title></circle>", x(i), y(*v), num(i as f64 * bw), num((i + 1) as f64 * bw), v, vids[i]);
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<text x=\"{}\" y=\"24\" text-anchor=\"end\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">0</text><text x=\"{left}\" y=\"{}\" class=\"small\">0 s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">{} s</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"small\">frames/s per {} s, over the run</text></svg>\n",
+        "<text x=\"{}\" y=\"24\" text-anchor=\"end\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">0</text><text x=\"{left}\" y=\"{}\" class=\"small\">0 s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">{} s</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"small\">frames/s per {} s, over the run</text></svg>",
         left - 4.0,
         num(max),
         left - 4.0,
@@ -407,9 +407,9 @@ fn throughput(events: &[Event]) -> String {
         base + 32.0,
         num(bw)
     );
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<p class=\"sub\">{} videos ({failed} failed) and {} frames finished over {}; mean {:.2} videos/s, {:.1} frames/s. Gaps are pauses between runs or workers (resumes).</p>\n",
+        "<p class=\"sub\">{} videos ({failed} failed) and {} frames finished over {}; mean {:.2} videos/s, {:.1} frames/s. Gaps are pauses between runs or workers (resumes).</p>",
         events.len(),
         frames.iter().sum::<u64>(),
         hms(span),

@@ -63,6 +63,7 @@ fn api() -> Result<&'static Api, String> {
         if h.is_null() {
             return Err("libcudart is not loaded".into());
         }
+        // Each field's type is the function's C signature; a symbol is one pointer wide.
         macro_rules! sym {
             ($name:literal) => {{
                 let c = CString::new($name).unwrap();
@@ -70,7 +71,7 @@ fn api() -> Result<&'static Api, String> {
                 if p.is_null() {
                     return Err(format!("libcudart has no {}", $name));
                 }
-                std::mem::transmute::<*mut c_void, _>(p)
+                std::mem::transmute_copy(&p)
             }};
         }
         Ok(Api {

@@ -171,7 +171,12 @@ pub fn resolve(cmd: &Command, argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<
         c.mut_args(|a| a.required(false)).mut_subcommands(relax)
     }
     let relaxed = relax(cmd.clone());
-    let m = relaxed.clone().try_get_matches_from(argv.clone())?;
+    let m = match relaxed.clone().try_get_matches_from(argv.clone()) {
+        Ok(m) => m,
+        // Help and version from the real definitions, so usage lines show what is required.
+        Err(e) if !e.use_stderr() => return Err(cmd.clone().try_get_matches_from(argv).err().unwrap_or(e)),
+        Err(e) => return Err(e),
+    };
     let to_clap = |e: anyhow::Error| relaxed.clone().error(clap::error::ErrorKind::ValueValidation, format!("{e:#}"));
 
     let file = env("VIDFEAT_CONFIG").map(PathBuf::from).or_else(|| m.get_one::<PathBuf>("config").cloned());
@@ -417,6 +422,9 @@ mod tests {
         assert!(e.contains("vidfeat.toml"), "{e}");
         // Still required when no source gives it.
         assert!(run(&["run", "a.csv"], &[], None).is_err());
+        // Help shows what is required, though resolution parses with nothing required.
+        let help = run(&["run", "--help"], &[], None).unwrap_err();
+        assert!(help.contains("--out <OUT>") && help.contains("<INPUTS>...") && !help.contains("[INPUTS]"), "{help}");
         // A top-level key another subcommand lacks is fine there.
         let (t, _) = run(&["status", "d"], &[], Some("device = \"cuda\"\n")).unwrap();
         assert!(matches!(t.cmd, Sub::Status { .. }));

@@ -46,6 +46,8 @@ pub struct Resolved {
     pub settings: Vec<Setting>,
     /// The settings file read, if any.
     pub file: Option<PathBuf>,
+    /// The subcommand words (`run`, `pca fit`).
+    pub command: String,
 }
 
 /// The variable that sets `--long`.
@@ -269,7 +271,7 @@ pub fn resolve(cmd: &Command, argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<
             out.extend(positional.into_iter().map(OsString::from));
         }
     }
-    Ok(Resolved { argv: out, settings, file })
+    Ok(Resolved { argv: out, settings, file, command: path.join(" ") })
 }
 
 fn toml_scalar(v: &str) -> String {
@@ -283,7 +285,8 @@ fn toml_scalar(v: &str) -> String {
 }
 
 /// The effective settings as a `vidfeat.toml` that reproduces them, each with its source.
-pub fn render(r: &Resolved, command: &str) -> String {
+pub fn render(r: &Resolved) -> String {
+    let command = &r.command;
     let mut s = format!(
         "# Effective settings of `vidfeat {command}`; precedence: VIDFEAT_* environment > flags > settings file{} > defaults.\n# This output is itself a valid settings file.\n",
         r.file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default()
@@ -434,7 +437,8 @@ mod tests {
     fn printed_settings_read_back_to_the_same_settings() {
         let file = "device = \"cuda\"\n[run]\nbatch-size = 32\nout = \"o d\"\nclasses = [\"a\", \"b\"]\n";
         let (_, r) = run(&["run", "x.csv", "--strict"], &[("VIDFEAT_PROGRESS", "never")], Some(file)).unwrap();
-        let text = render(&r, "run");
+        assert_eq!(r.command, "run");
+        let text = render(&r);
         assert!(text.contains("batch-size = 32  # settings file"), "{text}");
         assert!(text.contains("strict = true  # command line"), "{text}");
         assert!(text.contains("progress = \"never\"  # VIDFEAT_PROGRESS"), "{text}");

@@ -40,6 +40,26 @@ pub struct Failure {
     pub line: Option<usize>,
 }
 
+impl Failure {
+    /// A planned video's failure, with its list file and line.
+    pub fn of_job(job: &Job, stage: &str, kind: String, reason: String) -> Failure {
+        Failure {
+            id: Some(job.task.id.clone()),
+            source: Some(job.task.source.to_string()),
+            stage: stage.into(),
+            kind,
+            reason,
+            file: Some(job.task.origin.file.to_string()),
+            line: Some(job.task.origin.line),
+        }
+    }
+}
+
+/// The log line of one failed video (or row): its id, kind and reason.
+pub fn log_failed(id: &str, kind: &str, reason: &str) {
+    tracing::warn!("failed: {id} ({kind}): {reason}");
+}
+
 /// `OUT/failures.jsonl`, appended and flushed line by line, with counts by kind.
 pub struct FailureLog {
     file: std::io::BufWriter<std::fs::File>,
@@ -59,7 +79,7 @@ impl FailureLog {
         // The first few on stderr; all of them in the file.
         match self.total() {
             _ if !self.echo => {}
-            n if n <= 20 => tracing::warn!("failed: {} ({}): {}", f.id.as_deref().unwrap_or("-"), f.kind, f.reason),
+            n if n <= 20 => log_failed(f.id.as_deref().unwrap_or("-"), &f.kind, &f.reason),
             21 => tracing::warn!("more failures only in failures.jsonl"),
             _ => {}
         }

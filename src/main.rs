@@ -36,14 +36,14 @@ struct Cli {
     print_config: bool,
     /// Progress display: auto (bars on a terminal, else a log line every --progress-interval),
     /// always (bars), never.
-    #[arg(long, global = true, default_value = "auto")]
+    #[arg(value_enum, long, global = true, default_value = "auto")]
     progress: vidfeat::telemetry::ProgressMode,
     /// Seconds between progress log lines when no bars are drawn (0: none).
     #[arg(long, global = true, default_value_t = 30)]
     progress_interval: u64,
     /// Log lines on stderr: text, or json (one object per line, for log collectors). Levels
     /// and modules filter with RUST_LOG (default info).
-    #[arg(long, global = true, default_value = "text")]
+    #[arg(value_enum, long, global = true, default_value = "text")]
     log_format: vidfeat::telemetry::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
@@ -1124,13 +1124,13 @@ fn main() -> ExitCode {
         Err(e) => {
             if resolved.argv.iter().any(|a| a == "--print-config") {
                 // Show what was resolved even when it does not parse, then why.
-                print!("{}", vidfeat::config::render(&resolved, &command_name(&resolved.argv)));
+                print!("{}", vidfeat::config::render(&resolved));
             }
             return usage(e);
         }
     };
     if cli.print_config {
-        print!("{}", vidfeat::config::render(&resolved, &command_name(&resolved.argv)));
+        print!("{}", vidfeat::config::render(&resolved));
         return ExitCode::SUCCESS;
     }
     vidfeat::telemetry::init_logging(cli.log_format);
@@ -1172,23 +1172,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// `run`, `pca fit`: the subcommand words of a command line (for --print-config's header).
-fn command_name(argv: &[std::ffi::OsString]) -> String {
-    let mut c = Cli::command();
-    let mut words = vec![];
-    for a in argv.iter().skip(1).filter_map(|a| a.to_str()) {
-        match c.find_subcommand(a) {
-            Some(sub) => {
-                words.push(a.to_string());
-                c = sub.clone();
-            }
-            None if a.starts_with('-') => continue,
-            None => break,
-        }
-    }
-    words.join(" ")
 }
 
 fn report_cmd(cfg: vidfeat::report::ReportConfig, json_out: bool) -> Result<ExitCode> {
@@ -1243,9 +1226,9 @@ mod tests {
 
     #[test]
     fn command_names_for_print_config() {
-        let a = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
-        assert_eq!(command_name(&a(&["vidfeat", "--log-format=json", "status", "dir"])), "status");
+        let name = |v: &[&str]| vidfeat::config::resolve(&Cli::command(), v.iter().map(std::ffi::OsString::from).collect(), &|_| None, std::path::Path::new("/nonexistent/vidfeat.toml")).unwrap().command;
+        assert_eq!(name(&["vidfeat", "--log-format=json", "status", "dir"]), "status");
         #[cfg(feature = "ffmpeg")]
-        assert_eq!(command_name(&a(&["vidfeat", "pca", "fit", "x"])), "pca fit");
+        assert_eq!(name(&["vidfeat", "pca", "fit", "x", "--out", "p.npz"]), "pca fit");
     }
 }

@@ -453,15 +453,7 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
                 Err((kind, reason)) => {
                     let job = &prepared.jobs[idx];
                     tracing::warn!("skipped for the PCA: {} ({kind}): {reason}", job.task.id);
-                    failures.push(crate::jobs::Failure {
-                        id: Some(job.task.id.clone()),
-                        source: Some(job.task.source.to_string()),
-                        stage: "decode".into(),
-                        kind,
-                        reason,
-                        file: Some(job.task.origin.file.to_string()),
-                        line: Some(job.task.origin.line),
-                    });
+                    failures.push(crate::jobs::Failure::of_job(job, "decode", kind, reason));
                 }
             }
             // Stop once the sample is full.

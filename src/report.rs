@@ -281,18 +281,20 @@ fn shard_files(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 }
 
 fn read_shard(path: &Path, problems: &mut Vec<String>, mut f: impl FnMut(&vidfeat_export::Parsed)) {
-    let mut rdr = match vidfeat_export::open_records(path) {
+    let mut problem = |e: vidfeat_export::ExportError| problems.push(format!("{}: {e}", path.display()));
+    let records = match vidfeat_export::open_records(path) {
         Ok((r, _)) => r,
-        Err(e) => return problems.push(format!("{}: {e}", path.display())),
+        Err(e) => return problem(e),
     };
-    loop {
-        match rdr.read_record() {
-            Ok(Some(rec)) => match vidfeat_export::parse_record(&rec) {
-                Ok(p) => f(&p),
-                Err(e) => problems.push(format!("{}: {e}", path.display())),
-            },
-            Ok(None) => return,
-            Err(e) => return problems.push(format!("{}: {e}", path.display())),
+    for rec in records {
+        // A framing error ends the file; a record that does not parse is skipped.
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => return problem(e),
+        };
+        match vidfeat_export::parse_record(&rec) {
+            Ok(p) => f(&p),
+            Err(e) => problem(e),
         }
     }
 }
@@ -462,19 +464,8 @@ pub fn esc(s: &str) -> String {
 }
 
 fn now_utc() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = (t / 86400, t % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem / 60 % 60)
+    let t = time::OffsetDateTime::now_utc();
+    format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,10 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 
 /// Counts of videos and frames through each stage, for this process.
-#[derive(Default)]
 pub struct Counters {
     /// Videos this process is to handle (its shards, or the list for extract/decode).
     pub planned: AtomicU64,
@@ -128,23 +126,11 @@ fn hms(secs: f64) -> String {
 // Display
 
 /// `--progress`: bars on a terminal and log lines elsewhere (auto), or forced either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
     Auto,
     Always,
     Never,
-}
-
-impl std::str::FromStr for ProgressMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "always" => Ok(Self::Always),
-            "never" => Ok(Self::Never),
-            _ => Err(format!("`{s}`: expected auto, always or never")),
-        }
-    }
 }
 
 /// The bars, while they are drawn; the log writer suspends them around each line.
@@ -289,21 +275,10 @@ fn log_lines(stop: Arc<AtomicBool>, started: Instant, interval: Duration) {
 // Logging
 
 /// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => Err(format!("`{s}`: expected text or json")),
-        }
-    }
 }
 
 /// stderr, with the bars (if drawn) lifted out of the way for each write.

@@ -607,7 +607,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
         let job = &jobs[e.idx() as usize];
         crate::telemetry::written(matches!(e, Entry::Ok { .. }));
         if let Entry::Failed { kind, reason, .. } = &e {
-            tracing::warn!("failed: {} ({kind}): {reason}", job.task.id);
+            crate::jobs::log_failed(&job.task.id, kind, reason);
         }
         events.video(&job.task.id, name, match &e {
             Entry::Ok { rgb, seconds, .. } => Ok((rgb.len() as u64, *seconds)),
@@ -651,15 +651,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
                 rows += rgb.len() as u64;
                 secs += seconds;
             }
-            Entry::Failed { kind, reason, .. } => failures.push(Failure {
-                id: Some(job.task.id.clone()),
-                source: Some(job.task.source.to_string()),
-                stage: "decode".into(),
-                kind: kind.clone(),
-                reason: reason.clone(),
-                file: Some(job.task.origin.file.to_string()),
-                line: Some(job.task.origin.line),
-            }),
+            Entry::Failed { kind, reason, .. } => failures.push(Failure::of_job(job, "decode", kind.clone(), reason.clone())),
         }
     }
     crash_point("before_shard_commit");
@@ -719,9 +711,10 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
     };
     let (mut processed, mut skipped, mut busy) = (vec![], 0u64, vec![]);
     let videos_in = |split: &String, shard: &u32| by_shard.get(&(split.clone(), *shard)).map_or(0, |j| j.len() as u64);
-    crate::telemetry::planned(mine.iter().filter(|(_, _, n)| read_done(ctx.dir, n, ctx.plan_hash).is_none()).map(|(s, k, _)| videos_in(s, k)).sum());
-    for (split, shard, name) in mine {
-        if read_done(ctx.dir, name, ctx.plan_hash).is_some() {
+    let done_before: Vec<bool> = mine.iter().map(|(_, _, n)| read_done(ctx.dir, n, ctx.plan_hash).is_some()).collect();
+    crate::telemetry::planned(mine.iter().zip(&done_before).filter(|(_, d)| !**d).map(|((s, k, _), _)| videos_in(s, k)).sum());
+    for ((split, shard, name), done) in mine.into_iter().zip(done_before) {
+        if done {
             // A worker killed right after the done marker leaves its journal behind.
             let _ = std::fs::remove_file(ctx.dir.join("journal").join(format!("{}.journal", stem(name))));
             skipped += 1;

@@ -206,6 +206,10 @@ impl Model {
         (self.sidecar.input_size[1], self.sidecar.input_size[0])
     }
 
+    fn err(&self, msg: String) -> FeatureError {
+        FeatureError::Model { path: self.path.display().to_string(), msg }
+    }
+
     /// Features for `n` packed RGB24 frames (n * h * w * 3 bytes): n * output_dim floats.
     pub fn extract(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, FeatureError> {
         let p = self.submit(rgb, n)?;
@@ -221,7 +225,7 @@ impl Model {
         let (w, h) = self.input_wh();
         let expect = n * (w * h * 3) as usize;
         if rgb.len() != expect {
-            return Err(FeatureError::Model { path: self.path.display().to_string(), msg: format!("got {} bytes for {n} frames, expected {expect}", rgb.len()) });
+            return Err(self.err(format!("got {} bytes for {n} frames, expected {expect}", rgb.len())));
         }
         if n == 0 {
             return Ok(Pending { out: None, n, slot: None });
@@ -235,7 +239,7 @@ impl Model {
             }
             ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous()
         };
-        let err = |msg: String| FeatureError::Model { path: self.path.display().to_string(), msg };
+        let err = |msg| self.err(msg);
         tch::no_grad(|| -> Result<Pending, FeatureError> {
             let (slot, x) = match &self.staging {
                 Some(st) => {
@@ -265,7 +269,7 @@ impl Model {
         let Some(out) = p.out else { return Ok(vec![]) };
         match (&self.staging, p.slot) {
             // `out` lives until the copy back is done (it is dropped after `wait`).
-            (Some(st), Some(i)) => st.lock().unwrap().wait(i, p.n * self.sidecar.output_dim).map_err(|msg| FeatureError::Model { path: self.path.display().to_string(), msg }),
+            (Some(st), Some(i)) => st.lock().unwrap().wait(i, p.n * self.sidecar.output_dim).map_err(|msg| self.err(msg)),
             _ => Ok(Vec::<f32>::try_from(out.to_device(Device::Cpu).contiguous().view([-1]))?),
         }
     }

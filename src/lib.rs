@@ -1,26 +1,16 @@
 //! vidfeat: video lists in, YouTube-8M-compatible TFRecords of CNN frame features out.
 //!
-//! The library side of the CLI, wiring the `ingest`, `decode`, `features`, `labels` and
-//! `export` crates together (see docs/ARCHITECTURE.md):
-//! * [`jobs`]: inputs -> jobs (ingest, labels, shards) and the failure log;
-//! * [`consume`]: decoded videos -> batcher + CNN -> PCA, quantization, shards, summary;
-//! * [`pipeline`] (feature `ffmpeg`): decode workers for `run`, and `decode --cache`;
-//! * [`cache`] and [`extract`]: the frame cache, and `extract` from it (no FFmpeg needed).
-pub mod cache;
-pub mod config;
-pub mod consume;
-pub mod extract;
-pub mod jobs;
-#[cfg(feature = "ffmpeg")]
+//! The library half of the crate, wiring the `ingest`, `decode`, `features`, `labels` and
+//! `export` crates together (see docs/ARCHITECTURE.md). It knows nothing of the command line:
+//! * [`pipeline`]: the dataset build (jobs, plans, decode workers, the consumer, cluster
+//!   workers, the frame cache and extract);
+//! * [`outputs`]: readers of finished outputs (inspect, verify, report, sample);
+//! * [`telemetry`]: counters, progress, logs and the per-video event log, shared by both.
+pub mod outputs;
 pub mod pipeline;
-pub mod report;
-pub mod sample;
 pub mod telemetry;
-pub mod verify;
-pub mod work;
 
-pub use consume::{ConsumeConfig, Outcome, RunReport};
-pub use jobs::JobSpec;
+pub use pipeline::{ConsumeConfig, JobSpec, Outcome, RunReport};
 
 /// Path of the bundled default model (EfficientNet-Lite0, ImageNet weights).
 pub fn default_model() -> std::path::PathBuf {

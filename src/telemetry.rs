@@ -126,11 +126,27 @@ fn hms(secs: f64) -> String {
 // Display
 
 /// `--progress`: bars on a terminal and log lines elsewhere (auto), or forced either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
     Auto,
     Always,
     Never,
+}
+
+impl ProgressMode {
+    pub const NAMES: [&'static str; 3] = ["auto", "always", "never"];
+}
+
+impl std::str::FromStr for ProgressMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ProgressMode::Auto),
+            "always" => Ok(ProgressMode::Always),
+            "never" => Ok(ProgressMode::Never),
+            _ => Err(format!("`{s}`: expected auto, always or never")),
+        }
+    }
 }
 
 /// The bars, while they are drawn; the log writer suspends them around each line.
@@ -275,10 +291,25 @@ fn log_lines(stop: Arc<AtomicBool>, started: Instant, interval: Duration) {
 // Logging
 
 /// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl LogFormat {
+    pub const NAMES: [&'static str; 2] = ["text", "json"];
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{s}`: expected text or json")),
+        }
+    }
 }
 
 /// stderr, with the bars (if drawn) lifted out of the way for each write.

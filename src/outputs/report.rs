@@ -67,16 +67,16 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     }
 
     // Failures.
-    let mut failures: Vec<crate::jobs::Failure> = std::fs::read_to_string(dir.join("failures.jsonl"))
+    let mut failures: Vec<crate::pipeline::jobs::Failure> = std::fs::read_to_string(dir.join("failures.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     // A plan folder keeps its videos' failures in the done markers; `run` copies them into
     // failures.jsonl too.
-    if let Ok((plan, hash)) = crate::work::PlanSettings::load(dir) {
+    if let Ok((plan, hash)) = crate::pipeline::plan::PlanSettings::load(dir) {
         let have: std::collections::HashSet<(Option<String>, String)> = failures.iter().map(|f| (f.id.clone(), f.kind.clone())).collect();
-        failures.extend(crate::work::shard_failures(dir, &plan, &hash).into_iter().filter(|f| !have.contains(&(f.id.clone(), f.kind.clone()))));
+        failures.extend(crate::pipeline::worker::shard_failures(dir, &plan, &hash).into_iter().filter(|f| !have.contains(&(f.id.clone(), f.kind.clone()))));
     }
 
     // Events: durations, and finish times for throughput.
@@ -171,7 +171,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     if failures.is_empty() {
         h.push_str("<p>No video failed.</p>\n");
     } else {
-        let mut by_kind: BTreeMap<&str, Vec<&crate::jobs::Failure>> = BTreeMap::new();
+        let mut by_kind: BTreeMap<&str, Vec<&crate::pipeline::jobs::Failure>> = BTreeMap::new();
         for f in &failures {
             by_kind.entry(f.kind.as_str()).or_default().push(f);
         }
@@ -500,7 +500,7 @@ fn thumb_size(cfg: &ReportConfig) -> (u32, u32) {
 }
 
 fn sheets_from_cache(cfg: &ReportConfig, videos: &BTreeMap<String, Video>, cache: &Path) -> Result<Vec<Sheet>> {
-    let c = crate::cache::CacheReader::open(cache)?;
+    let c = crate::pipeline::cache::CacheReader::open(cache)?;
     let fps = c.manifest["decode"]["fps"].as_f64().filter(|f| *f > 0.0).unwrap_or(1.0);
     let (tw, th) = thumb_size(cfg);
     let frame_bytes = (c.width * c.height * 3) as usize;
@@ -531,11 +531,11 @@ fn sheets_from_cache(cfg: &ReportConfig, videos: &BTreeMap<String, Video>, cache
 #[cfg(feature = "ffmpeg")]
 fn sheets_from_sources(cfg: &ReportConfig, videos: &BTreeMap<String, Video>) -> Result<Vec<Sheet>> {
     use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
-    let plan = crate::work::PlanSettings::load(&cfg.dir).ok().map(|p| p.0);
+    let plan = crate::pipeline::plan::PlanSettings::load(&cfg.dir).ok().map(|p| p.0);
     let fps = plan.as_ref().and_then(|p| Rational::parse(&p.fps)).unwrap_or(Rational::new(1, 1));
     let max_rows = plan.as_ref().map_or(300, |p| p.max_frames);
     let (tw, th) = thumb_size(cfg);
-    let jobs = crate::work::read_plan_tasks(&cfg.dir)?;
+    let jobs = crate::pipeline::worker::read_plan_tasks(&cfg.dir)?;
     let mut out = vec![];
     for job in jobs.iter().filter(|j| videos.contains_key(&j.task.id)).take(cfg.sheets) {
         let id = job.task.id.clone();

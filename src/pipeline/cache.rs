@@ -21,8 +21,8 @@ use serde_json::json;
 use vidfeat_features::Sidecar;
 use vidfeat_ingest::{Origin, Source, Task};
 
-use crate::consume::Decoded;
-use crate::jobs::{Failure, FailureLog, Job, Prepared};
+use crate::pipeline::consume::Decoded;
+use crate::pipeline::jobs::{Failure, FailureLog, Job, Prepared};
 
 pub const FORMAT: &str = "vidfeat-frame-cache";
 pub const VERSION: u32 = 1;

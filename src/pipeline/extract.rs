@@ -10,9 +10,9 @@ use serde_json::json;
 
 use vidfeat_features::Model;
 
-use crate::cache::CacheReader;
-use crate::consume::{consume, ConsumeConfig, Decoded, Progress, RunReport};
-use crate::jobs::FailureLog;
+use crate::pipeline::cache::CacheReader;
+use crate::pipeline::consume::{consume, ConsumeConfig, Decoded, Progress, RunReport};
+use crate::pipeline::jobs::FailureLog;
 
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {

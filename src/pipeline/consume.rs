@@ -17,7 +17,7 @@ use serde_json::json;
 use vidfeat_export::{encode_frame_level, encode_video_level, shard_name, AtomicShard, VideoRecord};
 use vidfeat_features::{quantize, CovarianceAccumulator, Model, Pca};
 
-use crate::jobs::{Failure, FailureLog, Job, Prepared};
+use crate::pipeline::jobs::{Failure, FailureLog, Job, Prepared};
 
 /// One video from the producer: its frames (packed RGB24 at the model size, back to back),
 /// rows, seconds and warnings; or its failure (kind, reason).
@@ -420,7 +420,7 @@ fn write_outputs(
     };
 
     let mut pca_info = json!(null);
-    let mut events = crate::telemetry::EventLog::open(&cfg.out, &crate::work::worker_id());
+    let mut events = crate::telemetry::EventLog::open(&cfg.out, &crate::pipeline::worker::worker_id());
     for e in ext_rx {
         let job = &jobs[e.idx];
         crate::telemetry::written(e.result.is_ok());

@@ -1,0 +1,284 @@
+//! Argument groups shared by several subcommands (lists, fetching, sampling, model, output and
+//! its shape), and their conversion into the library's resolved settings.
+use std::path::PathBuf;
+#[cfg(feature = "ffmpeg")]
+use std::time::Duration;
+
+use anyhow::Result;
+#[cfg(feature = "ffmpeg")]
+use anyhow::Context;
+
+use vidfeat::{ConsumeConfig, JobSpec};
+#[cfg(feature = "ffmpeg")]
+use vidfeat_decode::Rational;
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// List files (.csv .tsv .jsonl .txt), directories (crawled) and video files.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where Kinetics annotation rows find their clips (default: the CSV's folder).
+    #[arg(long)]
+    pub video_root: Option<PathBuf>,
+    /// yt8m, kinetics-400, kinetics-600, kinetics-700, or a vocabulary file.
+    #[arg(long)]
+    pub vocab: Option<String>,
+    /// Shards per split (default: about 1,000 videos per shard).
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Split for rows that do not name one.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Header names of CSV/TSV lists whose columns are named otherwise, e.g.
+    /// `id=video_id,source=path,labels=tags`.
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// Stop before any work when a row is invalid, a label unknown or a local source missing.
+    #[arg(long)]
+    pub strict: bool,
+    /// Command that fetches a video by id, for rows with an id and no source and Kinetics rows
+    /// whose clip is not on disk; `{id}` and `{out}` are replaced (shell-quoted), e.g.
+    /// 'yt-dlp -q -f mp4 -o {out} -- {id}'. Runs under `sh -c` with --fetch-cmd-timeout.
+    #[arg(long)]
+    pub fetch_cmd: Option<String>,
+}
+
+impl ListArgs {
+    pub fn spec(self) -> Result<JobSpec> {
+        let columns = match &self.columns {
+            Some(c) => vidfeat_ingest::parse_columns(c).map_err(|e| anyhow::anyhow!("--columns: {e}"))?,
+            None => Default::default(),
+        };
+        Ok(JobSpec {
+            inputs: self.inputs,
+            video_root: self.video_root,
+            split: self.split,
+            vocab: self.vocab,
+            shards: self.shards,
+            columns,
+            ids_as_sources: self.fetch_cmd.is_some(),
+        })
+    }
+}
+
+/// http(s) sources and --fetch-cmd downloads.
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    /// Content cache for downloaded sources (default: OUT/downloads, or CACHE/downloads).
+    #[arg(long)]
+    pub fetch_cache: Option<PathBuf>,
+    /// Connect and idle-read limit for http(s) sources, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub http_timeout: u64,
+    /// Limit for one download attempt, seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub download_timeout: u64,
+    /// Retries (with exponential backoff from 0.5 s) after 5xx, 429, dropped connections,
+    /// short bodies and timeouts; partial downloads resume with a Range request.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Limit for one --fetch-cmd run, seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub fetch_cmd_timeout: u64,
+}
+
+#[cfg(feature = "ffmpeg")]
+impl FetchArgs {
+    pub fn config(&self, fetch_cmd: Option<String>, max_bytes: u64) -> vidfeat_ingest::fetch::FetchConfig {
+        vidfeat_ingest::fetch::FetchConfig {
+            dir: self.fetch_cache.clone().unwrap_or_default(),
+            io_timeout: Duration::from_secs(self.http_timeout.max(1)),
+            total_timeout: Duration::from_secs(self.download_timeout.max(1)),
+            retries: self.retries,
+            backoff: Duration::from_millis(500),
+            max_bytes,
+            fetch_cmd,
+            fetch_cmd_timeout: Duration::from_secs(self.fetch_cmd_timeout.max(1)),
+        }
+    }
+}
+
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// Rows per second of video (e.g. 1, 0.5, 30000/1001).
+    #[arg(long, default_value = "1")]
+    pub fps: String,
+    /// Cap on rows per video (0 = no cap).
+    #[arg(long, default_value_t = 300)]
+    pub max_frames: u64,
+    /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
+    #[arg(long)]
+    pub resize: Option<String>,
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
+    /// --torch-threads leaves, at least one).
+    #[arg(long, default_value_t = 0)]
+    pub decode_workers: usize,
+    /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
+    #[arg(long, default_value_t = 0)]
+    pub decode_threads: usize,
+    /// Per-video decode time limit, seconds.
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_TIMEOUT.as_secs())]
+    pub timeout: u64,
+    /// Largest frame accepted, pixels (larger videos fail as too_large).
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Largest input file, bytes.
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_INPUT_BYTES)]
+    pub max_input_bytes: u64,
+    /// Longest video accepted, seconds.
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_DURATION)]
+    pub max_duration: f64,
+    /// Largest estimated decoder frame memory, bytes (frame size in the stream's pixel format
+    /// x (16 references + threads + 2)).
+    #[arg(long, default_value_t = vidfeat_decode::DEFAULT_MAX_DECODER_BYTES)]
+    pub max_decoder_memory: u64,
+}
+
+#[cfg(feature = "ffmpeg")]
+impl SampleArgs {
+    pub fn settings(&self) -> Result<vidfeat::pipeline::decode::DecodeSettings> {
+        let (workers, threads) = vidfeat::pipeline::layout::decode_layout(self.decode_workers, self.decode_threads);
+        Ok(vidfeat::pipeline::decode::DecodeSettings {
+            fps: Rational::parse(&self.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", self.fps))?,
+            max_frames: self.max_frames,
+            resize: self.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+            workers,
+            threads,
+            timeout: Duration::from_secs(self.timeout),
+            max_pixels: self.max_pixels,
+            max_input_bytes: self.max_input_bytes,
+            max_duration: self.max_duration,
+            max_decoder_bytes: self.max_decoder_memory,
+            fetch: vidfeat_ingest::fetch::FetchConfig { max_bytes: self.max_input_bytes, ..vidfeat_ingest::fetch::FetchConfig::new(PathBuf::new()) },
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// TorchScript model returning pre-logit features (default: bundled EfficientNet-Lite0).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The model's sidecar JSON (default: the model path with .json).
+    #[arg(long)]
+    pub sidecar: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch intra-op threads (0 = run/work on the CPU: half the cores, rounded up, the rest
+    /// decode; else libtorch's choice). The last bits of CPU features depend on it: give the
+    /// same value to runs that must match byte for byte.
+    #[arg(long, default_value_t = 0)]
+    pub torch_threads: usize,
+}
+
+#[derive(clap::Args)]
+pub struct OutputArgs {
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+}
+
+/// Output-shaping options shared by run, extract and plan.
+#[derive(clap::Args)]
+pub struct ShapeArgs {
+    /// A fitted PCA: our .npz, or a folder with YouTube-8M's mean.npy/eigenvals.npy/eigenvecs.npy.
+    /// Without it, one is fitted on the first frames (run: in-stream; plan: before freezing)
+    /// and saved as OUT/pca.npz.
+    #[arg(long)]
+    pub pca: Option<PathBuf>,
+    /// Dimensions kept after PCA (default 1024, or the model's dim if smaller).
+    #[arg(long)]
+    pub pca_dims: Option<usize>,
+    /// How many frames the PCA is fitted on when no --pca is given.
+    #[arg(long, default_value_t = 10_000)]
+    pub pca_sample_frames: usize,
+    /// Frames per CNN batch (run: batches cross video boundaries); default 8 on the CPU, 64 on CUDA.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// none, gzip or zlib: whole-file shard compression, read by TensorFlow with
+    /// `TFRecordDataset(files, compression_type="GZIP"|"ZLIB")`.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Write the 2017 release's context key `video_id` instead of `id`.
+    #[arg(long)]
+    pub legacy_2017: bool,
+    /// none, or zero: an `audio` feature list of 128-byte placeholder rows (each value reads
+    /// back as ~0.0) and a zero `mean_audio`, for readers that require YouTube-8M's audio.
+    #[arg(long, default_value = "none")]
+    pub audio: String,
+}
+
+impl ShapeArgs {
+    pub fn audio_zero(&self) -> Result<bool> {
+        match self.audio.as_str() {
+            "none" => Ok(false),
+            "zero" => Ok(true),
+            a => anyhow::bail!("--audio `{a}`: expected none or zero"),
+        }
+    }
+}
+
+impl OutputArgs {
+    pub fn consume(&self) -> Result<ConsumeConfig> {
+        let sh = &self.shape;
+        Ok(ConsumeConfig {
+            compression: sh.compression.parse().map_err(anyhow::Error::msg)?,
+            schema: vidfeat_export::Schema { legacy_2017: sh.legacy_2017, audio_zero: sh.audio_zero()? },
+            out: self.out.clone(),
+            batch_size: sh.batch_size,
+            pca: sh.pca.clone(),
+            pca_dims: sh.pca_dims,
+            pca_sample_frames: sh.pca_sample_frames.max(2),
+        })
+    }
+}
+
+/// What shapes the output, from the flags of run and plan.
+#[cfg(feature = "ffmpeg")]
+pub fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, fetch_cmd: Option<String>) -> Result<vidfeat::pipeline::plan::FreezeConfig> {
+    Ok(vidfeat::pipeline::plan::FreezeConfig {
+        model: model.path(),
+        sidecar: model.sidecar.clone(),
+        device: model.device.clone(),
+        decode: sample.settings()?,
+        fps: sample.fps.clone(),
+        resize: sample.resize.clone(),
+        pca: shape.pca.clone(),
+        pca_dims: shape.pca_dims,
+        pca_sample_frames: shape.pca_sample_frames.max(2),
+        batch_size: shape.batch_size,
+        compression: shape.compression.clone(),
+        legacy_2017: shape.legacy_2017,
+        audio_zero: shape.audio_zero()?,
+        fetch_cmd,
+    })
+}
+
+
+impl ModelArgs {
+    /// The model file: --model, else the bundled one.
+    pub fn path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(vidfeat::default_model)
+    }
+}
+
+impl ListArgs {
+    /// The job spec, checked first with --strict (run, decode).
+    #[cfg(feature = "ffmpeg")]
+    pub fn strict_spec(self) -> Result<JobSpec> {
+        let strict = self.strict;
+        let spec = self.spec()?;
+        if strict {
+            vidfeat::pipeline::plan::check_strict(&spec)?;
+        }
+        Ok(spec)
+    }
+}

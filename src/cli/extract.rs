@@ -1,0 +1,35 @@
+//! `vidfeat extract --cache DIR`: features, PCA and shards from a frame cache (no FFmpeg needed).
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::args::{ModelArgs, OutputArgs};
+
+#[derive(clap::Args)]
+pub struct ExtractArgs {
+    /// A frame cache made by `vidfeat decode`.
+    #[arg(long)]
+    pub cache: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Half precision on CUDA (where the model sidecar allows it).
+    #[arg(long)]
+    pub fp16: bool,
+}
+
+pub fn exec(a: ExtractArgs) -> Result<ExitCode> {
+    let cfg = vidfeat::pipeline::extract::ExtractConfig {
+        cache: a.cache.clone(),
+        consume: a.output.consume()?,
+        model: a.model.path(),
+        sidecar: a.model.sidecar.clone(),
+        device: a.model.device.clone(),
+        torch_threads: a.model.torch_threads,
+        fp16: a.fp16,
+    };
+    super::exit::print_run_report(vidfeat::pipeline::extract::extract(&cfg)?, a.output.json, &cfg.consume.out)
+}
+

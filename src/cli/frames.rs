@@ -1,0 +1,63 @@
+//! `vidfeat frames VIDEO --out DIR`: the frames a video is sampled to, to check sampling.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use vidfeat_decode::Rational;
+
+#[derive(clap::Args)]
+pub struct FramesArgs {
+    pub video: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// WxH; default: the source's displayed size (rotation and sample aspect ratio applied).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// png (one file per row) or rgb24 (one raw file, rows back to back).
+    #[arg(long, default_value = "png")]
+    pub format: String,
+    /// squash, center-crop or letterbox (matters with --size).
+    #[arg(long, default_value = "squash")]
+    pub resize: String,
+    #[arg(long, default_value = "1")]
+    pub fps: String,
+    /// Cap on rows (0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    pub max_frames: u64,
+    /// Clip window start, seconds.
+    #[arg(long)]
+    pub start: Option<f64>,
+    /// Clip window end, seconds.
+    #[arg(long)]
+    pub end: Option<f64>,
+}
+
+pub fn exec(a: FramesArgs) -> Result<ExitCode> {
+    let fps = Rational::parse(&a.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", a.fps))?;
+    anyhow::ensure!(a.format == "png" || a.format == "rgb24", "--format must be png or rgb24");
+    let window = match (a.start, a.end) {
+        (None, None) => None,
+        (s, e) => Some((s.unwrap_or(0.0), e.unwrap_or(f64::INFINITY))),
+    };
+    let cfg = vidfeat::pipeline::frames::FramesConfig {
+        video: a.video,
+        out: a.out,
+        size: a.size.as_deref().map(parse_size).transpose()?,
+        raw: a.format == "rgb24",
+        resize: a.resize.parse().map_err(anyhow::Error::msg)?,
+        fps,
+        max_frames: a.max_frames,
+        window,
+    };
+    let (rows, w, h) = vidfeat::pipeline::frames::write_frames(&cfg)?;
+    println!("{rows} rows ({w}x{h}) written to {}", cfg.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let (w, h) = s.split_once(['x', 'X']).with_context(|| format!("--size `{s}` is not WxH"))?;
+    let (w, h): (u32, u32) = (w.trim().parse()?, h.trim().parse()?);
+    anyhow::ensure!(w > 0 && h > 0 && w <= 16384 && h <= 16384, "--size `{s}` out of range");
+    Ok((w, h))
+}

@@ -1,0 +1,82 @@
+//! `vidfeat work --plan DIR`: process the shards of a frozen plan (resumable; Slurm arrays,
+//! Kubernetes Indexed Jobs, or claimed shards).
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::args::FetchArgs;
+
+#[derive(clap::Args)]
+pub struct WorkArgs {
+    /// The plan folder (from `vidfeat plan ... --out DIR`); the output goes there too.
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// This worker's index (default: SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX).
+    #[arg(long)]
+    pub worker_index: Option<usize>,
+    /// How many workers share the plan (default: SLURM_ARRAY_TASK_COUNT, else VIDFEAT_NUM_WORKERS).
+    #[arg(long)]
+    pub num_workers: Option<usize>,
+    /// Claim shards dynamically with lease files instead of a static index.
+    #[arg(long)]
+    pub claim: bool,
+    /// A lease with no heartbeat for this long (seconds) is taken over.
+    #[arg(long, default_value_t = 120)]
+    pub lease_ttl: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch intra-op threads (0 = run/work on the CPU: half the cores, rounded up, the rest
+    /// decode; else libtorch's choice). The last bits of CPU features depend on it: give the
+    /// same value to runs that must match byte for byte.
+    #[arg(long, default_value_t = 0)]
+    pub torch_threads: usize,
+    /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
+    /// --torch-threads leaves, at least one).
+    #[arg(long, default_value_t = 0)]
+    pub decode_workers: usize,
+    /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
+    #[arg(long, default_value_t = 0)]
+    pub decode_threads: usize,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn exec(a: WorkArgs) -> Result<ExitCode> {
+    let assignment = if a.claim {
+        vidfeat::pipeline::worker::Assignment::Claim
+    } else {
+        let (index, count) = vidfeat::pipeline::worker::worker_slot(a.worker_index, a.num_workers, &|k| std::env::var(k).ok())?;
+        vidfeat::pipeline::worker::Assignment::Static { index, count }
+    };
+    let (decode_workers, torch_threads) = vidfeat::pipeline::layout::cpu_split(&a.device, a.decode_workers, a.torch_threads);
+    let (workers, threads) = vidfeat::pipeline::layout::decode_layout(decode_workers, a.decode_threads);
+    let cfg = vidfeat::pipeline::worker::WorkConfig {
+        dir: a.plan.clone(),
+        assignment,
+        lease_ttl: Duration::from_secs(a.lease_ttl.max(1)),
+        device: a.device,
+        torch_threads,
+        workers,
+        threads,
+        fetch: a.fetch.config(None, u64::MAX),
+    };
+    let r = vidfeat::pipeline::worker::work(&cfg)?;
+    if a.json {
+        println!("{r}");
+    } else {
+        tracing::info!(
+            "worker: {} shard(s) processed, {} already done, {} held by others; plan complete: {}",
+            r["processed"].as_array().map(Vec::len).unwrap_or(0),
+            r["skipped_done"],
+            r["busy"].as_array().map(Vec::len).unwrap_or(0),
+            r["complete"]
+        );
+    }
+    Ok(ExitCode::from(if r["failed"].as_u64().unwrap_or(0) > 0 { 2 } else { 0 }))
+}
+

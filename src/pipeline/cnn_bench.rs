@@ -1,0 +1,60 @@
+//! `vidfeat cnn-bench`: frames/s of the model alone, on synthetic frames, at given batch sizes,
+//! with one batch in flight as the pipeline runs it.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct CnnBenchConfig {
+    pub model: PathBuf,
+    pub sidecar: Option<PathBuf>,
+    pub device: String,
+    /// 0: libtorch's choice.
+    pub torch_threads: usize,
+    pub batches: Vec<usize>,
+    /// Seconds to time each batch size for (after one warm-up batch).
+    pub seconds: f64,
+    /// Also time half precision (CUDA only).
+    pub fp16: bool,
+}
+
+/// Times each precision and batch size; `emit` gets one JSON object per measurement.
+pub fn cnn_bench(cfg: &CnnBenchConfig, emit: &mut dyn FnMut(serde_json::Value)) -> Result<()> {
+    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        tracing::warn!("{n}");
+    }
+    if cfg.torch_threads > 0 {
+        tch::set_num_threads(cfg.torch_threads as i32);
+    }
+    let precisions: &[bool] = if cfg.fp16 { &[false, true] } else { &[false] };
+    for &half in precisions {
+        let mut m = vidfeat_features::Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
+        if half {
+            m.use_half()?;
+        }
+        let (w, h) = m.input_wh();
+        for &b in &cfg.batches {
+            // Deterministic synthetic frames (the network's speed does not depend on content).
+            let frames: Vec<u8> = (0..b * (w * h * 3) as usize).map(|i| (i * 7 % 251) as u8).collect();
+            m.extract(&frames, b)?;
+            // As the pipeline runs it: each batch is submitted before the previous one is
+            // waited for (on CUDA the upload overlaps the network).
+            let t = std::time::Instant::now();
+            let mut n = 0usize;
+            let mut in_flight = m.submit(&frames, b)?;
+            while t.elapsed().as_secs_f64() < cfg.seconds || n == 0 {
+                let next = m.submit(&frames, b)?;
+                m.finish(std::mem::replace(&mut in_flight, next))?;
+                n += b;
+            }
+            m.finish(in_flight)?;
+            n += b;
+            let fps = n as f64 / t.elapsed().as_secs_f64();
+            emit(json!({"model": m.sidecar.name, "device": format!("{device:?}"), "precision": if half { "fp16" } else { "fp32" },
+                        "batch": b, "frames": n, "frames_per_s": (fps * 10.0).round() / 10.0, "threads": tch::get_num_threads(), "transfer": m.transfer}));
+        }
+    }
+    Ok(())
+}

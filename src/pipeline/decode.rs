@@ -1,0 +1,210 @@
+//! The FFmpeg side of a run: decode workers feeding the consumer (`vidfeat run`), or writing a
+//! frame cache for another machine to extract (`vidfeat decode --cache`).
+//!
+//! ```text
+//! feeder (at most 2W+2 ahead of the batcher) -> W decode workers -bounded-> consumer
+//! ```
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use serde_json::json;
+
+use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
+use vidfeat_features::Sidecar;
+use vidfeat_ingest::fetch::{fetch_id, fetch_url, FetchConfig};
+use vidfeat_ingest::Source;
+
+use crate::pipeline::consume::{advance, Decoded, Progress, ReleaseOnDrop};
+use crate::pipeline::jobs::{prepare, FailureLog, Job, JobSpec};
+
+/// How videos are decoded and sampled.
+#[derive(Debug, Clone)]
+pub struct DecodeSettings {
+    pub fps: Rational,
+    /// 0 = no cap.
+    pub max_frames: u64,
+    /// None: the model sidecar's mode.
+    pub resize: Option<Resize>,
+    pub workers: usize,
+    pub threads: usize,
+    pub timeout: Duration,
+    pub max_pixels: u64,
+    pub max_input_bytes: u64,
+    pub max_duration: f64,
+    pub max_decoder_bytes: u64,
+    /// Downloads of http(s) and id-only sources; an empty `dir` means `downloads/` in the
+    /// output (or cache) folder.
+    pub fetch: FetchConfig,
+}
+
+impl DecodeSettings {
+    pub(crate) fn fetch_in(&self, folder: &std::path::Path) -> FetchConfig {
+        let mut f = self.fetch.clone();
+        if f.dir.as_os_str().is_empty() {
+            f.dir = folder.join("downloads");
+        }
+        f
+    }
+
+    pub(crate) fn options(&self, sidecar: &Sidecar) -> Result<DecodeOptions> {
+        let resize = match self.resize {
+            Some(r) => r,
+            None => sidecar.resize.parse().map_err(|e| anyhow::anyhow!("model sidecar: {e}"))?,
+        };
+        Ok(DecodeOptions {
+            fps: self.fps,
+            max_frames: (self.max_frames > 0).then_some(self.max_frames),
+            size: Some((sidecar.input_size[1], sidecar.input_size[0])),
+            resize,
+            threads: self.threads,
+            timeout: Some(self.timeout),
+            max_pixels: self.max_pixels,
+            max_input_bytes: self.max_input_bytes,
+            max_duration: self.max_duration,
+            max_decoder_bytes: self.max_decoder_bytes,
+            ..Default::default()
+        })
+    }
+
+    pub(crate) fn describe(&self, o: &DecodeOptions) -> serde_json::Value {
+        json!({
+            "fps": self.fps.to_f64(),
+            "max_frames": self.max_frames,
+            "resize": format!("{:?}", o.resize),
+            "size": o.size,
+            "decode_workers": self.workers.max(1),
+            "decode_threads": self.threads,
+        })
+    }
+}
+
+/// Starts the feeder and W decode workers; returns the stream of decoded videos in any order.
+pub fn spawn_decoders<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    jobs: &'s [Job],
+    opts: &'s DecodeOptions,
+    workers: usize,
+    progress: &'s Progress,
+    fetch: &'s FetchConfig,
+) -> Receiver<Decoded> {
+    let workers = workers.max(1);
+    let window = 2 * workers + 2;
+    let (task_tx, task_rx) = bounded::<usize>(workers);
+    let (dec_tx, dec_rx) = bounded::<Decoded>(workers + 1);
+    let n = jobs.len();
+    s.spawn(move || {
+        for i in 0..n {
+            let (lock, cv) = progress;
+            let mut done = lock.lock().unwrap();
+            while i >= *done + window {
+                done = cv.wait(done).unwrap();
+            }
+            drop(done);
+            if task_tx.send(i).is_err() {
+                return;
+            }
+        }
+    });
+    for _ in 0..workers {
+        let (task_rx, dec_tx) = (task_rx.clone(), dec_tx.clone());
+        s.spawn(move || decode_worker(task_rx, dec_tx, jobs, opts, fetch));
+    }
+    dec_rx
+}
+
+/// Hands decoded videos to `f` in job order, advancing `progress` so the feeder releases more
+/// work. `f` returns false to stop early; the feeder is released however this ends.
+pub(crate) fn in_order(rx: Receiver<Decoded>, progress: &Progress, mut f: impl FnMut(usize, Decoded) -> Result<bool>) -> Result<()> {
+    let _release = ReleaseOnDrop(progress);
+    let mut pending = std::collections::BTreeMap::new();
+    let mut next = 0usize;
+    for d in rx {
+        pending.insert(d.idx, d);
+        while let Some(d) = pending.remove(&next) {
+            next += 1;
+            advance(progress, next);
+            if !f(next - 1, d)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job], opts: &DecodeOptions, fetch: &FetchConfig) {
+    for idx in task_rx {
+        let job = &jobs[idx];
+        let mut o = opts.clone();
+        o.window = job.task.window;
+        // Remote sources are downloaded into the content cache first; FFmpeg opens files only.
+        let local = match &job.task.source {
+            Source::Local(p) => Ok(p.clone()),
+            Source::Url(u) => fetch_url(u, fetch).map(|f| f.path),
+            Source::Id(i) => fetch_id(i, fetch).map(|f| f.path),
+        };
+        let result = match local.map_err(|e| (e.kind.to_string(), e.message)) {
+            Err(e) => Err(e),
+            Ok(path) => {
+                let mut frames: Vec<u8> = vec![];
+                // A panic inside one video is that video's failure, not the run's.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_file(&path, &o, |f| frames.extend_from_slice(&f.rgb))));
+                match r {
+                    Ok(Ok(rep)) => Ok((frames, rep.rows, rep.duration, rep.warnings)),
+                    Ok(Err(e)) => Err((e.kind().to_string(), e.to_string())),
+                    Err(_) => Err(("panic".to_string(), "the decoder panicked on this video".to_string())),
+                }
+            }
+        };
+        crate::telemetry::decoded(result.as_ref().map_or(0, |r| r.1));
+        if dec_tx.send(Decoded { idx, result }).is_err() {
+            return;
+        }
+    }
+}
+
+/// `vidfeat decode --cache DIR`: decode and sample on this machine, store the frames for
+/// `vidfeat extract` elsewhere. Frames are sized for the model whose sidecar is given.
+#[derive(Debug, Clone)]
+pub struct DecodeToCacheConfig {
+    pub jobs: JobSpec,
+    pub cache: PathBuf,
+    pub sidecar: PathBuf,
+    pub decode: DecodeSettings,
+    pub zstd_level: i32,
+}
+
+pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.cache).with_context(|| format!("creating {}", cfg.cache.display()))?;
+    let mut log = FailureLog::create(&cfg.cache.join("failures.jsonl"))?;
+    let prepared = prepare(&cfg.jobs, &cfg.cache, &mut log)?;
+    let sidecar = Sidecar::load(&cfg.sidecar)?;
+    let opts = cfg.decode.options(&sidecar)?;
+    let progress: Progress = (Mutex::new(0), Condvar::new());
+    crate::telemetry::planned(prepared.jobs.len() as u64);
+    let mut writer = crate::pipeline::cache::CacheWriter::create(&cfg.cache, &prepared, &sidecar, cfg.decode.describe(&opts), cfg.zstd_level)?;
+    let fetch = cfg.decode.fetch_in(&cfg.cache);
+    std::thread::scope(|s| -> Result<()> {
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
+        // In job order, so the cache is deterministic.
+        in_order(rx, &progress, |idx, d| {
+            crate::telemetry::written(d.result.is_ok());
+            writer.add(&prepared.jobs[idx], d, &mut log)?;
+            Ok(true)
+        })
+    })?;
+    let stats = (writer.videos_ok, writer.rows);
+    writer.finish()?;
+    let summary = json!({
+        "videos_ok": stats.0,
+        "videos_failed": log.total(),
+        "failures_by_kind": log.by_kind,
+        "rows": stats.1,
+        "wall_time_s": started.elapsed().as_secs_f64(),
+        "cache": cfg.cache.display().to_string(),
+    });
+    Ok(summary)
+}

@@ -1,0 +1,81 @@
+//! `vidfeat frames`: the frames a video is sampled to (a PNG per row, or one raw rgb24 file)
+//! and `frames.json` (per row: index, time, source pts, source frame number), to check
+//! sampling by eye or against another tool.
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
+
+#[derive(Debug, Clone)]
+pub struct FramesConfig {
+    pub video: PathBuf,
+    pub out: PathBuf,
+    /// Output size; None: the source's displayed size.
+    pub size: Option<(u32, u32)>,
+    /// One raw rgb24 file instead of a PNG per row.
+    pub raw: bool,
+    pub resize: Resize,
+    pub fps: Rational,
+    /// 0 = no cap.
+    pub max_frames: u64,
+    pub window: Option<(f64, f64)>,
+}
+
+/// Writes the frames and frames.json; returns (rows, width, height).
+pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
+    let opts = DecodeOptions {
+        fps: cfg.fps,
+        max_frames: (cfg.max_frames > 0).then_some(cfg.max_frames),
+        size: cfg.size,
+        resize: cfg.resize,
+        window: cfg.window,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&cfg.out)?;
+    let mut raw = if cfg.raw { Some(std::io::BufWriter::new(std::fs::File::create(cfg.out.join("frames.rgb24"))?)) } else { None };
+    let mut rows = vec![];
+    let mut err: Option<anyhow::Error> = None;
+    let (mut w, mut h) = (0, 0);
+    let report = decode_file(&cfg.video, &opts, |f| {
+        if err.is_some() {
+            return;
+        }
+        (w, h) = (f.width, f.height);
+        let r = match raw.as_mut() {
+            Some(out) => out.write_all(&f.rgb).map_err(anyhow::Error::from),
+            None => image::RgbImage::from_raw(f.width, f.height, f.rgb.clone())
+                .context("frame buffer size")
+                .and_then(|img| img.save(cfg.out.join(format!("frame_{:05}.png", f.index))).map_err(anyhow::Error::from)),
+        };
+        if let Err(e) = r {
+            err = Some(e);
+        }
+        rows.push(json!({"index": f.index, "time": f.time, "pts": f.source_pts, "source_frame": f.source_frame}));
+    })
+    .map_err(|e| anyhow::anyhow!("{} ({}): {e}", cfg.video.display(), e.kind()))?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if let Some(mut out) = raw {
+        out.flush()?;
+    }
+    let meta = json!({
+        "video": cfg.video.display().to_string(),
+        "format": if cfg.raw { "rgb24" } else { "png" },
+        "width": w,
+        "height": h,
+        "fps": cfg.fps.to_f64(),
+        "source_width": report.source_width,
+        "source_height": report.source_height,
+        "rotation": report.rotation,
+        "codec": report.codec,
+        "duration": report.duration,
+        "warnings": report.warnings,
+        "rows": rows,
+    });
+    std::fs::write(cfg.out.join("frames.json"), serde_json::to_vec_pretty(&meta)?)?;
+    Ok((report.rows, w, h))
+}

@@ -1,0 +1,209 @@
+//! Resumable cluster workers over a frozen plan: `vidfeat work` and `vidfeat status`.
+//!
+//! ```text
+//! DIR/plan.json                 frozen settings (model + sidecar + PCA with hashes, sampling,
+//!                               schema, shards); written by `vidfeat plan` (see `plan.rs`)
+//! DIR/plan.jsonl                the tasks, each with its shard
+//! DIR/leases/NAME.lease         who works on shard NAME: create-exclusive, heartbeat (mtime),
+//!                               taken over when older than the TTL                [lease.rs]
+//! DIR/journal/NAME.journal      per-video checkpoints of an unfinished shard (zstd entries,
+//!                               each length- and CRC-framed; a torn tail is cut off on resume)
+//!                                                                                 [journal.rs]
+//! DIR/frame|video/NAME          the shards, committed atomically (temporary name, fsync, rename)
+//! DIR/done/NAME.json            the done marker: record count, SHA-256 of both shard files,
+//!                               failures; written after both shards, so done means complete
+//!                                                                                 [shards.rs]
+//! DIR/summary.json              written by the worker that finds every shard done
+//! ```
+//!
+//! NAME is the shard's file stem, e.g. `train-00003-of-00016`. Shards are numbered globally in
+//! (split, shard) order; worker I of N takes shard k when k % N == I (static), or claims any
+//! shard whose lease it can take (`--claim`). Features are computed per video (batches never
+//! cross videos here), so a resumed shard is byte-identical to an uninterrupted one.
+//!
+//! This file holds the FFmpeg + CNN side of a worker ([`work`]); `shards.rs` the shard loop,
+//! `status.rs` what `vidfeat status` reads.
+use std::collections::BTreeMap;
+#[cfg(feature = "ffmpeg")]
+use std::path::PathBuf;
+#[cfg(feature = "ffmpeg")]
+use std::sync::{Condvar, Mutex};
+#[cfg(feature = "ffmpeg")]
+use std::time::Duration;
+use std::time::SystemTime;
+
+#[cfg(feature = "ffmpeg")]
+use anyhow::{Context, Result};
+#[cfg(feature = "ffmpeg")]
+use serde_json::json;
+
+#[cfg(feature = "ffmpeg")]
+use vidfeat_decode::Rational;
+#[cfg(feature = "ffmpeg")]
+use vidfeat_features::Model;
+#[cfg(feature = "ffmpeg")]
+use vidfeat_ingest::fetch::FetchConfig;
+
+#[cfg(feature = "ffmpeg")]
+use crate::pipeline::consume::Progress;
+#[cfg(feature = "ffmpeg")]
+use crate::pipeline::decode::{in_order, spawn_decoders, DecodeSettings};
+#[cfg(feature = "ffmpeg")]
+use crate::pipeline::jobs::Job;
+
+pub mod journal;
+pub mod lease;
+pub mod shards;
+pub mod status;
+
+pub use journal::{Entry, Journal};
+pub use lease::{lease_age, Lease, TryLease};
+pub use shards::{read_plan_tasks, run_shard, work_loop, worker_slot, Assignment, DoneMarker, ShardCtx};
+pub use status::{shard_failures, status};
+
+fn stem(name: &str) -> &str {
+    name.strip_suffix(".tfrecord").unwrap_or(name)
+}
+
+/// Test-only fault injection: `VIDFEAT_CRASH_AT=point[:n]` kills the process with SIGKILL at
+/// the n-th time (default first) it reaches `point`. Used by the kill -9 tests.
+pub fn crash_point(point: &str) {
+    static COUNTS: std::sync::Mutex<Option<BTreeMap<String, u32>>> = std::sync::Mutex::new(None);
+    let Ok(spec) = std::env::var("VIDFEAT_CRASH_AT") else { return };
+    let (name, n) = match spec.split_once(':') {
+        Some((a, b)) => (a.to_string(), b.parse().unwrap_or(1)),
+        None => (spec.clone(), 1),
+    };
+    if name != point {
+        return;
+    }
+    let mut g = COUNTS.lock().unwrap();
+    let c = g.get_or_insert_with(BTreeMap::new).entry(name).or_default();
+    *c += 1;
+    if *c == n {
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// This worker's lease owner name: host, pid and a random part (pids repeat across hosts
+/// and restarts).
+pub fn worker_id() -> String {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}:{}:{:08x}", hostname(), std::process::id(), nanos ^ std::process::id().rotate_left(16))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// `vidfeat work`: the worker side of a frozen plan.
+#[cfg(feature = "ffmpeg")]
+#[derive(Debug, Clone)]
+pub struct WorkConfig {
+    pub dir: PathBuf,
+    pub assignment: Assignment,
+    pub lease_ttl: Duration,
+    pub device: String,
+    pub torch_threads: usize,
+    pub workers: usize,
+    pub threads: usize,
+    /// Download settings; `fetch_cmd` and the size cap come from the plan.
+    pub fetch: FetchConfig,
+}
+
+#[cfg(feature = "ffmpeg")]
+pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
+    use crate::pipeline::plan::PlanSettings;
+    let (plan, plan_hash) = PlanSettings::load(&cfg.dir)?;
+    // What `run` decoded to fit its PCA is not this worker's progress.
+    crate::telemetry::reset();
+    // The plan's files must be the ones it was made with.
+    let check = |what: &str, path: &str, want: &str, got: std::io::Result<String>| -> Result<()> {
+        let got = got.with_context(|| format!("plan's {what} {path}"))?;
+        anyhow::ensure!(
+            got == want,
+            "the plan's {what} {path} has changed since the plan was made (sha256 {got}, plan.json says {want}); restore it or make a new plan"
+        );
+        Ok(())
+    };
+    check("model", &plan.model, &plan.model_sha256, vidfeat_features::file_sha256(std::path::Path::new(&plan.model)))?;
+    check("sidecar", &plan.sidecar, &plan.sidecar_sha256, vidfeat_features::file_sha256(std::path::Path::new(&plan.sidecar)))?;
+    let pca = vidfeat_features::Pca::load(std::path::Path::new(&plan.pca), Some(plan.pca_dims))?;
+    check("PCA", &plan.pca, &plan.pca_sha256, Ok(pca.content_sha256()))?;
+
+    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        tracing::warn!("{n}");
+    }
+    if cfg.torch_threads > 0 {
+        tch::set_num_threads(cfg.torch_threads as i32);
+    }
+    let model = Model::load(std::path::Path::new(&plan.model), Some(std::path::Path::new(&plan.sidecar)), device)?;
+    let batch = plan.batch_size.unwrap_or(if device.is_cuda() { 64 } else { 8 }).max(1);
+    let settings = DecodeSettings {
+        fps: Rational::parse(&plan.fps).with_context(|| format!("plan fps `{}`", plan.fps))?,
+        max_frames: plan.max_frames,
+        resize: plan.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+        workers: cfg.workers,
+        threads: cfg.threads,
+        timeout: Duration::from_secs(plan.timeout_s),
+        max_pixels: plan.max_pixels,
+        max_input_bytes: plan.max_input_bytes,
+        max_duration: plan.max_duration,
+        max_decoder_bytes: plan.max_decoder_bytes,
+        fetch: FetchConfig { fetch_cmd: plan.fetch_cmd.clone(), max_bytes: plan.max_input_bytes, ..cfg.fetch.clone() },
+    };
+    let opts = settings.options(&model.sidecar)?;
+    let fetch = settings.fetch_in(&cfg.dir);
+    let (w, h) = model.input_wh();
+    let frame_bytes = (w * h * 3) as usize;
+    let owner = worker_id();
+    let failed = std::sync::atomic::AtomicU64::new(0);
+    let process = |jobs: &[Job], sink: &mut dyn FnMut(usize, Entry) -> Result<()>| -> Result<()> {
+        let progress: Progress = (Mutex::new(0), Condvar::new());
+        std::thread::scope(|s| -> Result<()> {
+            let rx = spawn_decoders(s, jobs, &opts, settings.workers, &progress, &fetch);
+            in_order(rx, &progress, |k, d| {
+                let entry = match d.result {
+                    Ok((frames, rows, seconds, _)) => {
+                        // Batches within the video only: features do not depend on neighbours.
+                        let mut raw = Vec::with_capacity(rows as usize * model.sidecar.output_dim);
+                        let batches = frames.chunks(batch * frame_bytes).map(|c| (c, c.len() / frame_bytes));
+                        let r = model.extract_all(batches, |f| {
+                            crate::telemetry::extracted((f.len() / model.sidecar.output_dim) as u64);
+                            raw.extend_from_slice(&f);
+                            Ok(())
+                        });
+                        match r.err().map(|e| e.to_string()) {
+                            None => {
+                                let (rgb, mean_rgb) = crate::pipeline::consume::reduce_video(&pca, &raw, rows as usize);
+                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds }
+                            }
+                            Some(e) => Entry::Failed { idx: 0, kind: "model_error".into(), reason: e },
+                        }
+                    }
+                    Err((kind, reason)) => Entry::Failed { idx: 0, kind, reason },
+                };
+                if matches!(entry, Entry::Failed { .. }) {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                sink(k, entry)?;
+                Ok(true)
+            })
+        })
+    };
+    let ctx = ShardCtx { dir: &cfg.dir, plan: &plan, plan_hash: &plan_hash, owner: &owner, process: &process };
+    let mut r = work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
+    r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
+    r["worker"] = json!(owner);
+    r["model"] = json!(model.sidecar.name);
+    r["device"] = json!(format!("{device:?}"));
+    r["batch_size"] = json!(batch);
+    Ok(r)
+}

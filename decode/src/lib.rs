@@ -186,6 +186,17 @@ pub fn init() {
     });
 }
 
+/// The FFmpeg libraries this process runs with: (name, `major.minor.micro`).
+pub fn library_versions() -> Vec<(&'static str, String)> {
+    let v = |n: u32| format!("{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff);
+    vec![
+        ("libavcodec", v(ffmpeg::codec::version())),
+        ("libavformat", v(ffmpeg::format::version())),
+        ("libavutil", v(ffmpeg::util::version())),
+        ("libswscale", v(ffmpeg::software::scaling::version())),
+    ]
+}
+
 /// Picks the video stream: the default-disposition one, else the largest; never a cover image.
 fn pick_stream(ictx: &ffmpeg::format::context::Input) -> Option<usize> {
     use ffmpeg::format::stream::Disposition;

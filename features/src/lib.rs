@@ -1,5 +1,8 @@
 //! CNN features through libtorch (tch), PCA with whitening, and 8-bit quantization.
 //! Knows nothing of FFmpeg: it takes packed RGB24 frames at the model's input size.
+/// The libtorch version this crate was built against (from its headers), if known.
+pub const LIBTORCH_VERSION: Option<&str> = option_env!("VIDFEAT_LIBTORCH_VERSION");
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

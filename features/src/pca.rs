@@ -3,8 +3,16 @@
 //!
 //! Storage mirrors YouTube-8M's three files: `mean` [D], `eigenvals` [K] (descending) and
 //! `eigenvecs` [K, D] (one component per row; YouTube-8M's loader transposes it and keeps the
-//! first columns). Ours is one `.npz` with those three arrays; a folder holding
-//! `mean.npy`, `eigenvals.npy`, `eigenvecs.npy` (Google's layout) is read too.
+//! first columns). Ours is one `.npz` with those three arrays and `frames` (how many frames the
+//! PCA was fitted on); a folder holding `mean.npy`, `eigenvals.npy`, `eigenvecs.npy` (Google's
+//! layout) is read too.
+//!
+//! Supported components: a PCA fitted on n frames has at most n - 1 components with any
+//! variance; the rest have eigenvalues of (numerically) zero, and whitening would multiply
+//! whatever a new frame has along them by 1/sqrt(1e-4) = 100: noise that saturates the
+//! quantizer. Such components are written as zero (the layout readers expect is kept). A
+//! component is supported when its eigenvalue is above 1e-10 of the largest and, when the
+//! frame count is known, it is among the first n - 1.
 use std::path::Path;
 
 use tch::{Kind, Tensor};
@@ -12,6 +20,9 @@ use tch::{Kind, Tensor};
 use crate::FeatureError;
 
 pub const WHITEN_EPSILON: f64 = 1e-4;
+
+/// Eigenvalues at or below this fraction of the largest are numerically zero.
+const SUPPORT_TOLERANCE: f64 = 1e-10;
 
 #[derive(Debug)]
 pub struct Pca {
@@ -23,7 +34,11 @@ pub struct Pca {
     pub eigenvecs: Tensor,
     /// Output dims (<= K).
     pub dims: usize,
-    /// Precomputed projection [D, dims] / sqrt(eigenvals + eps).
+    /// Frames the PCA was fitted on, when known.
+    pub frames: Option<u64>,
+    /// Leading components with variance in the sample (<= dims); the others are written as 0.
+    pub supported: usize,
+    /// Precomputed projection [D, dims] / sqrt(eigenvals + eps), unsupported columns zero.
     proj: Tensor,
 }
 
@@ -33,6 +48,11 @@ fn perr(path: &Path, msg: impl Into<String>) -> FeatureError {
 
 impl Pca {
     pub fn new(mean: Tensor, eigenvals: Tensor, eigenvecs: Tensor, dims: usize) -> Result<Self, String> {
+        Self::with_frames(mean, eigenvals, eigenvecs, dims, None)
+    }
+
+    /// A PCA that knows how many frames it was fitted on (which bounds its supported components).
+    pub fn with_frames(mean: Tensor, eigenvals: Tensor, eigenvecs: Tensor, dims: usize, frames: Option<u64>) -> Result<Self, String> {
         let mean = mean.to_kind(Kind::Float).view([-1]);
         let eigenvals = eigenvals.to_kind(Kind::Float).view([-1]);
         let eigenvecs = eigenvecs.to_kind(Kind::Float);
@@ -46,9 +66,17 @@ impl Pca {
             return Err(format!("cannot keep {dims} dims of a {k}-component PCA"));
         }
         let dims_i = dims as i64;
+        let vals = Vec::<f32>::try_from(eigenvals.narrow(0, 0, dims_i).contiguous()).map_err(|e| e.to_string())?;
+        let largest = vals.first().copied().unwrap_or(0.0).max(0.0) as f64;
+        let mut supported = vals.iter().take_while(|&&v| v as f64 > largest * SUPPORT_TOLERANCE).count();
+        if let Some(n) = frames {
+            supported = supported.min(n.saturating_sub(1) as usize);
+        }
         let scale = (eigenvals.narrow(0, 0, dims_i).to_kind(Kind::Double) + WHITEN_EPSILON).sqrt().to_kind(Kind::Float);
-        let proj = (eigenvecs.narrow(0, 0, dims_i).tr() / scale.view([1, dims_i])).contiguous();
-        Ok(Pca { mean, eigenvals, eigenvecs, dims, proj })
+        let keep: Vec<f32> = (0..dims).map(|i| if i < supported { 1.0 } else { 0.0 }).collect();
+        let keep = Tensor::from_slice(&keep).view([1, dims_i]);
+        let proj = (eigenvecs.narrow(0, 0, dims_i).tr() / scale.view([1, dims_i]) * keep).contiguous();
+        Ok(Pca { mean, eigenvals, eigenvecs, dims, frames, supported, proj })
     }
 
     /// SHA-256 over the arrays' little-endian f32 bytes (mean, eigenvals, eigenvecs), so the
@@ -62,6 +90,11 @@ impl Pca {
             for x in v {
                 h.update(x.to_le_bytes());
             }
+        }
+        // The frame count decides which components are written; a PCA without one hashes as
+        // it always did.
+        if let Some(n) = self.frames {
+            h.update(format!("frames:{n};").as_bytes());
         }
         hex::encode(h.finalize())
     }
@@ -84,31 +117,40 @@ impl Pca {
     /// Reads our `.npz` or a folder in YouTube-8M's layout, keeping `dims` components
     /// (`None`: all, capped at 1024 as YouTube-8M did).
     pub fn load(path: &Path, dims: Option<usize>) -> Result<Self, FeatureError> {
-        let (mean, vals, vecs) = if path.is_dir() {
+        let frames_of = |t: Tensor| Vec::<i64>::try_from(t.to_kind(Kind::Int64).view([-1])).ok().and_then(|v| v.first().map(|&n| n.max(0) as u64));
+        let (mean, vals, vecs, frames) = if path.is_dir() {
             let rd = |n: &str| Tensor::read_npy(path.join(n)).map_err(|e| perr(path, format!("{n}: {e}")));
-            (rd("mean.npy")?, rd("eigenvals.npy")?, rd("eigenvecs.npy")?)
+            let frames = if path.join("frames.npy").exists() { frames_of(rd("frames.npy")?) } else { None };
+            (rd("mean.npy")?, rd("eigenvals.npy")?, rd("eigenvecs.npy")?, frames)
         } else {
             let arrays = Tensor::read_npz(path).map_err(|e| perr(path, e.to_string()))?;
-            let get = |n: &str| {
-                arrays.iter().find(|(k, _)| k == n || k == &format!("{n}.npy")).map(|(_, t)| t.shallow_clone()).ok_or_else(|| perr(path, format!("no array `{n}`")))
-            };
-            (get("mean")?, get("eigenvals")?, get("eigenvecs")?)
+            let find = |n: &str| arrays.iter().find(|(k, _)| k == n || k == &format!("{n}.npy")).map(|(_, t)| t.shallow_clone());
+            let get = |n: &str| find(n).ok_or_else(|| perr(path, format!("no array `{n}`")));
+            (get("mean")?, get("eigenvals")?, get("eigenvecs")?, find("frames").and_then(frames_of))
         };
         let k = vals.numel();
         let dims = dims.unwrap_or(k.min(1024));
-        Pca::new(mean, vals, vecs, dims).map_err(|m| perr(path, m))
+        Pca::with_frames(mean, vals, vecs, dims, frames).map_err(|m| perr(path, m))
     }
 
-    /// Writes `.npz` (mean, eigenvals, eigenvecs) or, for a path without that extension, a
-    /// folder with YouTube-8M's three `.npy` files.
+    /// Writes `.npz` (mean, eigenvals, eigenvecs, and frames when known) or, for a path without
+    /// that extension, a folder with YouTube-8M's three `.npy` files (and `frames.npy`).
     pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
+        let frames = self.frames.map(|n| Tensor::from_slice(&[n as i64]));
         if path.extension().is_some_and(|e| e == "npz") {
-            Tensor::write_npz(&[("mean", &self.mean), ("eigenvals", &self.eigenvals), ("eigenvecs", &self.eigenvecs)], path)?;
+            let mut arrays = vec![("mean", &self.mean), ("eigenvals", &self.eigenvals), ("eigenvecs", &self.eigenvecs)];
+            if let Some(f) = &frames {
+                arrays.push(("frames", f));
+            }
+            Tensor::write_npz(&arrays, path)?;
         } else {
             std::fs::create_dir_all(path)?;
             self.mean.write_npy(path.join("mean.npy"))?;
             self.eigenvals.write_npy(path.join("eigenvals.npy"))?;
             self.eigenvecs.write_npy(path.join("eigenvecs.npy"))?;
+            if let Some(f) = &frames {
+                f.write_npy(path.join("frames.npy"))?;
+            }
         }
         Ok(())
     }
@@ -166,7 +208,7 @@ impl CovarianceAccumulator {
         let signs = signs.where_self(&signs.ne(0.0), &Tensor::ones_like(&signs));
         vecs = vecs * signs;
         let k = vals.size()[0] as usize;
-        Pca::new(mean, vals, vecs, dims.min(k))
+        Pca::with_frames(mean, vals, vecs, dims.min(k), Some(self.n as u64))
     }
 }
 
@@ -227,6 +269,37 @@ mod tests {
             pca.save(&p).unwrap();
             let back = Pca::load(&p, Some(2)).unwrap();
             assert_eq!(back.apply(&rows, 200), y);
+            assert_eq!(back.content_sha256(), pca.content_sha256());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn components_the_sample_cannot_support_are_written_as_zero() {
+        // 5 frames in 8 dimensions: at most 4 components have variance.
+        let mut acc = CovarianceAccumulator::new(8);
+        let rows: Vec<f32> = (0..40).map(|i| ((i * 37 % 11) as f32 - 5.0) * if i % 3 == 0 { 2.0 } else { 0.5 }).collect();
+        acc.add(&rows, 5);
+        let pca = acc.fit(8).unwrap();
+        assert_eq!((pca.frames, pca.supported), (Some(5), 4));
+        // A new frame off the sample's span: supported dims carry it, the others are exactly 0.
+        let x: Vec<f32> = (0..8).map(|i| (i as f32 * 1.7).sin() * 3.0).collect();
+        let y = pca.apply(&x, 1);
+        assert!(y[..4].iter().any(|v| v.abs() > 1e-3), "{y:?}");
+        assert!(y[4..].iter().all(|&v| v == 0.0), "unsupported components amplified: {y:?}");
+        // The same arrays without the frame count: only eigenvalues above the tolerance count,
+        // and the hash differs (the written bytes do).
+        let bare = Pca::new(pca.mean.shallow_clone(), pca.eigenvals.shallow_clone(), pca.eigenvecs.shallow_clone(), 8).unwrap();
+        assert!(bare.supported <= 5 && bare.supported >= 4, "{}", bare.supported);
+        assert_ne!(bare.content_sha256(), pca.content_sha256());
+        // The count survives saving and loading in both layouts.
+        let dir = std::env::temp_dir().join(format!("pca-support-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for p in [dir.join("p.npz"), dir.join("yt8m")] {
+            pca.save(&p).unwrap();
+            let back = Pca::load(&p, None).unwrap();
+            assert_eq!((back.frames, back.supported), (Some(5), 4));
+            assert_eq!(back.apply(&x, 1), y);
             assert_eq!(back.content_sha256(), pca.content_sha256());
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -79,6 +79,25 @@ fn key_of(s: &str) -> String {
     hex::encode(&Sha256::digest(s.as_bytes())[..16])
 }
 
+/// The cache key of a URL source.
+pub fn url_key(url: &str) -> String {
+    key_of(url)
+}
+
+/// The cache key of an id fetched with the `--fetch-cmd` template `tpl`.
+pub fn id_key(tpl: &str, id: &str) -> String {
+    format!("cmd-{}", key_of(&format!("{tpl}\n{id}")))
+}
+
+/// The SHA-256 recorded for what the cache holds under `key`, if anything: the content a
+/// remote source had when it was downloaded. Only the record is read (a cached file is checked
+/// against it whenever it is used).
+pub fn recorded_sha256(dir: &Path, key: &str) -> Option<String> {
+    let rec: Record = serde_json::from_slice(&std::fs::read(dir.join(format!("{key}.json"))).ok()?).ok()?;
+    let len = std::fs::metadata(dir.join(key)).ok()?.len();
+    (len == rec.bytes).then_some(rec.sha256)
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Record {
     url: String,
@@ -140,7 +159,7 @@ pub fn fetch_url(url: &str, cfg: &FetchConfig) -> Result<Fetched, FetchError> {
         return Err(err("forbidden_protocol", format!("only http and https URLs are fetched: {url}")));
     }
     std::fs::create_dir_all(&cfg.dir).map_err(|e| err("download_failed", format!("cache {}: {e}", cfg.dir.display())))?;
-    let key = key_of(url);
+    let key = url_key(url);
     if let Some(f) = cached(&cfg.dir, &key) {
         return Ok(f);
     }
@@ -317,7 +336,7 @@ pub fn fetch_id(id: &str, cfg: &FetchConfig) -> Result<Fetched, FetchError> {
         return Err(err("download_failed", format!("`{id}` has no source and no --fetch-cmd was given")));
     };
     std::fs::create_dir_all(&cfg.dir).map_err(|e| err("download_failed", format!("cache {}: {e}", cfg.dir.display())))?;
-    let key = format!("cmd-{}", key_of(&format!("{tpl}\n{id}")));
+    let key = id_key(tpl, id);
     if let Some(f) = cached(&cfg.dir, &key) {
         return Ok(f);
     }

@@ -18,6 +18,7 @@
 //! * Video files: taken as they are.
 //!
 //! Bad rows do not stop ingestion: each becomes a [`RowError`] naming file, line and problem.
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -214,8 +215,12 @@ pub fn read_inputs(inputs: &[PathBuf], opts: &Options) -> std::io::Result<Ingest
 }
 
 /// Streams every row of every input, in order, to `sink` (duplicates are not checked here).
+/// Every task is checked on its way out ([`check_task`]): a value that would become part of a
+/// path or break a line-oriented output is the row's error, never the run's.
 pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
     let default_split = if opts.default_split.is_empty() { "train" } else { &opts.default_split };
+    check_split(default_split).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--split: {m}")))?;
+    let sink = &mut |r: Row| sink(r.and_then(check_task));
     for input in inputs {
         let meta = std::fs::metadata(input)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", input.display())))?;
@@ -228,21 +233,15 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
             continue;
         }
         let ext = extension(input);
-        let rows = match ext.as_str() {
+        match ext.as_str() {
             // Rows stream into the task list: no second copy of a large list in memory.
-            "csv" | "tsv" => {
-                read_delimited(input, if ext == "tsv" { b'\t' } else { b',' }, opts, default_split, sink)?;
-                vec![]
-            }
-            "jsonl" | "ndjson" => {
-                read_jsonl(input, default_split, opts.ids_as_sources, sink)?;
-                vec![]
-            }
-            "txt" | "list" => read_txt(input, default_split)?,
+            "csv" | "tsv" => read_delimited(input, if ext == "tsv" { '\t' } else { ',' }, opts, default_split, sink)?,
+            "jsonl" | "ndjson" => read_jsonl(input, default_split, opts.ids_as_sources, sink)?,
+            "txt" | "list" => read_txt(input, default_split, sink)?,
             e if VIDEO_EXTENSIONS.contains(&e) => {
                 let id = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 let origin = Origin { file: input.display().to_string().into(), line: 0 };
-                vec![Ok(Task { id, source: Source::Local(input.clone()), window: None, labels: vec![], segments: None, split: default_split.into(), origin })]
+                sink(Ok(Task { id, source: Source::Local(input.clone()), window: None, labels: vec![], segments: None, split: default_split.into(), origin }))
             }
             _ => {
                 return Err(std::io::Error::new(
@@ -250,12 +249,65 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
                     format!("{}: not a list (.csv .tsv .jsonl .txt), a directory or a video file", input.display()),
                 ))
             }
-        };
-        for r in rows {
-            sink(r);
         }
     }
     Ok(())
+}
+
+/// Longest split name, in bytes.
+pub const MAX_SPLIT_LEN: usize = 64;
+/// Longest id, in bytes.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// Split names become parts of file names (`frame/{split}-00000-of-00004.tfrecord`, journals,
+/// done markers), so they are restricted to a set that can never name another folder: ASCII
+/// letters, digits, `_`, `-` and `.`, at most 64 characters, not starting with `.`.
+pub fn check_split(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_SPLIT_LEN
+        && !s.starts_with('.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("split `{}` is not a valid split name (ASCII letters, digits, `_`, `-` and `.`, 1-{MAX_SPLIT_LEN} characters, not starting with `.`)", s.escape_debug()))
+    }
+}
+
+fn check_no_control(field: &str, s: &str) -> Result<(), String> {
+    match s.chars().position(char::is_control) {
+        Some(i) => Err(format!("field `{field}`: `{}` has a control character at character {}", s.escape_debug(), i + 1)),
+        None => Ok(()),
+    }
+}
+
+/// The checks every task passes, whatever its list format: the split is a valid name (it
+/// becomes part of file names), the id is non-empty, at most 1024 bytes and free of control
+/// characters (ids go into line-oriented files and logs), and sources and labels hold no
+/// control characters (a NUL cannot reach a C string, a newline cannot forge a log line).
+pub fn check_task(t: Task) -> Result<Task, RowError> {
+    let bad = |msg: String| RowError { origin: t.origin.clone(), id: Some(t.id.clone()), source: Some(t.source.to_string()), kind: "invalid_row", message: msg };
+    if let Err(m) = check_split(&t.split) {
+        return Err(bad(format!("field `split`: {m}")));
+    }
+    if t.id.is_empty() && !matches!(t.source, Source::Id(_)) {
+        return Err(bad("field `id`: empty".into()));
+    }
+    if t.id.len() > MAX_ID_LEN {
+        return Err(bad(format!("field `id`: {} bytes, at most {MAX_ID_LEN}", t.id.len())));
+    }
+    let source = match &t.source {
+        Source::Local(p) => p.to_string_lossy(),
+        Source::Url(u) | Source::Id(u) => u.as_str().into(),
+    };
+    let checks = [("id", t.id.as_str()), ("source", &source)];
+    for (field, v) in checks.into_iter().chain(t.labels.iter().map(|l| ("labels", l.as_str()))) {
+        check_no_control(field, v).map_err(bad)?;
+    }
+    for sg in t.segments.iter().flat_map(|s| s.iter()) {
+        check_no_control("segment_labels", &sg.label).map_err(bad)?;
+    }
+    Ok(t)
 }
 
 fn extension(p: &Path) -> String {
@@ -317,13 +369,16 @@ fn default_id(source: &str) -> String {
 }
 
 fn parse_window(start: Option<&str>, end: Option<&str>) -> Result<Option<(f64, f64)>, String> {
-    let parse = |name: &str, v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{name}` is not a number: `{v}`"));
+    let parse = |name: &str, v: &str| match v.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("`{name}` is not a finite number of seconds >= 0: `{}`", v.escape_debug())),
+    };
     match (start.filter(|s| !s.trim().is_empty()), end.filter(|s| !s.trim().is_empty())) {
         (None, None) => Ok(None),
         (Some(s), Some(e)) => {
             let (s, e) = (parse("start", s)?, parse("end", e)?);
-            if !(s >= 0.0 && e > s && e.is_finite()) {
-                return Err(format!("window [{s}, {e}) is empty or negative"));
+            if e <= s {
+                return Err(format!("window [{s}, {e}) is empty"));
             }
             Ok(Some((s, e)))
         }
@@ -348,124 +403,255 @@ fn row_error(file: &Path, line: usize, id: Option<String>, msg: impl Into<String
     RowError { origin: Origin { file: file.display().to_string().into(), line }, id, source: None, kind: "invalid_row", message: msg.into() }
 }
 
-fn read_delimited(path: &Path, delim: u8, opts: &Options, default_split: &str, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
-    let mut rdr = csv::ReaderBuilder::new().delimiter(delim).flexible(true).from_path(path).map_err(csv_io)?;
-    let headers: Vec<String> = rdr.headers().map_err(csv_io)?.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase()).collect();
-    let col = |n: &str| {
-        let name = opts.columns.get(n).map(String::as_str).unwrap_or(n);
-        headers.iter().position(|h| h == name)
-    };
-    let file: Arc<str> = path.display().to_string().into();
-    if col("youtube_id").is_some() && col("time_start").is_some() {
-        return read_kinetics(path, rdr, &headers, opts, sink);
-    }
-    let Some(cs) = col("source") else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{file}: header has no `source` column (got: {}; map one with --columns source=NAME)", headers.join(",")),
-        ));
-    };
-    let (ci, cl, cst, cen, csp) = (col("id"), col("labels"), col("start"), col("end"), col("split"));
-    let (css, csl, csc) = (col("segment_start_times"), col("segment_labels"), col("segment_scores"));
-    each_record(&mut rdr, path, sink, |rec, line, sink| {
-        let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
-        let id = get(ci).map(str::to_string);
-        let src = match (get(Some(cs)), &id) {
-            (Some(s), _) => s,
-            (None, Some(_)) if opts.ids_as_sources => "",
-            (None, _) => {
-                sink(Err(row_error(path, line, id, "empty `source`")));
-                return;
-            }
-        };
-        let window = match parse_window(get(cst), get(cen)) {
-            Ok(w) => w,
-            Err(m) => {
-                sink(Err(row_error(path, line, id, m)));
-                return;
-            }
-        };
-        let list = |c| get(c).map(split_labels).unwrap_or_default();
-        let segments = match parse_segments(&list(css), &list(csl), &list(csc)) {
-            Ok(s) => s,
-            Err(m) => {
-                sink(Err(row_error(path, line, id, m)));
-                return;
-            }
-        };
-        let source = if src.is_empty() { Source::Id(id.clone().unwrap_or_default()) } else { resolve_source(path, src) };
-        sink(Ok(Task {
-            id: id.unwrap_or_else(|| default_id(src)),
-            source,
-            window,
-            labels: get(cl).map(split_labels).unwrap_or_default(),
-            segments,
-            split: get(csp).unwrap_or(default_split).to_string(),
-            origin: Origin { file: file.clone(), line },
-        }));
-    })
-}
+/// Longest list line read, in bytes; a longer one is an error of that line.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// Runs `f` on every record of a CSV file (one buffer for the whole file), with its line
-/// number; unreadable rows go to `sink` as errors naming the line.
-fn each_record(
-    rdr: &mut csv::Reader<std::fs::File>,
-    path: &Path,
-    sink: &mut dyn FnMut(Row),
-    mut f: impl FnMut(&csv::StringRecord, usize, &mut dyn FnMut(Row)),
-) -> std::io::Result<()> {
-    let mut rec = csv::StringRecord::new();
+/// Calls `f` with each line of a list file, numbered from 1, as text: a UTF-8 byte-order mark
+/// at the start is skipped, and `\n` or `\r\n` end lines. A line that is not UTF-8, holds a NUL
+/// byte or is longer than [`MAX_LINE_BYTES`] is handed over as `Err(problem)`; the lines after
+/// it are read as usual. Memory stays one line, however long the file.
+fn each_line(path: &Path, mut f: impl FnMut(usize, Result<&str, String>) -> std::io::Result<()>) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut n = 0usize;
     loop {
-        match rdr.read_record(&mut rec) {
-            Ok(true) => f(&rec, rec.position().map(|p| p.line() as usize).unwrap_or(0), sink),
-            Ok(false) => return Ok(()),
-            Err(e) => {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                sink(Err(row_error(path, line, None, format!("unreadable row: {e}"))));
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    return Ok(());
+        buf.clear();
+        let (mut read, mut too_long) = (0usize, false);
+        loop {
+            let avail = r.fill_buf()?;
+            if avail.is_empty() {
+                break;
+            }
+            let (take, end) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            if !too_long {
+                if buf.len() + take > MAX_LINE_BYTES {
+                    too_long = true;
+                    buf.clear();
+                } else {
+                    buf.extend_from_slice(&avail[..take]);
                 }
             }
+            r.consume(take);
+            read += take;
+            if end {
+                break;
+            }
+        }
+        if read == 0 {
+            return Ok(());
+        }
+        n += 1;
+        if too_long {
+            f(n, Err(format!("line longer than {MAX_LINE_BYTES} bytes")))?;
+            continue;
+        }
+        let mut line = buf.as_slice();
+        line = line.strip_suffix(b"\n").unwrap_or(line);
+        line = line.strip_suffix(b"\r").unwrap_or(line);
+        if n == 1 {
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
+        let text = match line.iter().position(|&b| b == 0) {
+            Some(i) => Err(format!("NUL byte at column {}", i + 1)),
+            None => std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1)),
+        };
+        f(n, text)?;
+    }
+}
+
+/// The fields of one CSV/TSV line. A field that starts with `"` is quoted: it runs to the next
+/// `"` that is not doubled (`""` inside it is a literal quote) and must be followed by the
+/// delimiter or the end of the line. A list row is one line, so a quote left open is an error
+/// of that line alone and the rows after it are read as usual.
+pub fn split_fields(line: &str, delim: char) -> Result<Vec<Cow<'_, str>>, String> {
+    let b = line.as_bytes();
+    let d = delim as u8;
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        if b.get(i) == Some(&b'"') {
+            let opened = i;
+            let mut val = String::new();
+            i += 1;
+            loop {
+                let Some(k) = b[i..].iter().position(|&c| c == b'"') else {
+                    return Err(format!("unterminated quote (opened at column {})", opened + 1));
+                };
+                val.push_str(&line[i..i + k]);
+                i += k + 1;
+                if b.get(i) == Some(&b'"') {
+                    val.push('"');
+                    i += 1;
+                    continue;
+                }
+                break;
+            }
+            out.push(Cow::Owned(val));
+            match b.get(i) {
+                None => return Ok(out),
+                Some(&c) if c == d => i += 1,
+                Some(_) => return Err(format!("text after a closing quote at column {}", i + 1)),
+            }
+        } else {
+            let end = b[i..].iter().position(|&c| c == d).map_or(b.len(), |k| i + k);
+            out.push(Cow::Borrowed(&line[i..end]));
+            if end == b.len() {
+                return Ok(out);
+            }
+            i = end + 1;
         }
     }
 }
 
-fn read_kinetics(path: &Path, mut rdr: csv::Reader<std::fs::File>, headers: &[String], opts: &Options, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
-    let col = |n: &str| headers.iter().position(|h| h == n);
-    let (cl, cy, cs, ce, csp) = (col("label"), col("youtube_id").unwrap(), col("time_start").unwrap(), col("time_end"), col("split"));
-    let root = opts.video_root.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
-    let index = DirIndex::new(&root);
+/// How the rows of a CSV/TSV list are read, decided by its header.
+enum Layout {
+    /// Our columns (`--columns` maps other header names onto them).
+    Ours { cs: usize, ci: Option<usize>, cl: Option<usize>, cst: Option<usize>, cen: Option<usize>, csp: Option<usize>, css: Option<usize>, csl: Option<usize>, csc: Option<usize> },
+    /// A Kinetics annotation CSV; clips are looked up in `index` under `root`.
+    Kinetics { cl: Option<usize>, cy: usize, cs: usize, ce: Option<usize>, csp: Option<usize>, root: PathBuf, index: DirIndex },
+}
+
+fn read_delimited(path: &Path, delim: char, opts: &Options, default_split: &str, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
     let file: Arc<str> = path.display().to_string().into();
-    each_record(&mut rdr, path, sink, |rec, line, sink| {
-        let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).filter(|s| !s.is_empty());
-        let Some(yid) = get(Some(cy)) else {
-            sink(Err(row_error(path, line, None, "empty `youtube_id`")));
-            return;
+    let bad_header = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{file}: header: {m}"));
+    let mut header: Option<(usize, Layout)> = None;
+    each_line(path, |line, text| {
+        let fields = text.and_then(|t| if t.trim().is_empty() { Ok(vec![]) } else { split_fields(t, delim) });
+        let Some((width, layout)) = &header else {
+            let fields = fields.map_err(bad_header)?;
+            if fields.is_empty() {
+                return Ok(());
+            }
+            let names: Vec<String> = fields.iter().map(|h| h.trim().to_lowercase()).collect();
+            header = Some((names.len(), layout_of(&names, path, opts)?));
+            return Ok(());
         };
-        let (s, e) = match (get(Some(cs)).map(str::parse::<u32>), get(ce).map(str::parse::<u32>)) {
-            (Some(Ok(s)), Some(Ok(e))) if e > s => (s, e),
-            _ => {
-                sink(Err(row_error(path, line, Some(yid.into()), "`time_start`/`time_end` must be whole seconds with end > start")));
-                return;
+        let fields = match fields {
+            Ok(f) if f.is_empty() => return Ok(()),
+            Ok(f) => f,
+            Err(m) => {
+                sink(Err(row_error(path, line, None, m)));
+                return Ok(());
             }
         };
-        let id = format!("{yid}_{s:06}_{e:06}");
-        let label = get(cl).map(str::to_string);
-        let (source, window) = match find_kinetics_clip(&index, &root, yid, &id, label.as_deref(), s, e) {
-            // Not on disk: fetch the full video by its YouTube id and cut the window.
-            (p, None) if opts.ids_as_sources && !p.exists() => (Source::Id(yid.to_string()), Some((s as f64, e as f64))),
-            (p, w) => (Source::Local(p), w),
-        };
-        sink(Ok(Task {
-            id,
-            source,
-            window,
-            labels: label.into_iter().collect(),
-            segments: None,
-            split: get(csp).unwrap_or("train").to_string(),
-            origin: Origin { file: file.clone(), line },
-        }));
+        if fields.len() != *width {
+            let id = match layout {
+                Layout::Ours { ci, .. } => ci.and_then(|c| fields.get(c)).map(|v| v.trim().to_string()),
+                Layout::Kinetics { cy, .. } => fields.get(*cy).map(|v| v.trim().to_string()),
+            };
+            sink(Err(row_error(path, line, id.filter(|s| !s.is_empty()), format!("{} fields, header has {width}", fields.len()))));
+            return Ok(());
+        }
+        let origin = Origin { file: file.clone(), line };
+        match layout {
+            Layout::Ours { cs, ci, cl, cst, cen, csp, css, csl, csc } => sink(our_row(path, &fields, *cs, [*ci, *cl, *cst, *cen, *csp, *css, *csl, *csc], opts, default_split, origin)),
+            Layout::Kinetics { cl, cy, cs, ce, csp, root, index } => sink(kinetics_row(path, &fields, (*cl, *cy, *cs, *ce, *csp), root, index, opts, default_split, origin)),
+        }
+        Ok(())
+    })?;
+    if header.is_none() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{file}: empty list (no header line)")));
+    }
+    Ok(())
+}
+
+fn layout_of(headers: &[String], path: &Path, opts: &Options) -> std::io::Result<Layout> {
+    let col = |n: &str| {
+        let name = opts.columns.get(n).map(String::as_str).unwrap_or(n);
+        headers.iter().position(|h| h == name)
+    };
+    if let (Some(cy), Some(cs)) = (col("youtube_id"), col("time_start")) {
+        let root = opts.video_root.clone().unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
+        let index = DirIndex::new(&root);
+        return Ok(Layout::Kinetics { cl: col("label"), cy, cs, ce: col("time_end"), csp: col("split"), root, index });
+    }
+    let Some(cs) = col("source") else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: header has no `source` column (got: {}; map one with --columns source=NAME)", path.display(), headers.join(",")),
+        ));
+    };
+    Ok(Layout::Ours {
+        cs,
+        ci: col("id"),
+        cl: col("labels"),
+        cst: col("start"),
+        cen: col("end"),
+        csp: col("split"),
+        css: col("segment_start_times"),
+        csl: col("segment_labels"),
+        csc: col("segment_scores"),
     })
+}
+
+/// One row of our CSV/TSV layout. `cols`: id, labels, start, end, split, segment start times,
+/// segment labels, segment scores.
+fn our_row(path: &Path, fields: &[Cow<str>], cs: usize, cols: [Option<usize>; 8], opts: &Options, default_split: &str, origin: Origin) -> Row {
+    let [ci, cl, cst, cen, csp, css, csl, csc] = cols;
+    let get = |c: Option<usize>| c.and_then(|c| fields.get(c)).map(|v| v.trim()).filter(|s| !s.is_empty());
+    let line = origin.line;
+    let id = get(ci).map(str::to_string);
+    let src = match (get(Some(cs)), &id) {
+        (Some(s), _) => s,
+        (None, Some(_)) if opts.ids_as_sources => "",
+        (None, _) => return Err(row_error(path, line, id, "empty `source`")),
+    };
+    let window = parse_window(get(cst), get(cen)).map_err(|m| row_error(path, line, id.clone(), m))?;
+    let list = |c| get(c).map(split_labels).unwrap_or_default();
+    let segments = parse_segments(&list(css), &list(csl), &list(csc)).map_err(|m| row_error(path, line, id.clone(), m))?;
+    let source = if src.is_empty() { Source::Id(id.clone().unwrap_or_default()) } else { resolve_source(path, src) };
+    Ok(Task {
+        id: id.unwrap_or_else(|| default_id(src)),
+        source,
+        window,
+        labels: get(cl).map(split_labels).unwrap_or_default(),
+        segments,
+        split: get(csp).unwrap_or(default_split).to_string(),
+        origin,
+    })
+}
+
+/// YouTube ids name files (`{id}_{start:06}_{end:06}.mp4`) and are handed to `--fetch-cmd`:
+/// ASCII letters, digits, `-` and `_`, as YouTube's are.
+fn check_youtube_id(yid: &str) -> Result<(), String> {
+    if yid.len() <= 64 && yid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(())
+    } else {
+        Err(format!("field `youtube_id`: `{}` is not a YouTube id (ASCII letters, digits, `-` and `_`)", yid.escape_debug()))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn kinetics_row(
+    path: &Path,
+    fields: &[Cow<str>],
+    (cl, cy, cs, ce, csp): (Option<usize>, usize, usize, Option<usize>, Option<usize>),
+    root: &Path,
+    index: &DirIndex,
+    opts: &Options,
+    default_split: &str,
+    origin: Origin,
+) -> Row {
+    let get = |c: Option<usize>| c.and_then(|c| fields.get(c)).map(|v| v.trim()).filter(|s| !s.is_empty());
+    let line = origin.line;
+    let Some(yid) = get(Some(cy)) else { return Err(row_error(path, line, None, "empty `youtube_id`")) };
+    check_youtube_id(yid).map_err(|m| row_error(path, line, None, m))?;
+    let (s, e) = match (get(Some(cs)).map(str::parse::<u32>), get(ce).map(str::parse::<u32>)) {
+        (Some(Ok(s)), Some(Ok(e))) if e > s => (s, e),
+        _ => return Err(row_error(path, line, Some(yid.into()), "`time_start`/`time_end` must be whole seconds with end > start")),
+    };
+    let id = format!("{yid}_{s:06}_{e:06}");
+    let label = get(cl).map(str::to_string);
+    let (source, window) = match find_kinetics_clip(index, root, yid, &id, label.as_deref(), s, e) {
+        // Not on disk: fetch the full video by its YouTube id and cut the window.
+        (p, None) if opts.ids_as_sources && !p.exists() => (Source::Id(yid.to_string()), Some((s as f64, e as f64))),
+        (p, w) => (Source::Local(p), w),
+    };
+    Ok(Task { id, source, window, labels: label.into_iter().collect(), segments: None, split: get(csp).unwrap_or(default_split).to_string(), origin })
 }
 
 /// The video files under a Kinetics video root and its immediate sub-folders (label folders),
@@ -542,113 +728,97 @@ fn find_kinetics_clip(index: &DirIndex, root: &Path, yid: &str, clip: &str, labe
 }
 
 fn read_jsonl(path: &Path, default_split: &str, ids_as_sources: bool, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
-    let text = std::fs::read_to_string(path)?;
     let file: Arc<str> = path.display().to_string().into();
-    for (i, l) in text.lines().enumerate() {
-        let line = i + 1;
-        if l.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = match serde_json::from_str(l) {
-            Ok(v) => v,
-            Err(e) => {
-                sink(Err(row_error(path, line, None, format!("not JSON: {e}"))));
-                continue;
+    each_line(path, |line, text| {
+        let l = match text {
+            Ok(l) => l,
+            Err(m) => {
+                sink(Err(row_error(path, line, None, m)));
+                return Ok(());
             }
         };
-        let s = |k: &str| v.get(k).and_then(|x| match x {
+        if l.trim().is_empty() {
+            return Ok(());
+        }
+        sink(jsonl_row(path, l, default_split, ids_as_sources, Origin { file: file.clone(), line }));
+        Ok(())
+    })
+}
+
+fn jsonl_row(path: &Path, l: &str, default_split: &str, ids_as_sources: bool, origin: Origin) -> Row {
+    let line = origin.line;
+    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| row_error(path, line, None, format!("not JSON: {e}")))?;
+    let s = |k: &str| {
+        v.get(k).and_then(|x| match x {
             serde_json::Value::String(s) => Some(s.clone()),
             serde_json::Value::Number(n) => Some(n.to_string()),
             _ => None,
-        });
-        let id = s("id");
-        let src = match (s("source").filter(|x| !x.trim().is_empty()), &id) {
-            (Some(x), _) => x,
-            (None, Some(_)) if ids_as_sources => String::new(),
-            (None, _) => {
-                sink(Err(row_error(path, line, id, "missing string `source`")));
-                continue;
-            }
-        };
-        let labels = match v.get("labels") {
-            None | Some(serde_json::Value::Null) => vec![],
-            Some(serde_json::Value::Array(a)) if a.iter().all(|x| x.is_string()) => {
-                a.iter().map(|x| x.as_str().unwrap().trim().to_string()).collect()
-            }
-            Some(serde_json::Value::String(x)) => split_labels(x),
-            Some(_) => {
-                sink(Err(row_error(path, line, id, "`labels` must be an array of strings")));
-                continue;
-            }
-        };
-        let window = match parse_window(s("start").as_deref(), s("end").as_deref()) {
-            Ok(w) => w,
-            Err(m) => {
-                sink(Err(row_error(path, line, id, m)));
-                continue;
-            }
-        };
-        // Segment lists: JSON arrays (numbers or strings) or `;`-separated strings.
-        let seg_list = |k: &str| -> Result<Vec<String>, String> {
-            match v.get(k) {
-                None | Some(serde_json::Value::Null) => Ok(vec![]),
-                Some(serde_json::Value::String(x)) => Ok(split_labels(x)),
-                Some(serde_json::Value::Array(a)) => a
-                    .iter()
-                    .map(|x| match x {
-                        serde_json::Value::String(s) => Ok(s.clone()),
-                        serde_json::Value::Number(n) => Ok(n.to_string()),
-                        _ => Err(format!("`{k}` holds something other than strings and numbers")),
-                    })
-                    .collect(),
-                Some(_) => Err(format!("`{k}` must be an array")),
-            }
-        };
-        let segments = match (|| parse_segments(&seg_list("segment_start_times")?, &seg_list("segment_labels")?, &seg_list("segment_scores")?))() {
-            Ok(s) => s,
-            Err(m) => {
-                sink(Err(row_error(path, line, id, m)));
-                continue;
-            }
-        };
-        let source = if src.is_empty() { Source::Id(id.clone().unwrap_or_default()) } else { resolve_source(path, &src) };
-        sink(Ok(Task {
-            id: id.unwrap_or_else(|| default_id(&src)),
-            source,
-            window,
-            labels,
-            segments,
-            split: s("split").unwrap_or_else(|| default_split.to_string()),
-            origin: Origin { file: file.clone(), line },
-        }));
-    }
-    Ok(())
-}
-
-fn read_txt(path: &Path, default_split: &str) -> std::io::Result<Vec<Row>> {
-    let text = std::fs::read_to_string(path)?;
-    let file: Arc<str> = path.display().to_string().into();
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .map(|(i, l)| {
-            let src = l.trim();
-            Ok(Task {
-                id: default_id(src),
-                source: resolve_source(path, src),
-                window: None,
-                labels: vec![],
-                segments: None,
-                split: default_split.to_string(),
-                origin: Origin { file: file.clone(), line: i + 1 },
-            })
         })
-        .collect())
+    };
+    let id = s("id");
+    let src = match (s("source").filter(|x| !x.trim().is_empty()), &id) {
+        (Some(x), _) => x,
+        (None, Some(_)) if ids_as_sources => String::new(),
+        (None, _) => return Err(row_error(path, line, id, "missing string `source`")),
+    };
+    let labels = match v.get("labels") {
+        None | Some(serde_json::Value::Null) => vec![],
+        Some(serde_json::Value::Array(a)) if a.iter().all(|x| x.is_string()) => a.iter().map(|x| x.as_str().unwrap().trim().to_string()).collect(),
+        Some(serde_json::Value::String(x)) => split_labels(x),
+        Some(_) => return Err(row_error(path, line, id, "`labels` must be an array of strings")),
+    };
+    let window = parse_window(s("start").as_deref(), s("end").as_deref()).map_err(|m| row_error(path, line, id.clone(), m))?;
+    // Segment lists: JSON arrays (numbers or strings) or `;`-separated strings.
+    let seg_list = |k: &str| -> Result<Vec<String>, String> {
+        match v.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(vec![]),
+            Some(serde_json::Value::String(x)) => Ok(split_labels(x)),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| match x {
+                    serde_json::Value::String(s) => Ok(s.clone()),
+                    serde_json::Value::Number(n) => Ok(n.to_string()),
+                    _ => Err(format!("`{k}` holds something other than strings and numbers")),
+                })
+                .collect(),
+            Some(_) => Err(format!("`{k}` must be an array")),
+        }
+    };
+    let segments = (|| parse_segments(&seg_list("segment_start_times")?, &seg_list("segment_labels")?, &seg_list("segment_scores")?))()
+        .map_err(|m| row_error(path, line, id.clone(), m))?;
+    let source = if src.is_empty() { Source::Id(id.clone().unwrap_or_default()) } else { resolve_source(path, &src) };
+    Ok(Task {
+        id: id.unwrap_or_else(|| default_id(&src)),
+        source,
+        window,
+        labels,
+        segments,
+        split: s("split").unwrap_or_else(|| default_split.to_string()),
+        origin,
+    })
 }
 
-fn csv_io(e: csv::Error) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+fn read_txt(path: &Path, default_split: &str, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
+    let file: Arc<str> = path.display().to_string().into();
+    each_line(path, |line, text| {
+        match text {
+            Err(m) => sink(Err(row_error(path, line, None, m))),
+            Ok(l) if l.trim().is_empty() || l.trim_start().starts_with('#') => {}
+            Ok(l) => {
+                let src = l.trim();
+                sink(Ok(Task {
+                    id: default_id(src),
+                    source: resolve_source(path, src),
+                    window: None,
+                    labels: vec![],
+                    segments: None,
+                    split: default_split.to_string(),
+                    origin: Origin { file: file.clone(), line },
+                }))
+            }
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -770,5 +940,132 @@ mod tests {
         assert_eq!(got.tasks[1].window, Some((3.0, 13.0)));
         assert!(matches!(&got.tasks[2].source, Source::Local(p) if !p.exists()));
         assert_eq!(got.errors.len(), 1);
+    }
+
+    fn errs(got: &Ingested) -> Vec<(usize, String)> {
+        got.errors.iter().map(|e| (e.origin.line, e.message.clone())).collect()
+    }
+
+    #[test]
+    fn a_row_with_the_wrong_field_count_or_an_open_quote_is_its_own_error() {
+        let d = tempfile::tempdir().unwrap();
+        let list = d.path().join("l.csv");
+        // Line 3 has an extra field (it would shift `Car` into the split); line 4 opens a quote
+        // it never closes; line 5 has text after a closing quote; lines 6 and 7 are fine.
+        fs::write(&list, "id,source,labels,split\na,a.mp4,Cooking,train\nx1,src,Cooking,Car,train\nb,\"b.mp4,Cooking,train\nc,\"c\"x.mp4,,train\nd,\"d, \"\"quoted\"\".mp4\",,val\ne,e.mp4,,\n").unwrap();
+        let got = read_inputs(&[list], &opts()).unwrap();
+        let ids: Vec<_> = got.tasks.iter().map(|t| (t.id.as_str(), t.split.as_str())).collect();
+        assert_eq!(ids, [("a", "train"), ("d", "val"), ("e", "train")]);
+        assert_eq!(got.tasks[1].source, Source::Local(d.path().join("d, \"quoted\".mp4")));
+        let e = errs(&got);
+        assert_eq!(e.iter().map(|x| x.0).collect::<Vec<_>>(), [3, 4, 5], "{e:?}");
+        assert!(e[0].1.contains("5 fields, header has 4"), "{e:?}");
+        assert_eq!(got.errors[0].id.as_deref(), Some("x1"));
+        assert!(e[1].1.contains("unterminated quote (opened at column 3)"), "{e:?}");
+        assert!(e[2].1.contains("after a closing quote"), "{e:?}");
+        // Fewer fields than the header, in a Kinetics CSV too.
+        let k = d.path().join("k.csv");
+        fs::write(&k, "label,youtube_id,time_start,time_end,split\nabseiling,abc,1,11\nabseiling,abd,1,11,val\n").unwrap();
+        let got = read_inputs(&[k], &opts()).unwrap();
+        assert_eq!(got.tasks.len(), 1);
+        assert!(errs(&got)[0].1.contains("4 fields, header has 5"), "{:?}", errs(&got));
+    }
+
+    #[test]
+    fn bom_crlf_bad_utf8_and_nul_in_every_format() {
+        let d = tempfile::tempdir().unwrap();
+        let bom = b"\xEF\xBB\xBF";
+        let cases: [(&str, &[u8]); 5] = [
+            ("l.csv", b"id,source,split\r\na,a.mp4,val\r\nb,b\xFF.mp4,val\r\nc,c\x00.mp4,val\r\nd,d.mp4,val\r\n"),
+            ("l.tsv", b"id\tsource\tsplit\r\na\ta.mp4\tval\r\nb\tb\xFF.mp4\tval\r\nc\tc\x00.mp4\tval\r\nd\td.mp4\tval\r\n"),
+            ("l.jsonl", b"{\"id\":\"a\",\"source\":\"a.mp4\",\"split\":\"val\"}\r\n{\"id\":\"b\",\"source\":\"b\xFF.mp4\"}\r\n{\"id\":\"c\",\"source\":\"c\x00.mp4\"}\r\n{\"id\":\"d\",\"source\":\"d.mp4\",\"split\":\"val\"}\r\n"),
+            ("l.txt", b"a.mp4\r\nb\xFF.mp4\r\nc\x00.mp4\r\nd.mp4\r\n"),
+            ("k.csv", b"label,youtube_id,time_start,time_end,split\r\nabseiling,a,1,11,val\r\nabseiling,b\xFF,1,11,val\r\nabseiling,c\x00,1,11,val\r\nabseiling,d,1,11,val\r\n"),
+        ];
+        for (name, body) in cases {
+            let p = d.path().join(name);
+            fs::write(&p, [bom.as_slice(), body].concat()).unwrap();
+            let got = read_inputs(&[p], &opts()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ids: Vec<_> = got.tasks.iter().map(|t| t.id.split('_').next().unwrap().to_string()).collect();
+            assert_eq!(ids, ["a", "d"], "{name}: {:?}", errs(&got));
+            let e = errs(&got);
+            assert_eq!(e.len(), 2, "{name}: {e:?}");
+            let first = if name.ends_with(".jsonl") || name.ends_with(".txt") { 2 } else { 3 };
+            assert!(e[0].0 == first && e[0].1.contains("not valid UTF-8"), "{name}: {e:?}");
+            assert!(e[1].0 == first + 1 && e[1].1.contains("NUL byte"), "{name}: {e:?}");
+            // No BOM or carriage return left in any value.
+            for t in &got.tasks {
+                assert!(!t.id.contains('\u{feff}') && !t.id.contains('\r') && !t.source.to_string().contains('\r') && !t.source.to_string().contains('\u{feff}'), "{name}: {t:?}");
+                if !name.ends_with(".txt") {
+                    assert_eq!(t.split, "val", "{name}");
+                }
+            }
+        }
+        // A line longer than the limit is one error; the next line is read.
+        let p = d.path().join("long.txt");
+        fs::write(&p, format!("{}\nok.mp4\n", "x".repeat(MAX_LINE_BYTES + 10))).unwrap();
+        let got = read_inputs(&[p], &opts()).unwrap();
+        assert_eq!((got.tasks.len(), got.tasks[0].origin.line), (1, 2));
+        assert!(errs(&got)[0].1.contains("longer than"));
+    }
+
+    #[test]
+    fn values_that_would_name_other_folders_are_invalid_rows_in_every_format() {
+        let d = tempfile::tempdir().unwrap();
+        let hostile = ["../../escaped", "a/b", ".hidden", "..", "x\\y", &"s".repeat(65), "tr ain", "é"];
+        let mut csv = String::from("id,source,split\n");
+        let mut jsonl = String::new();
+        let mut kin = String::from("label,youtube_id,time_start,time_end,split\n");
+        for (i, h) in hostile.iter().enumerate() {
+            csv.push_str(&format!("v{i},v{i}.mp4,{h}\n"));
+            jsonl.push_str(&format!("{}\n", serde_json::json!({"id": format!("v{i}"), "source": "v.mp4", "split": h})));
+            kin.push_str(&format!("abseiling,y{i},1,11,{h}\n"));
+        }
+        csv.push_str("ok,ok.mp4,train.v2\n");
+        jsonl.push_str("{\"id\":\"ok\",\"source\":\"ok.mp4\",\"split\":\"train-2\"}\n");
+        kin.push_str("abseiling,ok,1,11,val_1\n");
+        for (name, body) in [("h.csv", csv.clone()), ("h.tsv", csv.replace(',', "\t")), ("h.jsonl", jsonl), ("k.csv", kin)] {
+            let p = d.path().join(name);
+            fs::write(&p, body).unwrap();
+            let got = read_inputs(&[p], &opts()).unwrap();
+            assert_eq!(got.tasks.len(), 1, "{name}: {:?}", got.tasks);
+            assert_eq!(got.errors.len(), hostile.len(), "{name}");
+            for e in &got.errors {
+                assert_eq!(e.kind, "invalid_row");
+                assert!(e.message.contains("field `split`") && e.message.contains("not a valid split name"), "{name}: {}", e.message);
+                assert!(e.to_string().contains(name), "names the file: {e}");
+            }
+        }
+        // The default split is checked too: a usage problem of the whole input.
+        let p = d.path().join("t.txt");
+        fs::write(&p, "a.mp4\n").unwrap();
+        assert!(read_inputs(&[p], &Options { default_split: "../x".into(), ..opts() }).is_err());
+        // Kinetics ids name files: a path in one is refused.
+        let k = d.path().join("k2.csv");
+        fs::write(&k, "label,youtube_id,time_start,time_end,split\nabseiling,../../etc/x,1,11,val\n").unwrap();
+        let got = read_inputs(&[k], &opts()).unwrap();
+        assert!(got.tasks.is_empty() && got.errors[0].message.contains("youtube_id"), "{:?}", got.errors);
+        // Control characters in ids, sources and labels; windows that are not finite.
+        let j = d.path().join("c.jsonl");
+        fs::write(&j, "{\"id\":\"a\\nb\",\"source\":\"a.mp4\"}\n{\"id\":\"c\",\"source\":\"c\\u0007.mp4\"}\n{\"id\":\"e\",\"source\":\"e.mp4\",\"labels\":[\"x\\ty\"]}\n{\"id\":\"f\",\"source\":\"f.mp4\",\"start\":\"NaN\"}\n{\"id\":\"g\",\"source\":\"g.mp4\",\"start\":-3}\n{\"id\":\"h\",\"source\":\"h.mp4\",\"end\":\"inf\"}\n{\"id\":\"ok\",\"source\":\"ok.mp4\",\"start\":2}\n").unwrap();
+        let got = read_inputs(&[j], &opts()).unwrap();
+        assert_eq!(got.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(got.tasks[0].window, Some((2.0, f64::INFINITY)));
+        let e = errs(&got);
+        assert!(e[0].1.contains("field `id`") && e[1].1.contains("field `source`") && e[2].1.contains("field `labels`"), "{e:?}");
+        assert!(e[3..].iter().all(|x| x.1.contains("finite number")), "{e:?}");
+    }
+
+    #[test]
+    fn split_fields_follows_rfc4180_within_a_line() {
+        let f = |l: &str| split_fields(l, ',').map(|v| v.into_iter().map(|c| c.into_owned()).collect::<Vec<_>>());
+        assert_eq!(f("a,b,,c").unwrap(), ["a", "b", "", "c"]);
+        assert_eq!(f("a,").unwrap(), ["a", ""]);
+        assert_eq!(f("\"a,b\",\"\"").unwrap(), ["a,b", ""]);
+        assert_eq!(f("\"say \"\"hi\"\"\",x").unwrap(), ["say \"hi\"", "x"]);
+        assert_eq!(f("plain\"quote,x").unwrap(), ["plain\"quote", "x"]);
+        assert_eq!(f("é,\"ü\"").unwrap(), ["é", "ü"]);
+        assert!(f("\"open,x").unwrap_err().contains("column 1"));
+        assert!(f("x,\"a\"b").unwrap_err().contains("column 6"));
     }
 }

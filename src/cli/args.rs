@@ -214,6 +214,10 @@ pub struct ShapeArgs {
     /// back as ~0.0) and a zero `mean_audio`, for readers that require YouTube-8M's audio.
     #[arg(long, default_value = "none")]
     pub audio: String,
+    /// When the output folder holds another dataset (another model, PCA, vocabulary or schema
+    /// setting, or output of unknown provenance), remove it first instead of stopping.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 impl ShapeArgs {
@@ -259,7 +263,40 @@ pub fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, 
         legacy_2017: shape.legacy_2017,
         audio_zero: shape.audio_zero()?,
         fetch_cmd,
+        overwrite: shape.overwrite,
+        provenance: super::provenance(),
     })
+}
+
+/// `--retry-failed [KINDS]` of run and work.
+#[cfg(feature = "ffmpeg")]
+#[derive(clap::Args)]
+pub struct RetryArgs {
+    /// Attempt again the videos that failed with these kinds (comma-separated; given alone:
+    /// the transient ones, download_failed and timeout) and rebuild only their shards; the
+    /// other videos of those shards are taken from the shards as they are. A plain re-run
+    /// keeps recorded failures as they are.
+    #[arg(long, value_name = "KINDS", num_args = 0..=1, default_missing_value = "download_failed,timeout", value_delimiter = ',')]
+    pub retry_failed: Option<Vec<String>>,
+}
+
+#[cfg(feature = "ffmpeg")]
+impl RetryArgs {
+    pub fn kinds(&self) -> Result<std::collections::BTreeSet<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        for k in self.retry_failed.iter().flatten().map(|k| k.trim()).filter(|k| !k.is_empty()) {
+            anyhow::ensure!(
+                vidfeat::pipeline::jobs::VIDEO_FAILURE_KINDS.contains(&k),
+                "--retry-failed: `{k}` is not a failure kind of a video ({}); inputs given right after a bare --retry-failed are read as its value: write --retry-failed=KINDS, or put it after the inputs",
+                vidfeat::pipeline::jobs::VIDEO_FAILURE_KINDS.join(", ")
+            );
+            out.insert(k.to_string());
+        }
+        if self.retry_failed.is_some() && out.is_empty() {
+            out.extend(vidfeat::pipeline::worker::TRANSIENT_KINDS.map(String::from));
+        }
+        Ok(out)
+    }
 }
 
 

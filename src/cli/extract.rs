@@ -29,6 +29,8 @@ pub fn exec(a: ExtractArgs) -> Result<ExitCode> {
         device: a.model.device.clone(),
         torch_threads: a.model.torch_threads,
         fp16: a.fp16,
+        overwrite: a.output.shape.overwrite,
+        provenance: super::provenance(),
     };
     super::exit::print_run_report(vidfeat::pipeline::extract::extract(&cfg)?, a.output.json, &cfg.consume.out)
 }

@@ -124,6 +124,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
         let _ = e.print();
         ExitCode::from(if e.use_stderr() { 1 } else { 0 })
     };
+    let command: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let resolved = settings::resolve(&Cli::command(), argv, &|k| std::env::var(k).ok(), std::path::Path::new("vidfeat.toml")).map_err(usage)?;
     let cli = match Cli::try_parse_from(&resolved.argv) {
         Ok(c) => c,
@@ -139,7 +140,18 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
         print!("{}", settings::render(&resolved));
         return Err(ExitCode::SUCCESS);
     }
+    let _ = INVOCATION.set((command, settings::to_json(&resolved)));
     Ok(cli)
+}
+
+/// The command line as given, and its effective settings (set once by [`parse`]).
+static INVOCATION: std::sync::OnceLock<(Vec<String>, serde_json::Value)> = std::sync::OnceLock::new();
+
+/// What made an output: this command and its settings, with vidfeat's and the libraries'
+/// versions (see `vidfeat::pipeline::provenance`).
+pub fn provenance() -> serde_json::Value {
+    let (command, settings) = INVOCATION.get().cloned().unwrap_or_default();
+    vidfeat::pipeline::provenance(command, settings)
 }
 
 /// Commands that show progress while they run.

@@ -75,10 +75,8 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
         device: a.model.device.clone(),
         decode,
         batch_size: a.batch_size,
-        jobs: a.list.spec()?,
-        log_list_problems: true,
     };
-    let s = vidfeat::pipeline::pca::pca_fit(&cfg)?;
+    let s = vidfeat::pipeline::pca::pca_fit(&cfg, &a.list.spec()?)?;
     println!("{s}");
     anyhow::ensure!(s["sha256"].is_string(), "no PCA written: {} frame(s) decoded, at least 2 needed", s["frames"]);
     Ok(ExitCode::SUCCESS)

@@ -17,8 +17,8 @@ pub struct PlanArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Only resolve and validate: no PCA fit and no plan.json, which `vidfeat work` needs.
-    /// (Without FFmpeg support every plan is a dry run.)
+    /// Only resolve and validate (nothing decoded): no PCA fit and no plan.json, which
+    /// `vidfeat work` needs. (Without FFmpeg support every plan is a dry run.)
     #[arg(long)]
     pub dry_run: bool,
     #[cfg(feature = "ffmpeg")]
@@ -37,20 +37,31 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
     let strict = list.strict;
     let fetch_cmd = list.fetch_cmd.clone();
     let spec = list.spec()?;
-    let s = vidfeat::pipeline::plan::plan(&spec, &out)?;
-    let problems = vidfeat::pipeline::plan::plan_problems(&s);
+    // The folder is checked before anything is written into it.
     #[cfg(feature = "ffmpeg")]
-    if !a.dry_run && !(strict && problems > 0) {
-        let f = freeze_config(&a.model, &a.sample, &a.shape, fetch_cmd)?;
-        if let Err(failures) = vidfeat::pipeline::plan::freeze(&spec, &out, &f, &s)? {
-            anyhow::bail!("plan: no video could be decoded to fit a PCA ({} failed; see above), give --pca", failures.len());
+    let frozen = if a.dry_run {
+        None
+    } else {
+        let mut f = freeze_config(&a.model, &a.sample, &a.shape, fetch_cmd)?;
+        let draft = vidfeat::pipeline::plan::draft(&f, &spec)?;
+        if let Some(p) = vidfeat::pipeline::dataset::check_out(&out, &draft, f.overwrite)? {
+            f.pca = Some(p);
         }
-        if !json_out {
-            println!("frozen: {} (run `vidfeat work --plan {}` on each worker)", out.join("plan.json").display(), out.display());
-        }
-    }
+        Some((f, draft))
+    };
     #[cfg(not(feature = "ffmpeg"))]
-    let _ = (a.dry_run, fetch_cmd);
+    let _ = fetch_cmd;
+    if a.dry_run || cfg!(not(feature = "ffmpeg")) {
+        anyhow::ensure!(
+            !out.join("plan.json").exists(),
+            "{} holds a frozen plan, whose plan.jsonl a dry run would replace: give the dry run an --out of its own",
+            out.display()
+        );
+    }
+    // The summary is written and printed before anything that can fail later (a PCA fit).
+    let planned = vidfeat::pipeline::plan::plan(&spec, &out)?;
+    let s = &planned.summary;
+    let problems = vidfeat::pipeline::plan::plan_problems(s);
     if json_out {
         println!("{s}");
     } else {
@@ -61,10 +72,37 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
         println!("by split: {}", s["by_split"]);
         println!("plan: {}  problems: {}", out.join("plan.jsonl").display(), out.join("failures.jsonl").display());
     }
+    #[cfg(feature = "ffmpeg")]
+    if let Some((f, draft)) = frozen.filter(|_| !(strict && problems > 0)) {
+        anyhow::ensure!(planned.resolved() > 0, "no plan frozen: none of the {} rows resolved to a video (see {})", s["rows"], out.join("failures.jsonl").display());
+        match vidfeat::pipeline::plan::freeze(&out, &f, &planned, &draft)? {
+            vidfeat::pipeline::plan::Frozen::NoPca { failures } => {
+                let first: Vec<String> = failures.iter().take(3).map(|x| format!("{} ({}): {}", x.id.as_deref().unwrap_or("-"), x.kind, x.reason)).collect();
+                anyhow::bail!(
+                    "no plan frozen: a PCA could not be fitted, none of the {} videos tried could be decoded (first: {}); give --pca with a fitted one, or fix the sources",
+                    failures.len(),
+                    first.join("; ")
+                );
+            }
+            vidfeat::pipeline::plan::Frozen::Plan { plan, removed } => {
+                let msg = format!(
+                    "frozen: {} ({} shards{}); run `vidfeat work --plan {}` on each worker",
+                    out.join("plan.json").display(),
+                    plan.shard_keys.len(),
+                    if removed > 0 { format!(", {removed} no longer in the plan removed") } else { String::new() },
+                    out.display()
+                );
+                if json_out {
+                    tracing::info!("{msg}");
+                } else {
+                    println!("{msg}");
+                }
+            }
+        }
+    }
     Ok(ExitCode::from(match (problems, strict) {
         (0, _) => 0,
         (_, true) => 1,
         _ => 2,
     }))
 }
-

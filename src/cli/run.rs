@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::args::{freeze_config, FetchArgs, ListArgs, ModelArgs, OutputArgs, SampleArgs};
+use super::args::{freeze_config, FetchArgs, ListArgs, ModelArgs, OutputArgs, RetryArgs, SampleArgs};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -18,6 +18,8 @@ pub struct RunArgs {
     pub sample: SampleArgs,
     #[command(flatten)]
     pub fetch: FetchArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 pub fn exec(mut a: RunArgs) -> Result<ExitCode> {
@@ -36,6 +38,7 @@ pub fn exec(mut a: RunArgs) -> Result<ExitCode> {
             workers: freeze.decode.workers,
             threads: freeze.decode.threads,
             fetch: freeze.decode.fetch.clone(),
+            retry: a.retry.kinds()?,
         },
         freeze,
         out: out.clone(),

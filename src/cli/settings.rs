@@ -321,6 +321,34 @@ pub fn render(r: &Resolved) -> String {
     s
 }
 
+/// The effective settings as JSON, for provenance: `{key: {"value", "source"}}`, each set
+/// setting once (the subcommand's table path prefixed to its keys: `pca.fit.dims`).
+pub fn to_json(r: &Resolved) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for st in &r.settings {
+        let source = match &st.source {
+            Source::Env(v) => v.clone(),
+            Source::Flag => "command line".into(),
+            Source::File => "settings file".into(),
+            Source::Default => "default".into(),
+            Source::Unset => continue,
+        };
+        let value = if st.flag {
+            serde_json::Value::Bool(st.values.first().is_some_and(|v| v == "true"))
+        } else if st.multiple {
+            st.values.iter().map(|v| serde_json::Value::String(v.clone())).collect()
+        } else {
+            serde_json::Value::String(st.values.join(","))
+        };
+        let key = match &st.section {
+            Some(sec) if sec.contains('.') => format!("{sec}.{}", st.key),
+            _ => st.key.clone(),
+        };
+        m.insert(key, serde_json::json!({"value": value, "source": source}));
+    }
+    serde_json::Value::Object(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

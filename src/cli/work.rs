@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::args::FetchArgs;
+use super::args::{FetchArgs, RetryArgs};
 
 #[derive(clap::Args)]
 pub struct WorkArgs {
@@ -42,6 +42,8 @@ pub struct WorkArgs {
     pub decode_threads: usize,
     #[command(flatten)]
     pub fetch: FetchArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -64,6 +66,7 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
         workers,
         threads,
         fetch: a.fetch.config(None, u64::MAX),
+        retry: a.retry.kinds()?,
     };
     let r = vidfeat::pipeline::worker::work(&cfg)?;
     if a.json {

@@ -74,9 +74,9 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         .collect();
     // A plan folder keeps its videos' failures in the done markers; `run` copies them into
     // failures.jsonl too.
-    if let Ok((plan, hash)) = crate::pipeline::plan::PlanSettings::load(dir) {
+    if let Ok(plan) = crate::pipeline::plan::PlanSettings::load(dir) {
         let have: std::collections::HashSet<(Option<String>, String)> = failures.iter().map(|f| (f.id.clone(), f.kind.clone())).collect();
-        failures.extend(crate::pipeline::worker::shard_failures(dir, &plan, &hash).into_iter().filter(|f| !have.contains(&(f.id.clone(), f.kind.clone()))));
+        failures.extend(crate::pipeline::worker::shard_failures(dir, &plan).into_iter().filter(|f| !have.contains(&(f.id.clone(), f.kind.clone()))));
     }
 
     // Events: durations, and finish times for throughput.
@@ -531,11 +531,11 @@ fn sheets_from_cache(cfg: &ReportConfig, videos: &BTreeMap<String, Video>, cache
 #[cfg(feature = "ffmpeg")]
 fn sheets_from_sources(cfg: &ReportConfig, videos: &BTreeMap<String, Video>) -> Result<Vec<Sheet>> {
     use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
-    let plan = crate::pipeline::plan::PlanSettings::load(&cfg.dir).ok().map(|p| p.0);
+    let plan = crate::pipeline::plan::PlanSettings::load(&cfg.dir).ok();
     let fps = plan.as_ref().and_then(|p| Rational::parse(&p.fps)).unwrap_or(Rational::new(1, 1));
     let max_rows = plan.as_ref().map_or(300, |p| p.max_frames);
     let (tw, th) = thumb_size(cfg);
-    let jobs = crate::pipeline::worker::read_plan_tasks(&cfg.dir)?;
+    let jobs = crate::pipeline::worker::read_tasks(&cfg.dir)?.0;
     let mut out = vec![];
     for job in jobs.iter().filter(|j| videos.contains_key(&j.task.id)).take(cfg.sheets) {
         let id = job.task.id.clone();

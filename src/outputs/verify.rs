@@ -1,6 +1,9 @@
 //! `vidfeat verify PATH`: every record's CRCs and schema, and record counts per shard against
 //! summary.json. PATH is an output folder (frame/ and video/ shards plus summary.json) or
-//! TFRecord files. Problems name the shard and, for corrupt records, the byte offset.
+//! TFRecord files. Problems name the shard and, for corrupt records, the byte offset. In a
+//! folder made by run or plan + work, every shard must also be current: its done marker
+//! carries the shard's key from plan.json (else it was made from other inputs or settings)
+//! and the SHA-256 of both files as they are.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -91,6 +94,40 @@ pub fn check_shard(path: &Path, dims: Option<usize>) -> ShardCheck {
     out
 }
 
+/// Each shard of a plan folder is current: done, under the key plan.json gives it, its files
+/// what the done marker says (SHA-256).
+fn check_plan_shards(dir: &Path) -> Vec<String> {
+    use crate::pipeline::worker::DoneMarker;
+    let plan = match crate::pipeline::plan::PlanSettings::load(dir) {
+        Ok(p) => p,
+        Err(e) => return vec![format!("{e:#}")],
+    };
+    let mut problems = vec![];
+    for (_, _, name) in plan.shard_list() {
+        let Ok(p) = crate::pipeline::dataset::shard_paths(dir, &name) else {
+            problems.push(format!("plan.json names a shard `{}` that is not a plain file name", name.escape_debug()));
+            continue;
+        };
+        let marker: Option<DoneMarker> = std::fs::read(&p.done).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(m) = marker else {
+            problems.push(format!("{name}: not done (no readable done marker): an unfinished run or update"));
+            continue;
+        };
+        if m.key != plan.key(&name) {
+            problems.push(format!("{name}: stale: its done marker's key differs from plan.json's, so it was made from other inputs or settings; re-run to rebuild it"));
+            continue;
+        }
+        for (level, file, want) in [("frame", &p.frame, &m.frame_sha256), ("video", &p.video, &m.video_sha256)] {
+            match vidfeat_features::file_sha256(file) {
+                Ok(got) if got == *want => {}
+                Ok(got) => problems.push(format!("{level}/{name}: changed since it was written (sha256 {}, its done marker says {})", &got[..12], &want[..want.len().min(12)])),
+                Err(e) => problems.push(format!("{level}/{name}: {e}")),
+            }
+        }
+    }
+    problems
+}
+
 /// Verifies an output folder or a list of files. Returns the report and whether all is well.
 pub fn verify(paths: &[PathBuf]) -> Result<(serde_json::Value, bool)> {
     let mut problems: Vec<String> = vec![];
@@ -107,7 +144,10 @@ pub fn verify(paths: &[PathBuf]) -> Result<(serde_json::Value, bool)> {
         let summary: Option<serde_json::Value> =
             std::fs::read(path.join("summary.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
         if summary.is_none() {
-            problems.push(format!("{}: no readable summary.json", path.display()));
+            problems.push(format!("{}: no readable summary.json (an unfinished run or update, or not an output folder)", path.display()));
+        }
+        if path.join("plan.json").exists() {
+            problems.extend(check_plan_shards(path));
         }
         let dims = summary.as_ref().and_then(|s| s["pca"]["dims"].as_u64()).map(|d| d as usize);
         // Expected shards and counts from the summary.

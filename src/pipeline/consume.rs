@@ -350,12 +350,12 @@ fn write_outputs(
 
     let open_pair = |split: &str, shard: u32| -> Result<ShardPair> {
         let n = shard_counts[split];
-        let name = shard_name(split, shard, n);
+        let paths = crate::pipeline::dataset::shard_paths(&cfg.out, &shard_name(split, shard, n))?;
         Ok(ShardPair {
             split: split.to_string(),
             shard,
-            frame: AtomicShard::create_with(&cfg.out.join("frame").join(&name), cfg.compression)?,
-            video: AtomicShard::create_with(&cfg.out.join("video").join(&name), cfg.compression)?,
+            frame: AtomicShard::create_with(&paths.frame, cfg.compression)?,
+            video: AtomicShard::create_with(&paths.video, cfg.compression)?,
         })
     };
     let commit = |p: ShardPair, count: u64, written: &mut BTreeMap<String, Vec<serde_json::Value>>| -> Result<()> {
@@ -483,6 +483,8 @@ fn write_outputs(
             "sha256": p.content_sha256(),
             "dims": p.dims,
             "fitted": false,
+            "fitted_on_frames": p.frames,
+            "supported_components": p.supported,
         });
     }
     Ok(json!({
@@ -513,11 +515,13 @@ fn fit_pca(acc: &CovarianceAccumulator, dims: usize, out: &Path) -> Result<(Pca,
     let path = out.join("pca.npz");
     pca.save(&path)?;
     let mut notes = vec![];
-    if acc.rows() < dims {
+    if pca.supported < pca.dims {
         notes.push(format!(
-            "fitted on {} frames, fewer than the {} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
+            "fitted on {} frames, which support {} of the {} dims kept: the other {} are written as zero; a real dataset's PCA needs at least dims + 1 frames, better 10 x dims: give --pca with one fitted on more video",
             acc.rows(),
-            dims
+            pca.supported,
+            pca.dims,
+            pca.dims - pca.supported
         ));
         tracing::warn!("PCA {}", notes[0]);
     }
@@ -527,6 +531,7 @@ fn fit_pca(acc: &CovarianceAccumulator, dims: usize, out: &Path) -> Result<(Pca,
         "dims": pca.dims,
         "fitted": true,
         "fitted_on_frames": acc.rows(),
+        "supported_components": pca.supported,
         "notes": notes,
     });
     Ok((pca, info))

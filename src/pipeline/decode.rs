@@ -180,7 +180,10 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.cache).with_context(|| format!("creating {}", cfg.cache.display()))?;
     let mut log = FailureLog::create(&cfg.cache.join("failures.jsonl"))?;
-    let prepared = prepare(&cfg.jobs, &cfg.cache, &mut log)?;
+    let prepared = prepare(&cfg.jobs, &mut log)?;
+    if let Some(v) = &prepared.vocab {
+        v.write_csv(&cfg.cache.join("vocabulary.csv"))?;
+    }
     let sidecar = Sidecar::load(&cfg.sidecar)?;
     let opts = cfg.decode.options(&sidecar)?;
     let progress: Progress = (Mutex::new(0), Condvar::new());

@@ -23,18 +23,54 @@ pub struct ExtractConfig {
     pub device: String,
     pub torch_threads: usize,
     pub fp16: bool,
+    /// Replace another dataset found in the output folder.
+    pub overwrite: bool,
+    /// The command and settings that made the output.
+    pub provenance: serde_json::Value,
+}
+
+/// What `extract` knows of its dataset before any work (see `dataset.rs`).
+fn draft(cfg: &ExtractConfig, prepared: &crate::pipeline::jobs::Prepared) -> Result<crate::pipeline::dataset::Draft> {
+    use crate::pipeline::dataset::{vocabulary_identity, Draft, Named, PcaChoice, SchemaIdentity};
+    let sidecar = cfg.sidecar.clone().unwrap_or_else(|| cfg.model.with_extension("json"));
+    let side = vidfeat_features::Sidecar::load(&sidecar)?;
+    let dims = cfg.consume.pca_dims.unwrap_or(1024).min(side.output_dim);
+    let pca = match &cfg.consume.pca {
+        Some(p) => {
+            let pca = vidfeat_features::Pca::load(p, Some(dims))?;
+            PcaChoice::Given { path: p.clone(), sha256: pca.content_sha256(), dims: pca.dims }
+        }
+        None => PcaChoice::Fit { dims },
+    };
+    Ok(Draft {
+        layout: "extract",
+        model: Named { name: side.name.clone(), sha256: vidfeat_features::file_sha256(&cfg.model)? },
+        sidecar_sha256: vidfeat_features::file_sha256(&sidecar)?,
+        pca,
+        vocabulary: prepared.vocab.as_ref().map(vocabulary_identity),
+        schema: SchemaIdentity::new(cfg.consume.schema.legacy_2017, cfg.consume.schema.audio_zero, cfg.consume.compression),
+    })
 }
 
 pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
     let started = Instant::now();
     let cache = CacheReader::open(&cfg.cache)?;
     let out = &cfg.consume.out;
+    let prepared = cache.prepared()?;
+    // The folder is checked before anything is written into it.
+    let draft = draft(cfg, &prepared)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::pipeline::dataset::check_out(out, &draft, cfg.overwrite)?;
+    // Claimed before any shard is written; completed with the PCA's hash when one is fitted.
+    let pca = match &draft.pca {
+        crate::pipeline::dataset::PcaChoice::Given { path, sha256, dims } => crate::pipeline::dataset::PcaIdentity { sha256: sha256.clone(), dims: *dims, fitted_here: false, source: path.display().to_string() },
+        crate::pipeline::dataset::PcaChoice::Fit { dims } => crate::pipeline::dataset::PcaIdentity { sha256: String::new(), dims: *dims, fitted_here: true, source: "pca.npz".into() },
+    };
+    crate::pipeline::dataset::write_identity(out, &draft.identity(pca))?;
     let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
     for f in cache.earlier_failures()? {
         log.record(f)?;
     }
-    let prepared = cache.prepared()?;
     if let Some(v) = &prepared.vocab {
         v.write_csv(&out.join("vocabulary.csv"))?;
     }
@@ -53,7 +89,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
         bail!("the cache holds {}x{} frames, the model takes {:?}: decode again with this model's sidecar", cache.width, cache.height, model.input_wh());
     }
     let progress: Progress = (Mutex::new(0), Condvar::new());
-    let settings = json!({"settings": cache.manifest["decode"].clone(), "frame_cache": cfg.cache.display().to_string(), "fp16": model.is_half()});
+    let settings = json!({"settings": cache.manifest["decode"].clone(), "frame_cache": cfg.cache.display().to_string(), "fp16": model.is_half(), "provenance": cfg.provenance});
     std::thread::scope(|s| {
         let (tx, rx) = bounded::<Decoded>(4);
         let cache = &cache;
@@ -65,5 +101,19 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
             }
         });
         consume(&cfg.consume, model, &prepared, rx, &progress, &mut log, started, settings)
+    })
+    .and_then(|r| {
+        // The dataset this folder now holds, and nothing of another shard layout.
+        let p = &r.summary["pca"];
+        let pca = crate::pipeline::dataset::PcaIdentity {
+            sha256: p["sha256"].as_str().unwrap_or_default().to_string(),
+            dims: p["dims"].as_u64().unwrap_or(0) as usize,
+            fitted_here: p["fitted"].as_bool().unwrap_or(false),
+            source: p["source"].as_str().unwrap_or_default().to_string(),
+        };
+        crate::pipeline::dataset::write_identity(out, &draft.identity(pca))?;
+        let names = prepared.shard_counts.iter().flat_map(|(s, &n)| (0..n).map(move |k| vidfeat_export::shard_name(s, k, n))).collect();
+        crate::pipeline::dataset::remove_stale_shards(out, &names)?;
+        Ok(r)
     })
 }

@@ -55,23 +55,55 @@ impl Failure {
     }
 }
 
+/// The failure kinds of a video (as opposed to a list row's: `invalid_row`, `duplicate_id`,
+/// `label_unknown`), which `--retry-failed` can name.
+pub const VIDEO_FAILURE_KINDS: &[&str] = &[
+    "not_found",
+    "forbidden_format",
+    "too_large",
+    "unsupported_format",
+    "no_video_stream",
+    "unsupported_codec",
+    "corrupt",
+    "truncated",
+    "timeout",
+    "empty_window",
+    "decode_error",
+    "panic",
+    "download_failed",
+    "forbidden_protocol",
+    "model_error",
+];
+
 /// The log line of one failed video (or row): its id, kind and reason.
 pub fn log_failed(id: &str, kind: &str, reason: &str) {
     tracing::warn!("failed: {id} ({kind}): {reason}");
 }
 
-/// `OUT/failures.jsonl`, appended and flushed line by line, with counts by kind.
+/// `OUT/failures.jsonl`, appended line by line through a buffer, with counts by kind: a
+/// failure costs its line, nothing is held (a plan of millions of missing files stays flat).
+/// Without a file it only counts (and keeps the first few, for messages).
 pub struct FailureLog {
-    file: std::io::BufWriter<std::fs::File>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
     pub by_kind: BTreeMap<String, u64>,
-    /// Log the first failures (off for scratch logs of a pass whose failures are logged elsewhere).
+    /// The first failures, for messages that name a few.
+    pub first: Vec<Failure>,
+    /// Log the first failures (off for a pass whose failures are logged elsewhere).
     pub echo: bool,
 }
+
+/// How many failures a [`FailureLog`] keeps for messages.
+const FIRST_KEPT: usize = 5;
 
 impl FailureLog {
     pub fn create(path: &Path) -> Result<Self> {
         let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(FailureLog { file: std::io::BufWriter::new(f), by_kind: BTreeMap::new(), echo: true })
+        Ok(FailureLog { file: Some(std::io::BufWriter::with_capacity(1 << 16, f)), by_kind: BTreeMap::new(), first: vec![], echo: true })
+    }
+
+    /// A log that writes no file.
+    pub fn counting() -> Self {
+        FailureLog { file: None, by_kind: BTreeMap::new(), first: vec![], echo: false }
     }
 
     pub fn record(&mut self, f: Failure) -> Result<()> {
@@ -83,14 +115,32 @@ impl FailureLog {
             21 => tracing::warn!("more failures only in failures.jsonl"),
             _ => {}
         }
-        serde_json::to_writer(&mut self.file, &f)?;
-        self.file.write_all(b"\n")?;
-        self.file.flush()?;
+        if let Some(w) = self.file.as_mut() {
+            serde_json::to_writer(&mut *w, &f)?;
+            w.write_all(b"\n")?;
+        }
+        if self.first.len() < FIRST_KEPT {
+            self.first.push(f);
+        }
+        Ok(())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(w) = self.file.as_mut() {
+            w.flush()?;
+        }
         Ok(())
     }
 
     pub fn total(&self) -> u64 {
         self.by_kind.values().sum()
+    }
+}
+
+impl Drop for FailureLog {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -171,25 +221,27 @@ fn map_label(task: &Task, l: &str, vocab: Option<&Vocabulary>) -> std::result::R
     })
 }
 
-/// Ingest, labels and shards. Bad rows and unknown labels go to `log`; the vocabulary used
-/// is written as `out/vocabulary.csv`.
-pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepared> {
+/// Ingest, labels and shards. Bad rows and unknown labels go to `log` as they are read (in
+/// read order, then duplicate ids); a long list is held once, as jobs.
+pub fn prepare(spec: &JobSpec, log: &mut FailureLog) -> Result<Prepared> {
     let opts = vidfeat_ingest::Options { video_root: spec.video_root.clone(), default_split: spec.split.clone(), columns: spec.columns.clone(), ids_as_sources: spec.ids_as_sources };
     let vocab = match &spec.vocab {
         Some(s) => Some(Vocabulary::load(s)?),
         None => None,
     };
-    if let Some(v) = &vocab {
-        v.write_csv(&out.join("vocabulary.csv"))?;
-    }
-    // Rows become jobs as they are read (labels mapped on the way): a long list is held once.
+    // Rows become jobs as they are read (labels mapped on the way).
     let mut jobs: Vec<Job> = vec![];
     let mut list_rows = 0usize;
-    let mut failures: Vec<Failure> = vec![];
+    let mut error: Option<anyhow::Error> = None;
+    let mut record = |f: Failure, log: &mut FailureLog| {
+        if let Err(e) = log.record(f) {
+            error.get_or_insert(e);
+        }
+    };
     vidfeat_ingest::read_inputs_with(&spec.inputs, &opts, &mut |r| {
         list_rows += 1;
         match r {
-            Err(e) => failures.push(ingest_failure(&e)),
+            Err(e) => record(ingest_failure(&e), log),
             Ok(mut t) => match map_labels(&t, vocab.as_ref()).and_then(|l| Ok((l, map_segments(&t, vocab.as_ref())?))) {
                 Ok((labels, segments)) => {
                     // The indices are what travels on; the strings are dead weight.
@@ -197,22 +249,29 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
                     t.segments = None;
                     jobs.push(Job { task: t, labels, segments, shard: 0 })
                 }
-                Err(reason) => failures.push(Failure {
-                    id: Some(t.id.clone()),
-                    source: Some(t.source.to_string()),
-                    stage: "labels".into(),
-                    kind: "label_unknown".into(),
-                    reason,
-                    file: Some(t.origin.file.to_string()),
-                    line: Some(t.origin.line),
-                }),
+                Err(reason) => record(
+                    Failure {
+                        id: Some(t.id.clone()),
+                        source: Some(t.source.to_string()),
+                        stage: "labels".into(),
+                        kind: "label_unknown".into(),
+                        reason,
+                        file: Some(t.origin.file.to_string()),
+                        line: Some(t.origin.line),
+                    },
+                    log,
+                ),
             },
         }
     })?;
+    if let Some(e) = error {
+        return Err(e);
+    }
     // Duplicate ids: the first wins.
     let dup = vidfeat_ingest::repeated_ids(jobs.iter().map(|j| j.task.id.as_str()));
     if dup.contains(&true) {
         let mut flags = dup.into_iter();
+        let mut failures = vec![];
         jobs.retain(|j| {
             let d = flags.next().unwrap_or(false);
             if d {
@@ -220,10 +279,9 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
             }
             !d
         });
-    }
-    // Rows in read order, then duplicates.
-    for f in failures {
-        log.record(f)?;
+        for f in failures {
+            log.record(f)?;
+        }
     }
     let mut per_split: BTreeMap<String, usize> = BTreeMap::new();
     for j in &jobs {
@@ -240,32 +298,4 @@ pub fn prepare(spec: &JobSpec, out: &Path, log: &mut FailureLog) -> Result<Prepa
     jobs.sort_by_cached_key(|j| (rank[j.task.split.as_str()], j.shard));
     drop(rank);
     Ok(Prepared { jobs, shard_counts, vocab, list_rows })
-}
-
-/// Local sources that do not exist, as failures (stage `plan`, kind `not_found`). Each distinct
-/// path is checked once (Kinetics windows share their full video).
-pub fn missing_sources(jobs: &[Job]) -> Vec<(usize, Failure)> {
-    let mut seen: std::collections::HashMap<&std::ffi::OsStr, bool> = std::collections::HashMap::new();
-    jobs.iter()
-        .enumerate()
-        .filter_map(|(i, j)| match &j.task.source {
-            vidfeat_ingest::Source::Local(p) if !*seen.entry(p.as_os_str()).or_insert_with(|| p.is_file()) => Some((
-                i,
-                Failure {
-                    id: Some(j.task.id.clone()),
-                    source: Some(p.display().to_string()),
-                    stage: "plan".into(),
-                    kind: "not_found".into(),
-                    reason: if j.task.origin.line > 0 {
-                        format!("no such file (row {}:{})", j.task.origin.file, j.task.origin.line)
-                    } else {
-                        "no such file".into()
-                    },
-                    file: Some(j.task.origin.file.to_string()),
-                    line: Some(j.task.origin.line),
-                },
-            )),
-            _ => None,
-        })
-        .collect()
 }

@@ -10,12 +10,14 @@
 //! run.rs       `vidfeat run` = plan + freeze + one worker, in one folder (feature `ffmpeg`)
 //! pca.rs       `vidfeat pca fit` (feature `ffmpeg`)
 //! cache.rs     the frame cache between `decode` and `extract`; extract.rs: `vidfeat extract`
+//! dataset.rs   the output folder's contract: dataset.json, refusal, --overwrite, stale shards
 //! layout.rs    how cores are split between decoders and the network
 //! frames.rs    `vidfeat frames` (feature `ffmpeg`); cnn_bench.rs: `vidfeat cnn-bench`
 //! ```
 pub mod cache;
 pub mod cnn_bench;
 pub mod consume;
+pub mod dataset;
 #[cfg(feature = "ffmpeg")]
 pub mod decode;
 pub mod extract;
@@ -32,3 +34,49 @@ pub mod worker;
 
 pub use consume::{ConsumeConfig, Outcome, RunReport};
 pub use jobs::JobSpec;
+
+/// Writes a small file whole or not at all: a temporary file beside it, fsynced, renamed over
+/// it, the folder fsynced.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// fsyncs a folder (so a rename or removal in it is durable); best effort.
+pub fn sync_dir(dir: &std::path::Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// What made an output, for `summary.json`, `plan.json` and the report: vidfeat's version and
+/// the git commit it was built from, the command line and its effective settings (as the
+/// command line resolved them), the FFmpeg and libtorch versions, the host and the time.
+pub fn provenance(command: Vec<String>, settings: serde_json::Value) -> serde_json::Value {
+    #[cfg(feature = "ffmpeg")]
+    let ffmpeg: serde_json::Value = vidfeat_decode::library_versions().into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
+    #[cfg(not(feature = "ffmpeg"))]
+    let ffmpeg = serde_json::Value::Null;
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    serde_json::json!({
+        "vidfeat": env!("CARGO_PKG_VERSION"),
+        "git_commit": option_env!("VIDFEAT_GIT_COMMIT"),
+        "command": command,
+        "settings": settings,
+        "ffmpeg": ffmpeg,
+        "libtorch": vidfeat_features::LIBTORCH_VERSION,
+        "host": std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        "created_at": now,
+    })
+}

@@ -1,4 +1,8 @@
-//! `vidfeat pca fit` (and the PCA a plan fits when none is given): decode, extract, and fit.
+//! `vidfeat pca fit` (and the PCA a plan fits when none is given): decode, extract, fit.
+//! Streaming mean and covariance over at most `max_frames` frames (in job order; never more
+//! than one video's features held), then the eigendecomposition, saved as our .npz or as
+//! YouTube-8M's three .npy files.
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -10,32 +14,52 @@ use vidfeat_features::Model;
 
 use crate::pipeline::consume::Progress;
 use crate::pipeline::decode::{in_order, spawn_decoders, DecodeSettings};
-use crate::pipeline::jobs::{prepare, FailureLog, JobSpec};
+use crate::pipeline::jobs::{prepare, Failure, FailureLog, Job, JobSpec};
 
-/// `vidfeat pca fit`: streaming mean and covariance over at most `max_frames` frames of the
-/// inputs (in job order; never holds more than one video's features), then the
-/// eigendecomposition, saved as our .npz or as YouTube-8M's three .npy files.
 #[derive(Debug, Clone)]
 pub struct PcaFitConfig {
-    pub jobs: JobSpec,
     pub out: PathBuf,
     pub dims: usize,
     pub max_frames: usize,
     pub model: PathBuf,
     pub sidecar: Option<PathBuf>,
     pub device: String,
+    /// Decoding; `fetch.dir` must be set when sources are remote.
     pub decode: DecodeSettings,
     pub batch_size: usize,
-    /// Log the lists' problems (off when a plan of the same lists already did).
-    pub log_list_problems: bool,
 }
 
-pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
+/// What a fit did.
+pub struct Fit {
+    /// Frames in the sample (a PCA is written when there are at least 2).
+    pub frames: usize,
+    /// Videos whose frames went into it.
+    pub videos: u64,
+    /// Videos that could not be decoded.
+    pub failures: Vec<Failure>,
+    /// The written PCA's description, when one was written.
+    pub pca: Option<serde_json::Value>,
+}
+
+/// `vidfeat pca fit INPUT...`: the lists' problems and each failed video are logged.
+pub fn pca_fit(cfg: &PcaFitConfig, spec: &JobSpec) -> Result<serde_json::Value> {
     let started = Instant::now();
-    let scratch = tempdir_for(&cfg.out)?;
-    let mut log = FailureLog::create(&scratch.join("failures.jsonl"))?;
-    log.echo = cfg.log_list_problems;
-    let prepared = prepare(&cfg.jobs, &scratch, &mut log)?;
+    let mut log = FailureLog::counting();
+    log.echo = true;
+    let prepared = prepare(spec, &mut log)?;
+    let fit = fit_on(cfg, &prepared.jobs, true)?;
+    let mut r = fit.pca.unwrap_or_else(|| json!({}));
+    r["frames"] = json!(fit.frames);
+    r["videos"] = json!(fit.videos);
+    r["videos_failed"] = json!(fit.failures.len() as u64 + log.total());
+    r["wall_time_s"] = json!(started.elapsed().as_secs_f64());
+    Ok(r)
+}
+
+/// Fits on `jobs` in order until the sample is full. With `log_each`, each video that cannot
+/// be decoded is logged; without (a plan's fit, whose videos' failures are reported when they
+/// are processed), one line sums them up.
+pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
     let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = note {
         tracing::warn!("{n}");
@@ -48,10 +72,10 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
     let mut acc = vidfeat_features::CovarianceAccumulator::new(dim);
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let mut videos = 0u64;
-    let mut failures: Vec<crate::pipeline::jobs::Failure> = vec![];
-    let fetch = cfg.decode.fetch_in(cfg.out.parent().unwrap_or(std::path::Path::new(".")));
+    let mut failures: Vec<Failure> = vec![];
+    let fetch = if cfg.decode.fetch.dir.as_os_str().is_empty() { cfg.decode.fetch_in(cfg.out.parent().unwrap_or(std::path::Path::new("."))) } else { cfg.decode.fetch.clone() };
     std::thread::scope(|s| -> Result<()> {
-        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
+        let rx = spawn_decoders(s, jobs, &opts, cfg.decode.workers, &progress, &fetch);
         in_order(rx, &progress, |idx, d| {
             match d.result {
                 Ok((frames, rows, _, _)) => {
@@ -64,41 +88,39 @@ pub fn pca_fit(cfg: &PcaFitConfig) -> Result<serde_json::Value> {
                     })?;
                 }
                 Err((kind, reason)) => {
-                    let job = &prepared.jobs[idx];
-                    tracing::warn!("skipped for the PCA: {} ({kind}): {reason}", job.task.id);
-                    failures.push(crate::pipeline::jobs::Failure::of_job(job, "decode", kind, reason));
+                    let job = &jobs[idx];
+                    if log_each {
+                        tracing::warn!("skipped for the PCA: {} ({kind}): {reason}", job.task.id);
+                    }
+                    failures.push(Failure::of_job(job, "decode", kind, reason));
                 }
             }
             // Stop once the sample is full.
             Ok(acc.rows() < cfg.max_frames)
         })
     })?;
-    let _ = std::fs::remove_dir_all(&scratch);
+    if !log_each && !failures.is_empty() {
+        let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+        for f in &failures {
+            *by_kind.entry(f.kind.as_str()).or_default() += 1;
+        }
+        let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        tracing::info!("PCA sample: {} video(s) could not be decoded and were skipped ({}); they are reported when processed", failures.len(), kinds.join(", "));
+    }
+    let mut fit = Fit { frames: acc.rows(), videos, failures, pca: None };
     if acc.rows() < 2 {
-        return Ok(json!({"frames": acc.rows(), "videos": videos, "failures": failures}));
+        return Ok(fit);
     }
     let pca = acc.fit(cfg.dims.min(dim)).map_err(anyhow::Error::msg)?;
     pca.save(&cfg.out)?;
-    Ok(json!({
-        "failures": failures,
+    fit.pca = Some(json!({
         "out": cfg.out.display().to_string(),
-        "frames": acc.rows(),
-        "videos": videos,
-        "videos_failed": failures.len() as u64 + log.total(),
         "input_dim": dim,
         "dims": pca.dims,
+        "supported_components": pca.supported,
         "sha256": pca.content_sha256(),
         "model": model.sidecar.name,
         "model_sha256": model.sha256,
-        "wall_time_s": started.elapsed().as_secs_f64(),
-    }))
-}
-
-/// A scratch folder beside `out` (for the vocabulary and failure log that `prepare` writes).
-fn tempdir_for(out: &std::path::Path) -> Result<PathBuf> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let d = parent.join(format!(".vidfeat-pca-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
+    }));
+    Ok(fit)
 }

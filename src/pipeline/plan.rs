@@ -1,22 +1,33 @@
-//! A plan: the lists resolved into `DIR/plan.jsonl` (one task per line, with its shard) and
-//! `DIR/failures.jsonl` without decoding ([`plan`]), then frozen into `DIR/plan.json` with the
-//! settings, model, sidecar and PCA that shape the output ([`freeze`], which fits a PCA on the
-//! plan's first frames when none is given). `vidfeat work` runs a frozen plan.
-use std::collections::BTreeMap;
+//! A plan: the lists resolved into `DIR/plan.jsonl` (one task per line, with its shard and its
+//! source's identity) and `DIR/failures.jsonl` without decoding ([`plan`]), then frozen into
+//! `DIR/plan.json` ([`freeze`]): the settings, model, sidecar and PCA that shape the output
+//! (fitting a PCA on the plan's first frames when none is given) and every shard's key.
+//!
+//! A shard's key is the SHA-256 over everything that shapes its bytes: the frozen settings
+//! (paths left out: a model moved to another folder is the same model), the shard's name (split,
+//! index, count) and its tasks in order, each with its id, source, the source's identity
+//! (local files: size and modification time; remote ones: URL, or id and `--fetch-cmd`),
+//! window, labels and segments. A shard whose done marker carries its current key is kept; any
+//! other is rebuilt. The content of downloaded sources is checked apart from the key: the done
+//! marker records the SHA-256 of every download the shard was built from, and a shard whose
+//! downloads now hold other content in the cache is rebuilt ([`freeze`]).
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use vidfeat_export::SegmentLabel;
-use vidfeat_ingest::Task;
+use vidfeat_ingest::{Source, Task};
 
-use crate::pipeline::jobs::{missing_sources, prepare, FailureLog, Job, JobSpec};
+use crate::pipeline::dataset::Named;
+use crate::pipeline::jobs::{prepare, Failure, FailureLog, Job, JobSpec};
 
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
-/// Everything that shapes the output, frozen by `vidfeat plan`.
+/// Everything that shapes the output, frozen by `vidfeat plan` (and `run`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PlanSettings {
     pub version: u32,
@@ -27,6 +38,10 @@ pub struct PlanSettings {
     pub pca: String,
     pub pca_sha256: String,
     pub pca_dims: usize,
+    /// Frames the PCA was fitted on, when known, and the components that sample supports
+    /// (the others are written as zero).
+    pub pca_frames: Option<u64>,
+    pub pca_supported: usize,
     pub fps: String,
     pub max_frames: u64,
     pub resize: Option<String>,
@@ -34,7 +49,6 @@ pub struct PlanSettings {
     pub max_pixels: u64,
     pub max_input_bytes: u64,
     pub max_duration: f64,
-    #[serde(default = "default_decoder_bytes")]
     pub max_decoder_bytes: u64,
     pub compression: String,
     pub legacy_2017: bool,
@@ -43,43 +57,62 @@ pub struct PlanSettings {
     pub batch_size: Option<usize>,
     /// The --fetch-cmd template of id-only sources, if any.
     pub fetch_cmd: Option<String>,
+    pub vocabulary: Option<Named>,
     /// Shards per split.
     pub shards: BTreeMap<String, u32>,
     pub tasks: usize,
-}
-
-fn default_decoder_bytes() -> u64 {
-    4 << 30
+    /// SHA-256 of the settings above that shape the shards (paths and counts left out).
+    pub settings_sha256: String,
+    /// Every shard's key: file name -> SHA-256 over the settings and its ordered tasks.
+    pub shard_keys: BTreeMap<String, String>,
+    /// SHA-256 of plan.jsonl as frozen: workers refuse a plan.jsonl rewritten since.
+    pub plan_jsonl_sha256: String,
+    /// What made the plan: vidfeat's version, the command and its settings, library versions,
+    /// the time.
+    pub provenance: serde_json::Value,
 }
 
 impl PlanSettings {
-    pub fn load(dir: &Path) -> Result<(Self, String)> {
+    pub fn load(dir: &Path) -> Result<Self> {
         let p = dir.join("plan.json");
         let bytes = std::fs::read(&p).with_context(|| {
             format!("{}: no plan.json (make one with `vidfeat plan INPUT... --out {}` without --dry-run)", dir.display(), dir.display())
         })?;
-        let s: PlanSettings = serde_json::from_slice(&bytes).with_context(|| format!("{}: not a vidfeat plan", p.display()))?;
-        if s.version != PLAN_VERSION {
-            bail!("{}: plan version {} (this vidfeat reads {PLAN_VERSION})", p.display(), s.version);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{}: not a vidfeat plan", p.display()))?;
+        if v["version"] != PLAN_VERSION {
+            bail!("{}: plan version {} (this vidfeat reads {PLAN_VERSION}): make the plan again", p.display(), v["version"]);
         }
-        Ok((s, crate::file_sha256_bytes(&bytes)))
-    }
-
-    /// The bytes of plan.json (whose SHA-256 is the plan hash).
-    pub fn to_json(&self) -> Result<Vec<u8>> {
-        Ok(serde_json::to_vec_pretty(self)?)
+        serde_json::from_value(v).with_context(|| format!("{}: not a vidfeat plan", p.display()))
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(".plan.json.tmp");
-        std::fs::write(&tmp, self.to_json()?)?;
-        std::fs::rename(tmp, dir.join("plan.json"))?;
-        Ok(())
+        crate::pipeline::write_atomic(&dir.join("plan.json"), &serde_json::to_vec_pretty(self)?)
     }
 
     /// Every shard in global order: (split, shard, file name).
     pub fn shard_list(&self) -> Vec<(String, u32, String)> {
         self.shards.iter().flat_map(|(split, &n)| (0..n).map(move |k| (split.clone(), k, vidfeat_export::shard_name(split, k, n)))).collect()
+    }
+
+    /// The key of shard `name` (empty when the plan does not have it).
+    pub fn key(&self, name: &str) -> &str {
+        self.shard_keys.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// SHA-256 of what shapes the shards' bytes: every field but paths, counts, keys and
+    /// provenance (a new setting counts unless it is left out here).
+    fn settings_sha256(&self) -> String {
+        let mut s = self.clone();
+        s.model.clear();
+        s.sidecar.clear();
+        s.pca.clear();
+        s.shards.clear();
+        s.tasks = 0;
+        s.settings_sha256.clear();
+        s.shard_keys.clear();
+        s.plan_jsonl_sha256.clear();
+        s.provenance = serde_json::Value::Null;
+        hex::encode(sha2::Sha256::digest(serde_json::to_vec(&s).expect("plan settings serialize")))
     }
 }
 
@@ -90,6 +123,9 @@ struct PlanLine<'a> {
     source: &'a str,
     /// `local`, `url` or `id` (fetched with --fetch-cmd).
     kind: &'static str,
+    /// Local files: `size:mtime_ns`; remote sources: empty (their content is checked through
+    /// the done marker).
+    identity: &'a str,
     window: Option<(f64, f64)>,
     labels: &'a [i64],
     /// [start, label, score] per segment.
@@ -100,6 +136,18 @@ struct PlanLine<'a> {
     shard_file: String,
     file: &'a str,
     line: usize,
+}
+
+/// What of a task enters its shard's key.
+#[derive(serde::Serialize)]
+struct KeyedTask<'a> {
+    id: &'a str,
+    kind: &'static str,
+    source: &'a str,
+    identity: &'a str,
+    window: Option<(f64, f64)>,
+    labels: &'a [i64],
+    segments: &'a [(i64, i64, f32)],
 }
 
 /// A plan.jsonl line read back (what `vidfeat work` needs of it).
@@ -122,9 +170,9 @@ pub struct PlannedTask {
 impl PlannedTask {
     pub fn into_job(self) -> Job {
         let source = match self.kind.as_str() {
-            "url" => vidfeat_ingest::Source::Url(self.source),
-            "id" => vidfeat_ingest::Source::Id(self.source.strip_prefix("id:").unwrap_or(&self.source).to_string()),
-            _ => vidfeat_ingest::Source::Local(PathBuf::from(self.source)),
+            "url" => Source::Url(self.source),
+            "id" => Source::Id(self.source.strip_prefix("id:").unwrap_or(&self.source).to_string()),
+            _ => Source::Local(PathBuf::from(self.source)),
         };
         let segments = (!self.segments.is_empty())
             .then(|| Box::new(self.segments.iter().map(|&(start, label, score)| SegmentLabel { start, label, score }).collect()));
@@ -145,69 +193,140 @@ impl PlannedTask {
     }
 }
 
+/// What [`plan`] found: its summary, and the hash of every shard's tasks.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub summary: serde_json::Value,
+    /// Shard file name -> SHA-256 over its ordered tasks, for every shard of every split (empty
+    /// shards too: they are written).
+    pub shard_tasks: BTreeMap<String, String>,
+    /// SHA-256 of the plan.jsonl written.
+    pub plan_jsonl_sha256: String,
+}
+
+impl Planned {
+    pub fn resolved(&self) -> u64 {
+        self.summary["resolved"].as_u64().unwrap_or(0)
+    }
+}
+
+/// A local file's identity: size and modification time (ns); None when it is not a file.
+fn local_identity(p: &Path) -> Option<String> {
+    let m = std::fs::metadata(p).ok().filter(|m| m.is_file())?;
+    let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    Some(format!("{}:{mtime}", m.len()))
+}
+
 /// `vidfeat plan`: resolve and validate everything without decoding. Writes `out/plan.jsonl`
-/// (one resolved task per line, with its shard), `out/failures.jsonl` and
-/// `out/plan-summary.json`; returns the summary.
-pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
-    use serde_json::json;
+/// (one resolved task per line, with its shard and source identity), `out/failures.jsonl`,
+/// `out/vocabulary.csv` and `out/plan-summary.json`.
+pub fn plan(spec: &JobSpec, out: &Path) -> Result<Planned> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
-    let prepared = prepare(spec, out, &mut log)?;
-    let missing = missing_sources(&prepared.jobs);
-    let missing_idx: std::collections::HashSet<usize> = missing.iter().map(|(i, _)| *i).collect();
-    for (_, f) in missing {
-        log.record(f)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(out.join("plan.jsonl"))?);
+    let planned = resolve(spec, &mut log, Some(&mut w), Some(out))?;
+    w.flush()?;
+    log.flush()?;
+    std::fs::write(out.join("plan-summary.json"), serde_json::to_vec_pretty(&planned.summary)?)?;
+    Ok(planned)
+}
+
+/// Ingest, labels, shards and the missing-source check, streamed: failures go to `log` as they
+/// are found (nothing is held per failure), resolved tasks to `plan_out` as plan.jsonl lines.
+fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn Write>, vocab_dir: Option<&Path>) -> Result<Planned> {
+    use serde_json::json;
+    let prepared = prepare(spec, log)?;
+    if let (Some(v), Some(dir)) = (&prepared.vocab, vocab_dir) {
+        v.write_csv(&dir.join("vocabulary.csv"))?;
     }
-    let mut w = std::io::BufWriter::new(std::fs::File::create(out.join("plan.jsonl"))?);
     let mut by_split: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_label: BTreeMap<String, u64> = BTreeMap::new();
-    let mut remote = 0u64;
-    let names: std::collections::HashMap<i64, &str> =
-        prepared.vocab.iter().flat_map(|v| v.classes.iter().map(|c| (c.index, c.name.as_str()))).collect();
-    let mut resolved = 0u64;
-    for (i, j) in prepared.jobs.iter().enumerate() {
-        if missing_idx.contains(&i) {
+    let (mut remote, mut resolved) = (0u64, 0u64);
+    let names: HashMap<i64, &str> = prepared.vocab.iter().flat_map(|v| v.classes.iter().map(|c| (c.index, c.name.as_str()))).collect();
+    // Each distinct local path is looked at once (Kinetics windows share their full video).
+    let mut seen: HashMap<&std::ffi::OsStr, Option<String>> = HashMap::new();
+    let mut shard_tasks: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<(String, sha2::Sha256)> = None;
+    let mut line = Vec::with_capacity(512);
+    let mut whole = sha2::Sha256::new();
+    for j in &prepared.jobs {
+        let n = prepared.shard_counts[&j.task.split];
+        let (kind, identity) = match &j.task.source {
+            Source::Local(p) => ("local", seen.entry(p.as_os_str()).or_insert_with(|| local_identity(p)).clone()),
+            Source::Url(_) => ("url", Some(String::new())),
+            Source::Id(_) => ("id", Some(String::new())),
+        };
+        let Some(identity) = identity else {
+            log.record(Failure {
+                id: Some(j.task.id.clone()),
+                source: Some(j.task.source.to_string()),
+                stage: "plan".into(),
+                kind: "not_found".into(),
+                reason: if j.task.origin.line > 0 { format!("no such file (row {}:{})", j.task.origin.file, j.task.origin.line) } else { "no such file".into() },
+                file: Some(j.task.origin.file.to_string()),
+                line: Some(j.task.origin.line),
+            })?;
             continue;
-        }
+        };
         resolved += 1;
-        if matches!(j.task.source, vidfeat_ingest::Source::Url(_) | vidfeat_ingest::Source::Id(_)) {
+        if kind != "local" {
             remote += 1;
         }
         *by_split.entry(j.task.split.clone()).or_default() += 1;
         for l in &j.labels {
-            let key = names.get(l).map(|n| n.to_string()).unwrap_or_else(|| l.to_string());
-            *by_label.entry(key).or_default() += 1;
+            *by_label.entry(names.get(l).map(|n| n.to_string()).unwrap_or_else(|| l.to_string())).or_default() += 1;
         }
-        let n = prepared.shard_counts[&j.task.split];
         // Absolute: workers run from other folders (a Slurm task's, a pod's).
         let source = match &j.task.source {
-            vidfeat_ingest::Source::Local(p) if p.is_absolute() => p.display().to_string(),
-            vidfeat_ingest::Source::Local(p) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
+            Source::Local(p) if p.is_absolute() => p.display().to_string(),
+            Source::Local(p) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
             s => s.to_string(),
         };
-        serde_json::to_writer(
-            &mut w,
-            &PlanLine {
+        let segments: Vec<(i64, i64, f32)> = j.segments().iter().map(|s| (s.start, s.label, s.score)).collect();
+        let shard_file = vidfeat_export::shard_name(&j.task.split, j.shard, n);
+        if current.as_ref().is_none_or(|(name, _)| *name != shard_file) {
+            if let Some((name, h)) = current.take() {
+                shard_tasks.insert(name, hex::encode(h.finalize()));
+            }
+            current = Some((shard_file.clone(), sha2::Sha256::new()));
+        }
+        let keyed = KeyedTask { id: &j.task.id, kind, source: &source, identity: &identity, window: j.task.window, labels: &j.labels, segments: &segments };
+        line.clear();
+        serde_json::to_writer(&mut line, &keyed)?;
+        line.push(b'\n');
+        current.as_mut().unwrap().1.update(&line);
+        if let Some(w) = plan_out.as_mut() {
+            let pl = PlanLine {
                 id: &j.task.id,
                 source: &source,
-                kind: match j.task.source {
-                    vidfeat_ingest::Source::Local(_) => "local",
-                    vidfeat_ingest::Source::Url(_) => "url",
-                    vidfeat_ingest::Source::Id(_) => "id",
-                },
+                kind,
+                identity: &identity,
                 window: j.task.window,
                 labels: &j.labels,
-                segments: j.segments().iter().map(|s| (s.start, s.label, s.score)).collect(),
+                segments,
                 split: &j.task.split,
                 shard: j.shard,
-                shard_file: vidfeat_export::shard_name(&j.task.split, j.shard, n),
+                shard_file,
                 file: &j.task.origin.file,
                 line: j.task.origin.line,
-            },
-        )?;
-        w.write_all(b"\n")?;
+            };
+            line.clear();
+            serde_json::to_writer(&mut line, &pl)?;
+            line.push(b'\n');
+            whole.update(&line);
+            w.write_all(&line)?;
+        }
     }
-    w.flush()?;
+    if let Some((name, h)) = current.take() {
+        shard_tasks.insert(name, hex::encode(h.finalize()));
+    }
+    // Shards without tasks are written too (empty): they get the hash of no tasks.
+    let empty = hex::encode(sha2::Sha256::digest(b""));
+    for (split, &n) in &prepared.shard_counts {
+        for k in 0..n {
+            shard_tasks.entry(vidfeat_export::shard_name(split, k, n)).or_insert_with(|| empty.clone());
+        }
+    }
     let k = |name: &str| log.by_kind.get(name).copied().unwrap_or(0);
     let summary = json!({
         "rows": prepared.list_rows,
@@ -221,13 +340,13 @@ pub fn plan(spec: &JobSpec, out: &Path) -> Result<serde_json::Value> {
         "by_label": by_label,
         "shards": prepared.shard_counts,
         "vocabulary": prepared.vocab.as_ref().map(|v| v.source.clone()),
-        "plan": out.join("plan.jsonl").display().to_string(),
+        "plan": vocab_dir.map(|d| d.join("plan.jsonl").display().to_string()),
     });
-    std::fs::write(out.join("plan-summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    drop(seen);
     // Millions of small allocations would take seconds to free one by one; the process is
     // about to end and hands the memory back whole.
     std::mem::forget(prepared);
-    Ok(summary)
+    Ok(Planned { summary, shard_tasks, plan_jsonl_sha256: hex::encode(whole.finalize()) })
 }
 
 /// List problems a plan summary counts (what `--strict` refuses).
@@ -235,20 +354,19 @@ pub fn plan_problems(s: &serde_json::Value) -> u64 {
     ["missing_source", "invalid_row", "duplicate_id", "unknown_label"].iter().map(|k| s[k].as_u64().unwrap_or(0)).sum()
 }
 
-/// `--strict`: plans the lists into a scratch folder and refuses to start on any problem
-/// (naming the first ones).
+/// `--strict`: resolves the lists (writing nothing) and refuses to start on any problem,
+/// naming the first ones.
 pub fn check_strict(spec: &JobSpec) -> Result<()> {
-    let scratch = std::env::temp_dir().join(format!("vidfeat-strict-{}", std::process::id()));
-    let s = plan(spec, &scratch)?;
-    let problems: Vec<String> = std::fs::read_to_string(scratch.join("failures.jsonl"))?.lines().take(5).map(str::to_string).collect();
-    let _ = std::fs::remove_dir_all(&scratch);
-    let n = plan_problems(&s);
-    anyhow::ensure!(n == 0, "--strict: {n} problem(s) in the lists, nothing done; first ones:\n{}", problems.join("\n"));
+    let mut log = FailureLog::counting();
+    let planned = resolve(spec, &mut log, None, None)?;
+    let n = plan_problems(&planned.summary);
+    let first: Vec<String> = log.first.iter().map(|f| serde_json::to_string(f).unwrap_or_default()).collect();
+    anyhow::ensure!(n == 0, "--strict: {n} problem(s) in the lists, nothing done; first ones:\n{}", first.join("\n"));
     Ok(())
 }
 
-#[cfg(feature = "ffmpeg")]
 /// What `vidfeat plan` freezes (and `vidfeat run` too, into its output folder).
+#[cfg(feature = "ffmpeg")]
 #[derive(Debug, Clone)]
 pub struct FreezeConfig {
     pub model: PathBuf,
@@ -267,57 +385,122 @@ pub struct FreezeConfig {
     pub legacy_2017: bool,
     pub audio_zero: bool,
     pub fetch_cmd: Option<String>,
+    /// Replace another dataset found in the folder.
+    pub overwrite: bool,
+    /// The command and settings that made this plan (see [`crate::pipeline::provenance`]).
+    pub provenance: serde_json::Value,
 }
 
-/// Freezes a plan (after [`plan`] wrote plan.jsonl into `out`): model and sidecar hashed,
-/// the PCA given or fitted now on the plan's first frames (`out/pca.npz`), settings, shards.
-/// `Ok(Err(failures))` when no frame could be decoded to fit a PCA.
+/// What a plan freezes before any work: the dataset's identity (model, sidecar, PCA choice,
+/// vocabulary, schema), checked against the folder's. Loads the model's sidecar, a given PCA
+/// and the vocabulary; hashes the model files.
 #[cfg(feature = "ffmpeg")]
-pub fn freeze(spec: &JobSpec, out: &std::path::Path, f: &FreezeConfig, plan_summary: &serde_json::Value) -> Result<std::result::Result<PlanSettings, Vec<crate::pipeline::jobs::Failure>>> {
-    let abs = |p: &std::path::Path| std::fs::canonicalize(p).with_context(|| format!("{}", p.display()));
-    let model_path = abs(&f.model)?;
-    let sidecar = abs(&f.sidecar.clone().unwrap_or_else(|| model_path.with_extension("json")))?;
+pub fn draft(f: &FreezeConfig, spec: &JobSpec) -> Result<crate::pipeline::dataset::Draft> {
+    use crate::pipeline::dataset::{vocabulary_identity, Draft, PcaChoice, SchemaIdentity};
+    let model_path = std::fs::canonicalize(&f.model).with_context(|| format!("model {}", f.model.display()))?;
+    let sidecar = sidecar_path(f, &model_path)?;
     let side = vidfeat_features::Sidecar::load(&sidecar)?;
     let dims = f.pca_dims.unwrap_or(1024).min(side.output_dim);
-    let pca_path = match &f.pca {
-        Some(p) => abs(p)?,
-        None => {
+    let pca = match &f.pca {
+        Some(p) => {
+            let pca = vidfeat_features::Pca::load(p, Some(dims))?;
+            anyhow::ensure!(pca.input_dim() == side.output_dim, "PCA {} takes {}-d features, the model gives {}-d", p.display(), pca.input_dim(), side.output_dim);
+            PcaChoice::Given { path: std::fs::canonicalize(p)?, sha256: pca.content_sha256(), dims: pca.dims }
+        }
+        None => PcaChoice::Fit { dims },
+    };
+    let compression: vidfeat_export::Compression = f.compression.parse().map_err(anyhow::Error::msg)?;
+    let vocabulary = spec.vocab.as_deref().map(vidfeat_labels::Vocabulary::load).transpose()?.map(|v| vocabulary_identity(&v));
+    Ok(Draft {
+        layout: "plan",
+        model: Named { name: side.name.clone(), sha256: vidfeat_features::file_sha256(&model_path)? },
+        sidecar_sha256: vidfeat_features::file_sha256(&sidecar)?,
+        pca,
+        vocabulary,
+        schema: SchemaIdentity::new(f.legacy_2017, f.audio_zero, compression),
+    })
+}
+
+#[cfg(feature = "ffmpeg")]
+fn sidecar_path(f: &FreezeConfig, model_path: &Path) -> Result<PathBuf> {
+    let s = f.sidecar.clone().unwrap_or_else(|| model_path.with_extension("json"));
+    std::fs::canonicalize(&s).with_context(|| format!("model sidecar {}", s.display()))
+}
+
+/// A frozen plan, or why none could be made.
+#[cfg(feature = "ffmpeg")]
+pub enum Frozen {
+    Plan {
+        plan: PlanSettings,
+        /// Shards of the folder removed because the plan no longer has them.
+        removed: usize,
+    },
+    /// No frame could be decoded to fit a PCA: the failures of the videos tried.
+    NoPca { failures: Vec<Failure> },
+}
+
+/// Freezes a plan (after [`plan`] wrote plan.jsonl into `out`, and [`crate::pipeline::dataset::check_out`]
+/// accepted the folder): model and sidecar hashed, the PCA given, reused or fitted now on the
+/// plan's first frames (`out/pca.npz`), the settings and every shard's key into plan.json,
+/// the dataset's identity into dataset.json. Then what no longer matches is cleared: files of
+/// shards the plan no longer has, done markers of shards whose downloads changed content, and
+/// summary.json when anything changed (it described the folder as it was).
+#[cfg(feature = "ffmpeg")]
+pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pipeline::dataset::Draft) -> Result<Frozen> {
+    use crate::pipeline::dataset::{PcaChoice, PcaIdentity};
+    let model_path = std::fs::canonicalize(&f.model)?;
+    let sidecar = sidecar_path(f, &model_path)?;
+    let (pca_path, fitted_here) = match (&f.pca, &draft.pca) {
+        (Some(p), PcaChoice::Fit { .. }) => (std::fs::canonicalize(p)?, true),
+        (Some(p), PcaChoice::Given { .. }) => (std::fs::canonicalize(p)?, false),
+        (None, choice) => {
+            let dims = match choice {
+                PcaChoice::Fit { dims } | PcaChoice::Given { dims, .. } => *dims,
+            };
             let p = out.join("pca.npz");
             tracing::info!("fitting a PCA on up to {} frames into {}", f.pca_sample_frames, p.display());
-            let r = crate::pipeline::pca::pca_fit(&crate::pipeline::pca::PcaFitConfig {
-                jobs: spec.clone(),
+            let jobs = crate::pipeline::worker::read_plan_tasks(out, &planned.plan_jsonl_sha256)?;
+            let cfg = crate::pipeline::pca::PcaFitConfig {
                 out: p.clone(),
                 dims,
                 max_frames: f.pca_sample_frames.max(2),
                 model: model_path.clone(),
                 sidecar: Some(sidecar.clone()),
                 device: f.device.clone(),
-                decode: f.decode.clone(),
+                decode: crate::pipeline::decode::DecodeSettings { fetch: f.decode.fetch_in(out), ..f.decode.clone() },
                 batch_size: f.batch_size.unwrap_or(8),
-                log_list_problems: false,
-            })?;
-            if r["frames"].as_u64().unwrap_or(0) < 2 {
-                return Ok(Err(serde_json::from_value(r["failures"].clone())?));
+            };
+            let r = crate::pipeline::pca::fit_on(&cfg, &jobs, false)?;
+            if r.frames < 2 {
+                return Ok(Frozen::NoPca { failures: r.failures });
             }
-            if (r["frames"].as_u64().unwrap_or(0) as usize) < dims {
-                tracing::warn!(
-                    "PCA fitted on {} frames, fewer than the {dims} dims kept: the trailing components are noise; give --pca with a PCA fitted on more video for a real dataset",
-                    r["frames"]
-                );
-            }
-            abs(&p)?
+            (std::fs::canonicalize(&p)?, true)
         }
     };
+    let dims = match &draft.pca {
+        PcaChoice::Fit { dims } | PcaChoice::Given { dims, .. } => *dims,
+    };
     let pca = vidfeat_features::Pca::load(&pca_path, Some(dims))?;
-    let plan = PlanSettings {
+    if pca.supported < pca.dims {
+        tracing::warn!(
+            "the PCA was fitted on {} frames, which support {} of the {} dims kept: the other {} are written as zero. A real dataset's PCA needs at least dims + 1 frames, better 10 x dims (10,000 or more for 1,024 dims): give --pca with one fitted on more video",
+            pca.frames.map_or("an unknown number of".to_string(), |n| n.to_string()),
+            pca.supported,
+            pca.dims,
+            pca.dims - pca.supported
+        );
+    }
+    let mut plan = PlanSettings {
         version: PLAN_VERSION,
         model: model_path.display().to_string(),
-        model_sha256: vidfeat_features::file_sha256(&model_path)?,
+        model_sha256: draft.model.sha256.clone(),
         sidecar: sidecar.display().to_string(),
-        sidecar_sha256: vidfeat_features::file_sha256(&sidecar)?,
+        sidecar_sha256: draft.sidecar_sha256.clone(),
         pca: pca_path.display().to_string(),
         pca_sha256: pca.content_sha256(),
         pca_dims: pca.dims,
+        pca_frames: pca.frames,
+        pca_supported: pca.supported,
         fps: f.fps.clone(),
         max_frames: f.decode.max_frames,
         resize: f.resize.clone(),
@@ -326,14 +509,42 @@ pub fn freeze(spec: &JobSpec, out: &std::path::Path, f: &FreezeConfig, plan_summ
         max_input_bytes: f.decode.max_input_bytes,
         max_duration: f.decode.max_duration,
         max_decoder_bytes: f.decode.max_decoder_bytes,
-        compression: f.compression.parse::<vidfeat_export::Compression>().map_err(anyhow::Error::msg).map(|c| format!("{c:?}").to_lowercase())?,
+        compression: draft.schema.compression.clone(),
         legacy_2017: f.legacy_2017,
         audio_zero: f.audio_zero,
         batch_size: f.batch_size,
         fetch_cmd: f.fetch_cmd.clone(),
-        shards: serde_json::from_value(plan_summary["shards"].clone())?,
-        tasks: plan_summary["resolved"].as_u64().unwrap_or(0) as usize,
+        vocabulary: draft.vocabulary.clone(),
+        shards: serde_json::from_value(planned.summary["shards"].clone())?,
+        tasks: planned.resolved() as usize,
+        settings_sha256: String::new(),
+        shard_keys: BTreeMap::new(),
+        plan_jsonl_sha256: planned.plan_jsonl_sha256.clone(),
+        provenance: f.provenance.clone(),
     };
+    plan.settings_sha256 = plan.settings_sha256();
+    plan.shard_keys = planned
+        .shard_tasks
+        .iter()
+        .map(|(name, tasks)| (name.clone(), hex::encode(sha2::Sha256::digest(format!("vidfeat-shard-v1\n{}\n{name}\n{tasks}\n", plan.settings_sha256)))))
+        .collect();
+    let old = PlanSettings::load(out).ok();
+    let changed = old.as_ref().is_none_or(|o| o.shard_keys != plan.shard_keys || o.settings_sha256 != plan.settings_sha256);
+    if changed {
+        // It described the folder as it was; the worker that completes the new plan writes it.
+        match std::fs::remove_file(out.join("summary.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    let source = if fitted_here { "pca.npz".to_string() } else { pca_path.display().to_string() };
+    crate::pipeline::dataset::write_identity(out, &draft.identity(PcaIdentity { sha256: plan.pca_sha256.clone(), dims: plan.pca_dims, fitted_here, source }))?;
     plan.write(out)?;
-    Ok(Ok(plan))
+    let names: BTreeSet<String> = plan.shard_keys.keys().cloned().collect();
+    let removed = crate::pipeline::dataset::remove_stale_shards(out, &names)?;
+    let refetched = crate::pipeline::worker::invalidate_changed_downloads(out, &plan, &f.decode.fetch_in(out).dir)?;
+    if refetched > 0 {
+        tracing::info!("{refetched} shard(s) will be rebuilt: their downloaded sources now hold other content");
+    }
+    Ok(Frozen::Plan { plan, removed })
 }

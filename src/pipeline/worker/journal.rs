@@ -75,7 +75,7 @@ impl Entry {
     }
 }
 
-/// Append-only per-shard checkpoint file: `VFJ1`, the plan hash (hex), then entries
+/// Append-only per-shard checkpoint file: `VFJ1`, the shard key (hex), then entries
 /// `u32 len | u32 crc32c | zstd(entry)`, each fsynced.
 pub struct Journal {
     file: std::fs::File,
@@ -83,11 +83,11 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (or starts) the journal; returns the valid entries already in it. A journal of
-    /// another plan, or a torn last entry, is cut back to what is valid.
-    pub fn open(path: &Path, plan_hash: &str) -> Result<(Journal, Vec<Entry>)> {
+    /// another key (the shard of other inputs or settings), or a torn last entry, is cut back to what is valid.
+    pub fn open(path: &Path, key: &str) -> Result<(Journal, Vec<Entry>)> {
         std::fs::create_dir_all(path.parent().unwrap())?;
         let mut header = JOURNAL_MAGIC.to_vec();
-        header.extend_from_slice(plan_hash.as_bytes());
+        header.extend_from_slice(key.as_bytes());
         let mut entries = vec![];
         let mut valid = 0u64;
         if let Ok(mut f) = std::fs::File::open(path) {

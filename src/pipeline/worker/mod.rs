@@ -58,12 +58,8 @@ pub mod status;
 
 pub use journal::{Entry, Journal};
 pub use lease::{lease_age, Lease, TryLease};
-pub use shards::{read_plan_tasks, run_shard, work_loop, worker_slot, Assignment, DoneMarker, ShardCtx};
+pub use shards::{invalidate_changed_downloads, read_done, read_plan_tasks, read_tasks, run_shard, work_loop, worker_slot, Assignment, DoneMarker, ShardCtx, TRANSIENT_KINDS};
 pub use status::{shard_failures, status};
-
-fn stem(name: &str) -> &str {
-    name.strip_suffix(".tfrecord").unwrap_or(name)
-}
 
 /// Test-only fault injection: `VIDFEAT_CRASH_AT=point[:n]` kills the process with SIGKILL at
 /// the n-th time (default first) it reaches `point`. Used by the kill -9 tests.
@@ -115,12 +111,14 @@ pub struct WorkConfig {
     pub threads: usize,
     /// Download settings; `fetch_cmd` and the size cap come from the plan.
     pub fetch: FetchConfig,
+    /// Failure kinds whose videos are attempted again (`--retry-failed`); empty: none.
+    pub retry: std::collections::BTreeSet<String>,
 }
 
 #[cfg(feature = "ffmpeg")]
 pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     use crate::pipeline::plan::PlanSettings;
-    let (plan, plan_hash) = PlanSettings::load(&cfg.dir)?;
+    let plan = PlanSettings::load(&cfg.dir)?;
     // What `run` decoded to fit its PCA is not this worker's progress.
     crate::telemetry::reset();
     // The plan's files must be the ones it was made with.
@@ -198,7 +196,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
             })
         })
     };
-    let ctx = ShardCtx { dir: &cfg.dir, plan: &plan, plan_hash: &plan_hash, owner: &owner, process: &process };
+    let ctx = ShardCtx { dir: &cfg.dir, plan: &plan, owner: &owner, fetch_dir: &fetch.dir, retry: &cfg.retry, process: &process };
     let mut r = work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
     r["worker"] = json!(owner);

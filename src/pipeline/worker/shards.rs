@@ -1,7 +1,9 @@
-//! The shard loop of a worker: which shards are its own, resume from the journal, commit a
-//! shard atomically and mark it done; the summary once every shard is done.
-use std::collections::BTreeMap;
-use std::io::Write;
+//! The shard loop of a worker: which shards are its own and which of those are current
+//! (their done marker carries the shard's key from plan.json and both files are there), resume
+//! from the journal, commit a shard atomically and mark it done; the summary once every shard
+//! is done. `--retry-failed` rebuilds the shards of videos that failed with given kinds, from
+//! the shard's own records for every other video, so only those videos are decoded again.
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,9 +13,11 @@ use serde_json::json;
 
 use super::journal::{Entry, Journal};
 use super::lease::{Lease, TryLease};
-use super::{crash_point, now_s, stem};
+use super::{crash_point, now_s};
+use crate::pipeline::dataset::{shard_paths, ShardPaths};
 use crate::pipeline::jobs::{Failure, Job};
 use crate::pipeline::plan::{PlanSettings, PlannedTask};
+use vidfeat_ingest::Source;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DoneMarker {
@@ -25,27 +29,44 @@ pub struct DoneMarker {
     pub seconds_of_video: f64,
     pub frame_sha256: String,
     pub video_sha256: String,
+    pub frame_bytes: u64,
+    pub video_bytes: u64,
     pub failures: Vec<Failure>,
+    /// Seconds of video of each task, in shard order (0 for a failure): what a retry needs to
+    /// write the shard again from its own records.
+    pub video_seconds: Vec<f64>,
+    /// The SHA-256 of each downloaded source's content the shard was made from (source ->
+    /// sha256): a shard whose downloads hold other content now is rebuilt.
+    #[serde(default)]
+    pub fetched: BTreeMap<String, String>,
     pub worker: String,
+    pub vidfeat: String,
     pub finished_at: u64,
-    /// SHA-256 of the plan.json the shard was made under: a marker of an earlier plan in the
-    /// same folder does not count.
-    pub plan_sha256: String,
+    /// The shard's key (plan.json's `shard_keys`) it was written under: a marker with another
+    /// key belongs to other inputs or settings.
+    pub key: String,
 }
 
-pub(crate) fn read_done(dir: &Path, name: &str, plan_hash: &str) -> Option<DoneMarker> {
-    let m: DoneMarker = serde_json::from_slice(&std::fs::read(dir.join("done").join(format!("{}.json", stem(name)))).ok()?).ok()?;
-    (m.plan_sha256 == plan_hash).then_some(m)
+/// The shard's done marker, if the shard is current: written under `key`, and both shard files
+/// there at the sizes it recorded.
+pub fn read_done(dir: &Path, name: &str, key: &str) -> Option<DoneMarker> {
+    let p = shard_paths(dir, name).ok()?;
+    let m: DoneMarker = serde_json::from_slice(&std::fs::read(&p.done).ok()?).ok()?;
+    let size = |f: &Path| std::fs::metadata(f).map(|m| m.len()).ok();
+    (!key.is_empty() && m.key == key && size(&p.frame) == Some(m.frame_bytes) && size(&p.video) == Some(m.video_bytes)).then_some(m)
 }
 
+/// The failure kinds `--retry-failed` attempts again when no kinds are named: the transient ones.
+pub const TRANSIENT_KINDS: [&str; 2] = ["download_failed", "timeout"];
 
 /// When every shard is done: `summary.json` in the layout of `vidfeat run` (verify reads it).
-fn write_summary_if_complete(dir: &Path, plan: &PlanSettings, plan_hash: &str) -> Result<bool> {
+fn write_summary_if_complete(dir: &Path, plan: &PlanSettings) -> Result<bool> {
     let mut shards: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let (mut ok, mut failed, mut rows, mut secs) = (0u64, 0u64, 0u64, 0f64);
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let mut workers: BTreeMap<String, u64> = BTreeMap::new();
     for (split, _, name) in plan.shard_list() {
-        let Some(d) = read_done(dir, &name, plan_hash) else { return Ok(false) };
+        let Some(d) = read_done(dir, &name, plan.key(&name)) else { return Ok(false) };
         ok += d.videos;
         failed += d.failed;
         rows += d.rows;
@@ -53,14 +74,20 @@ fn write_summary_if_complete(dir: &Path, plan: &PlanSettings, plan_hash: &str) -
         for f in &d.failures {
             *by_kind.entry(f.kind.clone()).or_default() += 1;
         }
+        *workers.entry(d.worker.clone()).or_default() += 1;
         shards.entry(split).or_default().push(json!({"shard": name, "videos": d.videos}));
     }
-    for l in std::fs::read_to_string(dir.join("failures.jsonl")).unwrap_or_default().lines() {
-        if let Ok(f) = serde_json::from_str::<Failure>(l) {
-            failed += 1;
-            *by_kind.entry(f.kind).or_default() += 1;
+    if let Ok(f) = std::fs::File::open(dir.join("failures.jsonl")) {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(f).lines() {
+            if let Ok(f) = serde_json::from_str::<Failure>(&l?) {
+                failed += 1;
+                *by_kind.entry(f.kind).or_default() += 1;
+            }
         }
     }
+    let mut provenance = plan.provenance.clone();
+    provenance["workers"] = workers.iter().map(|(w, n)| json!({"worker": w, "shards": n})).collect();
     let summary = json!({
         "videos_ok": ok,
         "videos_failed": failed,
@@ -68,15 +95,15 @@ fn write_summary_if_complete(dir: &Path, plan: &PlanSettings, plan_hash: &str) -
         "rows": rows,
         "seconds_of_video": (secs * 1000.0).round() / 1000.0,
         "shards": shards,
-        "pca": {"source": plan.pca, "sha256": plan.pca_sha256, "dims": plan.pca_dims},
+        "pca": {"source": plan.pca, "sha256": plan.pca_sha256, "dims": plan.pca_dims, "fitted_on_frames": plan.pca_frames, "supported_components": plan.pca_supported},
         "model": {"path": plan.model, "sha256": plan.model_sha256},
+        "vocabulary": plan.vocabulary,
         "settings": {"fps": plan.fps, "max_frames": plan.max_frames, "compression": plan.compression.to_uppercase(),
                      "id_key": if plan.legacy_2017 { "video_id" } else { "id" }, "audio": if plan.audio_zero { "zero" } else { "none" }},
+        "provenance": provenance,
         "made_by": "vidfeat work",
     });
-    let tmp = dir.join(format!(".summary.json.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
-    std::fs::rename(tmp, dir.join("summary.json"))?;
+    crate::pipeline::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&summary)?)?;
     Ok(true)
 }
 
@@ -99,38 +126,137 @@ pub fn worker_slot(index: Option<usize>, count: Option<usize>, env: &dyn Fn(&str
     Ok((index, count))
 }
 
-pub fn read_plan_tasks(dir: &Path) -> Result<Vec<Job>> {
-    let text = std::fs::read_to_string(dir.join("plan.jsonl")).with_context(|| format!("{}: no plan.jsonl", dir.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str::<PlannedTask>(l).map(PlannedTask::into_job).with_context(|| format!("plan.jsonl:{}", i + 1)))
-        .collect()
+/// The plan's tasks, in plan order (by split and shard), checked against the SHA-256 of the
+/// plan.jsonl that plan.json was frozen with.
+pub fn read_plan_tasks(dir: &Path, sha256: &str) -> Result<Vec<Job>> {
+    let (jobs, got) = read_tasks(dir)?;
+    anyhow::ensure!(
+        got == sha256,
+        "{}: plan.jsonl is not the one plan.json was frozen with (rewritten by a dry run, or a plan interrupted between the two): run `vidfeat plan` again",
+        dir.display()
+    );
+    Ok(jobs)
 }
 
+/// The tasks of a folder's plan.jsonl, and the file's SHA-256.
+pub fn read_tasks(dir: &Path) -> Result<(Vec<Job>, String)> {
+    use sha2::Digest;
+    use std::io::BufRead;
+    let f = std::fs::File::open(dir.join("plan.jsonl")).with_context(|| format!("{}: no plan.jsonl", dir.display()))?;
+    let mut out = vec![];
+    let mut h = sha2::Sha256::new();
+    let mut r = std::io::BufReader::new(f);
+    let mut l = String::new();
+    let mut i = 0;
+    while r.read_line(&mut l)? > 0 {
+        i += 1;
+        h.update(l.as_bytes());
+        if !l.trim().is_empty() {
+            out.push(serde_json::from_str::<PlannedTask>(l.trim_end()).map(PlannedTask::into_job).with_context(|| format!("plan.jsonl:{i}"))?);
+        }
+        l.clear();
+    }
+    Ok((out, hex::encode(h.finalize())))
+}
+
+/// The content hash the fetch cache records for a remote source (None for local sources, or
+/// when nothing is cached for it).
+fn fetched_sha256(source: &Source, plan: &PlanSettings, fetch_dir: &Path) -> Option<String> {
+    let key = match source {
+        Source::Local(_) => return None,
+        Source::Url(u) => vidfeat_ingest::fetch::url_key(u),
+        Source::Id(i) => vidfeat_ingest::fetch::id_key(plan.fetch_cmd.as_deref()?, i),
+    };
+    vidfeat_ingest::fetch::recorded_sha256(fetch_dir, &key)
+}
+
+/// Removes the done markers of current shards built from downloads whose cached content has
+/// changed since (a source re-downloaded with other bytes): those shards are rebuilt. Returns
+/// how many.
+pub fn invalidate_changed_downloads(dir: &Path, plan: &PlanSettings, fetch_dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    for (_, _, name) in plan.shard_list() {
+        let Some(m) = read_done(dir, &name, plan.key(&name)) else { continue };
+        let changed = m.fetched.iter().any(|(src, sha)| {
+            let source = match src.strip_prefix("id:") {
+                Some(id) => Source::Id(id.to_string()),
+                None => Source::Url(src.clone()),
+            };
+            fetched_sha256(&source, plan, fetch_dir).is_some_and(|now| now != *sha)
+        });
+        if changed {
+            std::fs::remove_file(shard_paths(dir, &name)?.done)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
 
 /// What one shard's processing needs from the worker.
 pub struct ShardCtx<'a> {
     pub dir: &'a Path,
     pub plan: &'a PlanSettings,
-    pub plan_hash: &'a str,
     pub owner: &'a str,
+    /// Where downloaded sources are cached (their content hashes go into done markers).
+    pub fetch_dir: &'a Path,
+    /// Failure kinds whose videos are attempted again (`--retry-failed`); empty: none.
+    pub retry: &'a BTreeSet<String>,
     /// Computes the finished entries of the given jobs (the FFmpeg + CNN side), calling `sink`
     /// for each in job order.
     pub process: &'a dyn Fn(&[Job], &mut dyn FnMut(usize, Entry) -> Result<()>) -> Result<()>,
 }
 
-/// Processes one shard (its lease held): resume from the journal, finish the rest, commit.
-pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Result<DoneMarker> {
-    let st = stem(name);
-    let jpath = ctx.dir.join("journal").join(format!("{st}.journal"));
-    let (mut journal, entries) = Journal::open(&jpath, ctx.plan_hash)?;
+/// Entries for a retry of a done shard: every video whose failure is not retried is taken from
+/// the shard as it is (records read back, or its failure), so only the retried ones are
+/// processed again; the shard written from them is byte-identical to one in which they
+/// succeeded the first time.
+fn retry_entries(p: &ShardPaths, m: &DoneMarker, jobs: &[Job], retry: &BTreeSet<String>) -> Result<Vec<Entry>> {
+    let failed: BTreeMap<&str, &Failure> = m.failures.iter().filter_map(|f| Some((f.id.as_deref()?, f))).collect();
+    let mut records: BTreeMap<String, (Vec<Vec<u8>>, Vec<f32>)> = BTreeMap::new();
+    for r in vidfeat_export::read_file(&p.frame)? {
+        let f = vidfeat_export::parse_record(&r)?;
+        records.insert(f.id, (f.rgb, vec![]));
+    }
+    for r in vidfeat_export::read_file(&p.video)? {
+        let v = vidfeat_export::parse_record(&r)?;
+        if let (Some(e), Some(mean)) = (records.get_mut(&v.id), v.floats.get("mean_rgb")) {
+            e.1 = mean.clone();
+        }
+    }
+    let mut out = vec![];
+    for (i, job) in jobs.iter().enumerate() {
+        let idx = i as u32;
+        match (failed.get(job.task.id.as_str()), records.remove(&job.task.id)) {
+            (Some(f), _) if retry.contains(&f.kind) => {}
+            (Some(f), _) => out.push(Entry::Failed { idx, kind: f.kind.clone(), reason: f.reason.clone() }),
+            (None, Some((rgb, mean_rgb))) => out.push(Entry::Ok { idx, rgb, mean_rgb, seconds: m.video_seconds.get(i).copied().unwrap_or(0.0) }),
+            // Neither in the shard nor failed: processed again.
+            (None, None) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Processes one shard (its lease held): resume from the journal (seeded from the done shard
+/// itself when it is retried), finish the rest, commit.
+pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_of: Option<&DoneMarker>) -> Result<DoneMarker> {
+    let p = shard_paths(ctx.dir, name)?;
+    let key = ctx.plan.key(name);
+    let (mut journal, entries) = Journal::open(&p.journal, key)?;
     let mut have: BTreeMap<u32, Entry> = entries.into_iter().map(|e| (e.idx(), e)).collect();
+    if let Some(m) = retry_of {
+        for e in retry_entries(&p, m, jobs, ctx.retry)? {
+            if !have.contains_key(&e.idx()) {
+                journal.append(&e)?;
+                have.insert(e.idx(), e);
+            }
+        }
+    }
     let todo: Vec<usize> = (0..jobs.len()).filter(|i| !have.contains_key(&(*i as u32))).collect();
     crate::telemetry::resumed(have.len() as u64);
     let mut events = crate::telemetry::EventLog::open(ctx.dir, ctx.owner);
     if !have.is_empty() {
-        tracing::info!("{name}: resuming, {} of {} videos already done", have.len(), jobs.len());
+        tracing::info!("{name}: {} of {} videos already done{}", have.len(), jobs.len(), if retry_of.is_some() { " (retrying the others)" } else { ", resuming" });
     }
     let sub: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
     (ctx.process)(&sub, &mut |k, e| {
@@ -170,11 +296,16 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
     }
     let compression: vidfeat_export::Compression = ctx.plan.compression.parse().map_err(anyhow::Error::msg)?;
     let schema = vidfeat_export::Schema { legacy_2017: ctx.plan.legacy_2017, audio_zero: ctx.plan.audio_zero };
-    let mut frame = vidfeat_export::AtomicShard::create_with(&ctx.dir.join("frame").join(name), compression)?;
-    let mut video = vidfeat_export::AtomicShard::create_with(&ctx.dir.join("video").join(name), compression)?;
+    let mut frame = vidfeat_export::AtomicShard::create_with(&p.frame, compression)?;
+    let mut video = vidfeat_export::AtomicShard::create_with(&p.video, compression)?;
     let (mut ok, mut rows, mut secs) = (0u64, 0u64, 0f64);
     let mut failures = vec![];
+    let mut video_seconds = Vec::with_capacity(jobs.len());
+    let mut fetched = BTreeMap::new();
     for (i, job) in jobs.iter().enumerate() {
+        if let Some(sha) = fetched_sha256(&job.task.source, ctx.plan, ctx.fetch_dir) {
+            fetched.insert(job.task.source.to_string(), sha);
+        }
         match &have[&(i as u32)] {
             Entry::Ok { rgb, mean_rgb, seconds, .. } => {
                 let rec = vidfeat_export::VideoRecord {
@@ -189,8 +320,12 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
                 ok += 1;
                 rows += rgb.len() as u64;
                 secs += seconds;
+                video_seconds.push(*seconds);
             }
-            Entry::Failed { kind, reason, .. } => failures.push(Failure::of_job(job, "decode", kind.clone(), reason.clone())),
+            Entry::Failed { kind, reason, .. } => {
+                failures.push(Failure::of_job(job, "decode", kind.clone(), reason.clone()));
+                video_seconds.push(0.0);
+            }
         }
     }
     crash_point("before_shard_commit");
@@ -198,6 +333,8 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
     crash_point("between_shard_commits");
     video.commit()?;
     crash_point("before_done_marker");
+    let (frame_sha256, frame_bytes) = (vidfeat_features::file_sha256(&p.frame)?, std::fs::metadata(&p.frame)?.len());
+    let (video_sha256, video_bytes) = (vidfeat_features::file_sha256(&p.video)?, std::fs::metadata(&p.video)?.len());
     let marker = DoneMarker {
         shard: name.into(),
         split: jobs.first().map(|j| j.task.split.clone()).unwrap_or_default(),
@@ -205,27 +342,21 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease) -> Res
         failed: failures.len() as u64,
         rows,
         seconds_of_video: secs,
-        frame_sha256: vidfeat_features::file_sha256(&ctx.dir.join("frame").join(name))?,
-        video_sha256: vidfeat_features::file_sha256(&ctx.dir.join("video").join(name))?,
+        frame_sha256,
+        video_sha256,
+        frame_bytes,
+        video_bytes,
         failures,
+        video_seconds,
+        fetched,
         worker: ctx.owner.into(),
+        vidfeat: env!("CARGO_PKG_VERSION").into(),
         finished_at: now_s(),
-        plan_sha256: ctx.plan_hash.into(),
+        key: key.into(),
     };
-    let done_dir = ctx.dir.join("done");
-    std::fs::create_dir_all(&done_dir)?;
-    let tmp = done_dir.join(format!(".{st}.json.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&marker)?)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, done_dir.join(format!("{st}.json")))?;
-    if let Ok(d) = std::fs::File::open(&done_dir) {
-        let _ = d.sync_all();
-    }
+    crate::pipeline::write_atomic(&p.done, &serde_json::to_vec_pretty(&marker)?)?;
     crash_point("after_done_marker");
-    let _ = std::fs::remove_file(&jpath);
+    let _ = std::fs::remove_file(&p.journal);
     Ok(marker)
 }
 
@@ -236,9 +367,26 @@ pub enum Assignment {
     Claim,
 }
 
-/// Runs the worker loop over its shards. Returns (shards processed here, skipped as done).
+/// What a shard of this worker's needs.
+enum Todo {
+    Done,
+    Build,
+    Retry(Box<DoneMarker>),
+}
+
+fn todo_of(ctx: &ShardCtx, name: &str) -> Todo {
+    match read_done(ctx.dir, name, ctx.plan.key(name)) {
+        Some(m) if m.failures.iter().any(|f| ctx.retry.contains(&f.kind)) => Todo::Retry(Box::new(m)),
+        Some(_) => Todo::Done,
+        None => Todo::Build,
+    }
+}
+
+/// Runs the worker loop over its shards. Returns the shards processed here (`processed`, of
+/// which `rebuilt` replaced earlier files and `retried` retried failures), those found current
+/// (`skipped_done`), those held by others (`busy`), and whether the plan is complete.
 pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Result<serde_json::Value> {
-    let jobs = read_plan_tasks(ctx.dir)?;
+    let jobs = read_plan_tasks(ctx.dir, &ctx.plan.plan_jsonl_sha256)?;
     let mut by_shard: BTreeMap<(String, u32), Vec<Job>> = BTreeMap::new();
     for j in jobs {
         by_shard.entry((j.task.split.clone(), j.shard)).or_default().push(j);
@@ -248,20 +396,20 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
         Assignment::Static { index, count } => list.iter().enumerate().filter(|(k, _)| k % count == *index).map(|(_, s)| s).collect(),
         Assignment::Claim => list.iter().collect(),
     };
-    let (mut processed, mut skipped, mut busy) = (vec![], 0u64, vec![]);
+    let (mut processed, mut rebuilt, mut retried, mut skipped, mut busy) = (vec![], 0u64, 0u64, 0u64, vec![]);
     let videos_in = |split: &String, shard: &u32| by_shard.get(&(split.clone(), *shard)).map_or(0, |j| j.len() as u64);
-    let done_before: Vec<bool> = mine.iter().map(|(_, _, n)| read_done(ctx.dir, n, ctx.plan_hash).is_some()).collect();
-    crate::telemetry::planned(mine.iter().zip(&done_before).filter(|(_, d)| !**d).map(|((s, k, _), _)| videos_in(s, k)).sum());
-    for ((split, shard, name), done) in mine.into_iter().zip(done_before) {
-        if done {
+    let todo: Vec<Todo> = mine.iter().map(|(_, _, n)| todo_of(ctx, n)).collect();
+    crate::telemetry::planned(mine.iter().zip(&todo).filter(|(_, t)| !matches!(t, Todo::Done)).map(|((s, k, _), _)| videos_in(s, k)).sum());
+    for ((split, shard, name), todo) in mine.into_iter().zip(todo) {
+        let paths = shard_paths(ctx.dir, name)?;
+        if matches!(todo, Todo::Done) {
             // A worker killed right after the done marker leaves its journal behind.
-            let _ = std::fs::remove_file(ctx.dir.join("journal").join(format!("{}.journal", stem(name))));
+            let _ = std::fs::remove_file(&paths.journal);
             skipped += 1;
             continue;
         }
         crash_point("before_lease");
-        let lease_path = ctx.dir.join("leases").join(format!("{}.lease", stem(name)));
-        let lease = match Lease::try_acquire(&lease_path, ctx.owner, ttl)? {
+        let lease = match Lease::try_acquire(&paths.lease, ctx.owner, ttl)? {
             TryLease::Got(l) => l,
             TryLease::Busy(owner, age) => {
                 if let Assignment::Static { index, .. } = assignment {
@@ -275,21 +423,31 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
                 continue;
             }
         };
-        // Done while we waited for the lease?
-        if read_done(ctx.dir, name, ctx.plan_hash).is_some() {
-            crate::telemetry::unplanned(videos_in(split, shard));
-            skipped += 1;
-            continue;
-        }
+        // Done (or retried) by another worker while we waited for the lease?
+        let todo = match (todo, todo_of(ctx, name)) {
+            (_, Todo::Done) => {
+                crate::telemetry::unplanned(videos_in(split, shard));
+                skipped += 1;
+                continue;
+            }
+            (_, t) => t,
+        };
         let empty = vec![];
         let jobs = by_shard.get(&(split.clone(), *shard)).unwrap_or(&empty);
-        let m = run_shard(ctx, name, jobs, &lease)?;
+        let existed = paths.frame.exists();
+        let retry_of = match &todo {
+            Todo::Retry(m) => Some(m.as_ref()),
+            _ => None,
+        };
+        let m = run_shard(ctx, name, jobs, &lease, retry_of)?;
         tracing::info!("{name}: done, {} videos, {} failed", m.videos, m.failed);
+        rebuilt += existed as u64;
+        retried += retry_of.is_some() as u64;
         processed.push(name.clone());
         drop(lease);
     }
-    let complete = write_summary_if_complete(ctx.dir, ctx.plan, ctx.plan_hash)?;
-    Ok(json!({"processed": processed, "skipped_done": skipped, "busy": busy, "complete": complete}))
+    let complete = write_summary_if_complete(ctx.dir, ctx.plan)?;
+    Ok(json!({"processed": processed, "rebuilt": rebuilt, "retried": retried, "skipped_done": skipped, "busy": busy, "complete": complete}))
 }
 
 #[cfg(test)]

@@ -8,23 +8,22 @@ use serde_json::json;
 
 use super::lease::{lease_age, lease_owner, owner_dead_here};
 use super::shards::read_done;
-use super::stem;
+use crate::pipeline::dataset::shard_paths;
 use crate::pipeline::jobs::Failure;
 use crate::pipeline::plan::PlanSettings;
 
 /// `vidfeat status DIR`.
 pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
-    let (plan, plan_hash) = PlanSettings::load(dir)?;
+    let plan = PlanSettings::load(dir)?;
     let mut shards = vec![];
     let (mut done, mut running, mut stale, mut pending) = (0u64, 0u64, 0u64, 0u64);
     let (mut videos, mut failed, mut rows) = (0u64, 0u64, 0u64);
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut failures = vec![];
     for (split, _, name) in plan.shard_list() {
-        let st = stem(&name);
-        let lease = dir.join("leases").join(format!("{st}.lease"));
-        let journal = dir.join("journal").join(format!("{st}.journal"));
-        let entry = if let Some(d) = read_done(dir, &name, &plan_hash) {
+        let paths = shard_paths(dir, &name)?;
+        let (lease, journal) = (paths.lease, paths.journal);
+        let entry = if let Some(d) = read_done(dir, &name, plan.key(&name)) {
             done += 1;
             videos += d.videos;
             failed += d.failed;
@@ -78,7 +77,7 @@ pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
     }))
 }
 
-/// The failures recorded in the done markers, in shard order.
-pub fn shard_failures(dir: &Path, plan: &PlanSettings, plan_hash: &str) -> Vec<Failure> {
-    plan.shard_list().iter().filter_map(|(_, _, name)| read_done(dir, name, plan_hash)).flat_map(|d| d.failures).collect()
+/// The failures recorded in the done markers of current shards, in shard order.
+pub fn shard_failures(dir: &Path, plan: &PlanSettings) -> Vec<Failure> {
+    plan.shard_list().iter().filter_map(|(_, _, name)| read_done(dir, name, plan.key(name))).flat_map(|d| d.failures).collect()
 }

@@ -1,0 +1,366 @@
+//! The output folder's contract: an output folder holds one dataset, and every shard in it is
+//! what the current inputs and settings make.
+//!
+//! * `OUT/dataset.json` says which dataset the folder holds: the model (and sidecar), the PCA,
+//!   the vocabulary and the schema settings, and the layout (`plan`: run/plan/work; `extract`).
+//!   A run into a folder that holds another dataset stops before any work and names what
+//!   differs ([`check_out`]); `--overwrite` removes the old dataset first, `dataset.json`
+//!   before anything else, so a crash never leaves a folder that claims one dataset and holds
+//!   two. A PCA fitted by an earlier run in the folder is reused, as a given `--pca` would be.
+//! * Files of shards that no longer belong to the plan (a split or shard count that went away)
+//!   are removed ([`remove_stale_shards`]).
+//! * Names made from data (shard names carry split names from lists) are checked before a file
+//!   is created under them ([`shard_paths`]).
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const DATASET_FILE: &str = "dataset.json";
+const FORMAT: &str = "vidfeat-dataset";
+const VERSION: u32 = 1;
+
+/// What a dataset is made with, beyond its inputs: two folders that differ here hold
+/// different datasets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Identity {
+    pub format: String,
+    pub version: u32,
+    /// `plan` (run, plan + work) or `extract`.
+    pub layout: String,
+    pub model: Named,
+    pub sidecar_sha256: String,
+    pub pca: PcaIdentity,
+    pub vocabulary: Option<Named>,
+    pub schema: SchemaIdentity,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Named {
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PcaIdentity {
+    pub sha256: String,
+    pub dims: usize,
+    /// Fitted by a run into this folder (`OUT/pca.npz`), not given with `--pca`.
+    pub fitted_here: bool,
+    /// Where it was given from (or `pca.npz`).
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SchemaIdentity {
+    /// `id`, or `video_id` (`--legacy-2017`).
+    pub id_key: String,
+    /// `none` or `zero`.
+    pub audio: String,
+    /// `none`, `gzip` or `zlib`.
+    pub compression: String,
+}
+
+impl SchemaIdentity {
+    pub fn new(legacy_2017: bool, audio_zero: bool, compression: vidfeat_export::Compression) -> Self {
+        SchemaIdentity {
+            id_key: if legacy_2017 { "video_id" } else { "id" }.into(),
+            audio: if audio_zero { "zero" } else { "none" }.into(),
+            compression: format!("{compression:?}").to_lowercase(),
+        }
+    }
+}
+
+/// The PCA a run will use, as known before any work.
+#[derive(Debug, Clone)]
+pub enum PcaChoice {
+    /// `--pca PATH`, already loaded.
+    Given { path: PathBuf, sha256: String, dims: usize },
+    /// None given: fit one (or reuse the one an earlier run fitted in this folder).
+    Fit { dims: usize },
+}
+
+/// What a run knows of its dataset before any work.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub layout: &'static str,
+    pub model: Named,
+    pub sidecar_sha256: String,
+    pub pca: PcaChoice,
+    pub vocabulary: Option<Named>,
+    pub schema: SchemaIdentity,
+}
+
+impl Draft {
+    /// The identity once the PCA is known.
+    pub fn identity(&self, pca: PcaIdentity) -> Identity {
+        Identity {
+            format: FORMAT.into(),
+            version: VERSION,
+            layout: self.layout.into(),
+            model: self.model.clone(),
+            sidecar_sha256: self.sidecar_sha256.clone(),
+            pca,
+            vocabulary: self.vocabulary.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+}
+
+/// A vocabulary's name and the SHA-256 of its classes (index, Knowledge-Graph id, name).
+pub fn vocabulary_identity(v: &vidfeat_labels::Vocabulary) -> Named {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for c in &v.classes {
+        h.update(format!("{}\t{}\t{}\n", c.index, c.kg_id.as_deref().unwrap_or(""), c.name).as_bytes());
+    }
+    Named { name: v.source.clone(), sha256: hex::encode(h.finalize()) }
+}
+
+pub fn read_identity(out: &Path) -> Option<Identity> {
+    let i: Identity = serde_json::from_slice(&std::fs::read(out.join(DATASET_FILE)).ok()?).ok()?;
+    (i.format == FORMAT).then_some(i)
+}
+
+pub fn write_identity(out: &Path, id: &Identity) -> Result<()> {
+    if read_identity(out).as_ref() == Some(id) {
+        return Ok(());
+    }
+    crate::pipeline::write_atomic(&out.join(DATASET_FILE), &serde_json::to_vec_pretty(id)?)
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// Files in `out` that only a dataset has (so a folder with them holds one).
+fn holds_output(out: &Path) -> bool {
+    let any_file = |d: &str| std::fs::read_dir(out.join(d)).into_iter().flatten().flatten().any(|e| e.file_type().is_ok_and(|t| t.is_file()));
+    ["plan.json", "summary.json"].iter().any(|f| out.join(f).exists()) || ["frame", "video", "done"].iter().any(|d| any_file(d))
+}
+
+/// The names a run, plan or extract writes into OUT (the download cache is kept: it holds
+/// content, valid for any dataset).
+const OWNED: &[&str] = &[
+    DATASET_FILE,
+    "summary.json",
+    "plan.json",
+    "plan.jsonl",
+    "plan-summary.json",
+    "failures.jsonl",
+    "vocabulary.csv",
+    "pca.npz",
+    "frame",
+    "video",
+    "done",
+    "journal",
+    "leases",
+    "events",
+];
+
+/// Removes the dataset in `out`: `dataset.json` first (so an interrupted removal leaves a
+/// folder that claims nothing), then everything else vidfeat wrote there.
+fn remove_dataset(out: &Path) -> Result<()> {
+    for name in OWNED {
+        let p = out.join(name);
+        let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+        }
+        if *name == DATASET_FILE {
+            crate::pipeline::sync_dir(out);
+        }
+    }
+    Ok(())
+}
+
+/// Checks `out` before any work: a fresh folder, or one holding the same dataset, is fine; one
+/// holding another dataset (or output of unknown provenance) stops the run, naming what
+/// differs, unless `overwrite`, which removes that dataset first. Returns the PCA to reuse: the
+/// one an earlier run fitted in this folder, when none is given.
+pub fn check_out(out: &Path, draft: &Draft, overwrite: bool) -> Result<Option<PathBuf>> {
+    let Some(old) = read_identity(out) else {
+        if holds_output(out) {
+            if overwrite {
+                tracing::info!("--overwrite: removing the output in {}", out.display());
+                remove_dataset(out)?;
+                return Ok(None);
+            }
+            bail!(
+                "{} holds vidfeat output without a dataset.json (written by an older vidfeat, or a folder made by hand): its provenance is unknown, so nothing is added to it; give --overwrite to replace it, or another --out",
+                out.display()
+            );
+        }
+        return Ok(None);
+    };
+    let mut diffs = vec![];
+    if old.layout != draft.layout {
+        diffs.push(format!("layout: the folder holds the output of `vidfeat {}`, this is `vidfeat {}`", if old.layout == "plan" { "run`/`plan" } else { "extract" }, if draft.layout == "plan" { "run`/`plan" } else { "extract" }));
+    }
+    if old.model.sha256 != draft.model.sha256 {
+        diffs.push(format!("model: {} (sha256 {}) in the folder, {} (sha256 {}) here", old.model.name, short(&old.model.sha256), draft.model.name, short(&draft.model.sha256)));
+    } else if old.sidecar_sha256 != draft.sidecar_sha256 {
+        diffs.push(format!("model sidecar: sha256 {} in the folder, {} here", short(&old.sidecar_sha256), short(&draft.sidecar_sha256)));
+    }
+    match (&old.vocabulary, &draft.vocabulary) {
+        (a, b) if a == b => {}
+        (a, b) => {
+            let show = |v: &Option<Named>| v.as_ref().map_or("none (integer labels)".to_string(), |v| format!("{} (sha256 {})", v.name, short(&v.sha256)));
+            diffs.push(format!("vocabulary: {} in the folder, {} here", show(a), show(b)));
+        }
+    }
+    for (what, a, b) in [("id key", &old.schema.id_key, &draft.schema.id_key), ("audio", &old.schema.audio, &draft.schema.audio), ("compression", &old.schema.compression, &draft.schema.compression)] {
+        if a != b {
+            diffs.push(format!("{what}: {a} in the folder, {b} here"));
+        }
+    }
+    let mut reuse = None;
+    match &draft.pca {
+        PcaChoice::Given { path, sha256, dims } => {
+            if *sha256 != old.pca.sha256 || *dims != old.pca.dims {
+                diffs.push(format!("PCA: {} (sha256 {}, {} dims) in the folder, {} (sha256 {}, {dims} dims) here", old.pca.source, short(&old.pca.sha256), old.pca.dims, path.display(), short(sha256)));
+            }
+        }
+        PcaChoice::Fit { dims } => {
+            if !old.pca.fitted_here {
+                diffs.push(format!("PCA: the folder's dataset was made with --pca {} (sha256 {}); this run gives none and would fit another (give that --pca again)", old.pca.source, short(&old.pca.sha256)));
+            } else if *dims != old.pca.dims {
+                diffs.push(format!("PCA dims: {} in the folder, {dims} here", old.pca.dims));
+            } else if draft.layout == "plan" {
+                // Reused, as long as it is the one the folder's shards were made with.
+                let p = out.join("pca.npz");
+                match vidfeat_features::Pca::load(&p, Some(*dims)).map(|x| x.content_sha256()) {
+                    Ok(sha) if sha == old.pca.sha256 => reuse = Some(p),
+                    Ok(sha) => diffs.push(format!("PCA: pca.npz has changed since the folder's shards were made (sha256 {}, dataset.json says {})", short(&sha), short(&old.pca.sha256))),
+                    Err(e) => diffs.push(format!("PCA: the folder's pca.npz cannot be read ({e})")),
+                }
+            }
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(reuse);
+    }
+    if overwrite {
+        tracing::info!("--overwrite: removing the dataset in {} ({})", out.display(), diffs.join("; "));
+        remove_dataset(out)?;
+        return Ok(None);
+    }
+    bail!(
+        "{} holds another dataset, so nothing was done:\n  {}\ngive --overwrite to replace it, or another --out",
+        out.display(),
+        diffs.join("\n  ")
+    )
+}
+
+/// A file name made from data, checked before anything is created under it: one plain path
+/// component (no separator, not `.` or `..`, no NUL), so `dir/name` lies in `dir`.
+pub fn checked_name(name: &str) -> Result<&str> {
+    let ok = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    anyhow::ensure!(ok, "refusing the file name `{}`: not a plain file name", name.escape_debug());
+    Ok(name)
+}
+
+/// Where a shard's files go, its name checked: frame and video shards, journal, done marker,
+/// lease.
+#[derive(Debug, Clone)]
+pub struct ShardPaths {
+    pub frame: PathBuf,
+    pub video: PathBuf,
+    pub journal: PathBuf,
+    pub done: PathBuf,
+    pub lease: PathBuf,
+}
+
+/// `name` is the shard's file name (`train-00003-of-00016.tfrecord`).
+pub fn shard_paths(dir: &Path, name: &str) -> Result<ShardPaths> {
+    let name = checked_name(name)?;
+    let stem = name.strip_suffix(".tfrecord").unwrap_or(name);
+    Ok(ShardPaths {
+        frame: dir.join("frame").join(name),
+        video: dir.join("video").join(name),
+        journal: dir.join("journal").join(format!("{stem}.journal")),
+        done: dir.join("done").join(format!("{stem}.json")),
+        lease: dir.join("leases").join(format!("{stem}.lease")),
+    })
+}
+
+/// The shard stem a file in one of the shard folders belongs to: `NAME.tfrecord` (frame,
+/// video), `NAME.json` (done), `NAME.journal`, `NAME.lease`, or a writer's temporary file
+/// `.NAME.tfrecord...tmp` / `.NAME.json...tmp`.
+fn stem_of<'a>(dir: &str, file: &'a str) -> Option<&'a str> {
+    let suffix = match dir {
+        "frame" | "video" => ".tfrecord",
+        "done" => ".json",
+        "journal" => ".journal",
+        _ => ".lease",
+    };
+    match file.strip_prefix('.') {
+        Some(tmp) if tmp.ends_with(".tmp") => tmp.find(suffix).map(|i| &tmp[..i]),
+        Some(_) => None,
+        None => file.strip_suffix(suffix),
+    }
+}
+
+/// Removes the files of shards that are not in `names` (file names, `x.tfrecord`): shards of a
+/// split or a shard count that went away. Returns how many shards were removed.
+pub fn remove_stale_shards(out: &Path, names: &BTreeSet<String>) -> Result<usize> {
+    let keep: BTreeSet<&str> = names.iter().map(|n| n.strip_suffix(".tfrecord").unwrap_or(n)).collect();
+    let mut removed: BTreeSet<String> = BTreeSet::new();
+    for dir in ["frame", "video", "done", "journal", "leases"] {
+        for e in std::fs::read_dir(out.join(dir)).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = stem_of(dir, &n) else { continue };
+            if !keep.contains(stem) {
+                std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+                if matches!(dir, "frame" | "video" | "done") && !n.starts_with('.') {
+                    removed.insert(stem.to_string());
+                }
+            }
+        }
+    }
+    Ok(removed.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_shard_files_and_only_those_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let files = [
+            "frame/train-00000-of-00002.tfrecord",
+            "frame/train-00001-of-00002.tfrecord",
+            "frame/train-00000-of-00001.tfrecord",
+            "frame/.train-00000-of-00001.tfrecord.123.tmp",
+            "video/train-00000-of-00001.tfrecord",
+            "video/val.v2-00000-of-00001.tfrecord",
+            "done/train-00000-of-00001.json",
+            "done/.train-00000-of-00001.json.77.tmp",
+            "journal/train-00000-of-00001.journal",
+            "leases/train-00000-of-00001.lease",
+            "frame/notes.txt",
+        ];
+        for f in files {
+            std::fs::create_dir_all(d.path().join(f).parent().unwrap()).unwrap();
+            std::fs::write(d.path().join(f), b"x").unwrap();
+        }
+        let keep: BTreeSet<String> = ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord", "val.v2-00000-of-00001.tfrecord"].map(String::from).into();
+        assert_eq!(remove_stale_shards(d.path(), &keep).unwrap(), 1);
+        let left: Vec<&str> = files.iter().copied().filter(|f| d.path().join(f).exists()).collect();
+        assert_eq!(left, ["frame/train-00000-of-00002.tfrecord", "frame/train-00001-of-00002.tfrecord", "video/val.v2-00000-of-00001.tfrecord", "frame/notes.txt"]);
+    }
+
+    #[test]
+    fn names_from_data_cannot_leave_their_folder() {
+        for bad in ["", ".", "..", "../x.tfrecord", "a/b.tfrecord", "a\\b", "x\0y"] {
+            assert!(shard_paths(Path::new("/out"), bad).is_err(), "{bad:?}");
+        }
+        let p = shard_paths(Path::new("/out"), "train-00001-of-00004.tfrecord").unwrap();
+        assert_eq!(p.journal, Path::new("/out/journal/train-00001-of-00004.journal"));
+        assert_eq!(p.done, Path::new("/out/done/train-00001-of-00004.json"));
+    }
+}

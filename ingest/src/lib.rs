@@ -169,7 +169,7 @@ pub struct Ingested {
 /// For each id in order, whether an earlier one equals it (the first occurrence wins). One pass
 /// over borrowed ids: nothing is copied, which matters for lists of millions of rows.
 pub fn repeated_ids<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Vec<bool> {
-    let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
+    let mut seen: HashSet<&str, foldhash::fast::RandomState> = HashSet::with_capacity_and_hasher(ids.len(), Default::default());
     ids.map(|id| !seen.insert(id)).collect()
 }
 

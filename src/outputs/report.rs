@@ -150,7 +150,12 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         }
     }
     if let Some(d) = summary["pca"]["dims"].as_u64() {
-        facts.push(format!("<b>PCA</b> {d} dims"));
+        let support = match (summary["pca"]["supported_components"].as_u64(), summary["pca"]["fitted_on_frames"].as_u64()) {
+            (Some(k), Some(n)) => format!(" ({k} supported by the {n} frames it was fitted on{})", if k < d { "; the rest written as zero" } else { "" }),
+            (Some(k), None) => format!(" ({k} supported)"),
+            _ => String::new(),
+        };
+        facts.push(format!("<b>PCA</b> {d} dims{}", esc(&support)));
     }
     if let Some(s) = summary["settings"].as_object() {
         for k in ["fps", "max_frames", "compression", "batch_size"] {
@@ -164,6 +169,30 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     }
     for p in problems.iter().take(10) {
         writeln!(h, "<p class=\"warn\">shard problem: {}</p>", esc(p))?;
+    }
+    let prov = &summary["provenance"];
+    if prov.is_object() {
+        let mut made = vec![format!("<b>made by</b> vidfeat {}", esc(prov["vidfeat"].as_str().unwrap_or("?")))];
+        if let Some(c) = prov["git_commit"].as_str() {
+            made.push(format!("<b>commit</b> {}", esc(&c[..c.len().min(12)])));
+        }
+        if let Some(t) = prov["created_at"].as_str() {
+            made.push(format!("<b>at</b> {}", esc(t)));
+        }
+        if let Some(f) = prov["ffmpeg"].as_object() {
+            made.push(format!("<b>FFmpeg</b> {}", esc(&f.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(", "))));
+        }
+        if let Some(t) = prov["libtorch"].as_str() {
+            made.push(format!("<b>libtorch</b> {}", esc(t)));
+        }
+        if let Some(w) = prov["workers"].as_array() {
+            made.push(format!("<b>workers</b> {}", w.len()));
+        }
+        writeln!(h, "<p class=\"facts\">{}</p>", made.join(" &middot; "))?;
+        if let Some(cmd) = prov["command"].as_array() {
+            let line = cmd.iter().filter_map(|a| a.as_str()).map(shell_word).collect::<Vec<_>>().join(" ");
+            writeln!(h, "<p class=\"facts\"><b>command</b> <code>{}</code></p>", esc(&line))?;
+        }
     }
 
     // Failures by kind.
@@ -461,6 +490,15 @@ pub fn esc(s: &str) -> String {
         }
     }
     o
+}
+
+/// A command-line word as a shell would need it quoted.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
 }
 
 fn now_utc() -> String {

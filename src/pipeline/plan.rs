@@ -11,7 +11,7 @@
 //! other is rebuilt. The content of downloaded sources is checked apart from the key: the done
 //! marker records the SHA-256 of every download the shard was built from, and a shard whose
 //! downloads now hold other content in the cache is rebuilt ([`freeze`]).
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -101,6 +101,7 @@ impl PlanSettings {
 
     /// SHA-256 of what shapes the shards' bytes: every field but paths, counts, keys and
     /// provenance (a new setting counts unless it is left out here).
+    #[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
     fn settings_sha256(&self) -> String {
         let mut s = self.clone();
         s.model.clear();
@@ -125,7 +126,7 @@ struct PlanLine<'a> {
     kind: &'static str,
     /// Local files: `size:mtime_ns`; remote sources: empty (their content is checked through
     /// the done marker).
-    identity: &'a str,
+    identity: Identity,
     window: Option<(f64, f64)>,
     labels: &'a [i64],
     /// [start, label, score] per segment.
@@ -144,7 +145,7 @@ struct KeyedTask<'a> {
     id: &'a str,
     kind: &'static str,
     source: &'a str,
-    identity: &'a str,
+    identity: Identity,
     window: Option<(f64, f64)>,
     labels: &'a [i64],
     segments: &'a [(i64, i64, f32)],
@@ -210,11 +211,26 @@ impl Planned {
     }
 }
 
-/// A local file's identity: size and modification time (ns); None when it is not a file.
-fn local_identity(p: &Path) -> Option<String> {
+/// A source's identity as it enters the key: a local file's size and modification time (ns),
+/// written `size:mtime`; nothing for a remote source (its content is checked through the done
+/// marker).
+#[derive(Debug, Clone, Copy, Default)]
+struct Identity(Option<(u64, u128)>);
+
+impl Serialize for Identity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0 {
+            Some((len, mtime)) => s.collect_str(&format_args!("{len}:{mtime}")),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
+/// A local file's identity; None when it is not a file.
+fn local_identity(p: &Path) -> Option<Identity> {
     let m = std::fs::metadata(p).ok().filter(|m| m.is_file())?;
     let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    Some(format!("{}:{mtime}", m.len()))
+    Some(Identity(Some((m.len(), mtime))))
 }
 
 /// `vidfeat plan`: resolve and validate everything without decoding. Writes `out/plan.jsonl`
@@ -243,8 +259,10 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
     let mut by_label: BTreeMap<String, u64> = BTreeMap::new();
     let (mut remote, mut resolved) = (0u64, 0u64);
     let names: HashMap<i64, &str> = prepared.vocab.iter().flat_map(|v| v.classes.iter().map(|c| (c.index, c.name.as_str()))).collect();
-    // Each distinct local path is looked at once (Kinetics windows share their full video).
-    let mut seen: HashMap<&std::ffi::OsStr, Option<String>> = HashMap::new();
+    // A windowed source (Kinetics clips cut from their full video) is looked at once however
+    // many windows share it; other sources are rarely repeated, so they are not remembered (a
+    // list of millions of clip files would fill the map for nothing).
+    let mut seen: HashMap<&std::ffi::OsStr, Option<Identity>, foldhash::fast::RandomState> = HashMap::default();
     let mut shard_tasks: BTreeMap<String, String> = BTreeMap::new();
     let mut current: Option<(String, sha2::Sha256)> = None;
     let mut line = Vec::with_capacity(512);
@@ -252,9 +270,10 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
     for j in &prepared.jobs {
         let n = prepared.shard_counts[&j.task.split];
         let (kind, identity) = match &j.task.source {
-            Source::Local(p) => ("local", seen.entry(p.as_os_str()).or_insert_with(|| local_identity(p)).clone()),
-            Source::Url(_) => ("url", Some(String::new())),
-            Source::Id(_) => ("id", Some(String::new())),
+            Source::Local(p) if j.task.window.is_some() => ("local", *seen.entry(p.as_os_str()).or_insert_with(|| local_identity(p))),
+            Source::Local(p) => ("local", local_identity(p)),
+            Source::Url(_) => ("url", Some(Identity::default())),
+            Source::Id(_) => ("id", Some(Identity::default())),
         };
         let Some(identity) = identity else {
             log.record(Failure {
@@ -290,7 +309,7 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
             }
             current = Some((shard_file.clone(), sha2::Sha256::new()));
         }
-        let keyed = KeyedTask { id: &j.task.id, kind, source: &source, identity: &identity, window: j.task.window, labels: &j.labels, segments: &segments };
+        let keyed = KeyedTask { id: &j.task.id, kind, source: &source, identity, window: j.task.window, labels: &j.labels, segments: &segments };
         line.clear();
         serde_json::to_writer(&mut line, &keyed)?;
         line.push(b'\n');
@@ -300,7 +319,7 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
                 id: &j.task.id,
                 source: &source,
                 kind,
-                identity: &identity,
+                identity,
                 window: j.task.window,
                 labels: &j.labels,
                 segments,
@@ -540,7 +559,7 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     let source = if fitted_here { "pca.npz".to_string() } else { pca_path.display().to_string() };
     crate::pipeline::dataset::write_identity(out, &draft.identity(PcaIdentity { sha256: plan.pca_sha256.clone(), dims: plan.pca_dims, fitted_here, source }))?;
     plan.write(out)?;
-    let names: BTreeSet<String> = plan.shard_keys.keys().cloned().collect();
+    let names: std::collections::BTreeSet<String> = plan.shard_keys.keys().cloned().collect();
     let removed = crate::pipeline::dataset::remove_stale_shards(out, &names)?;
     let refetched = crate::pipeline::worker::invalidate_changed_downloads(out, &plan, &f.decode.fetch_in(out).dir)?;
     if refetched > 0 {

@@ -647,9 +647,15 @@ fn kinetics_row(
     let id = format!("{yid}_{s:06}_{e:06}");
     let label = get(cl).map(str::to_string);
     let (source, window) = match find_kinetics_clip(index, root, yid, &id, label.as_deref(), s, e) {
+        Some((p, w)) => (Source::Local(p), w),
         // Not on disk: fetch the full video by its YouTube id and cut the window.
-        (p, None) if opts.ids_as_sources && !p.exists() => (Source::Id(yid.to_string()), Some((s as f64, e as f64))),
-        (p, w) => (Source::Local(p), w),
+        None if opts.ids_as_sources => (Source::Id(yid.to_string()), Some((s as f64, e as f64))),
+        // The root was listed: no file-system call is needed to know it is missing.
+        None => {
+            let path = root.join(format!("{id}.mp4"));
+            let message = kinetics_not_found(root, yid, &id, label.as_deref());
+            return Err(RowError { origin, id: Some(id), source: Some(path.display().to_string()), kind: "not_found", message });
+        }
     };
     Ok(Task { id, source, window, labels: label.into_iter().collect(), segments: None, split: get(csp).unwrap_or(default_split).to_string(), origin })
 }
@@ -659,14 +665,14 @@ fn kinetics_row(
 /// a row and no file-system calls.
 struct DirIndex {
     /// stem -> (relative path, extension rank, folder rank), best first.
-    by_stem: HashMap<String, Vec<(String, usize, bool)>>,
+    by_stem: HashMap<String, Vec<(String, usize, bool)>, foldhash::fast::RandomState>,
 }
 
 const KINETICS_EXTS: [&str; 3] = ["mp4", "mkv", "webm"];
 
 impl DirIndex {
     fn new(root: &Path) -> Self {
-        let mut by_stem: HashMap<String, Vec<(String, usize, bool)>> = HashMap::new();
+        let mut by_stem: HashMap<String, Vec<(String, usize, bool)>, foldhash::fast::RandomState> = HashMap::default();
         let mut add = |rel: String, name: &str, in_root: bool| {
             if let Some((stem, ext)) = name.rsplit_once('.') {
                 if let Some(rank) = KINETICS_EXTS.iter().position(|e| *e == ext) {
@@ -716,15 +722,19 @@ impl DirIndex {
 }
 
 /// The clip file if present (no window: it is already cut), else the full video with the
-/// window, else the conventional clip path (which then fails as `not_found`).
-fn find_kinetics_clip(index: &DirIndex, root: &Path, yid: &str, clip: &str, label: Option<&str>, s: u32, e: u32) -> (PathBuf, Option<(f64, f64)>) {
+/// window; None when neither is in the index.
+fn find_kinetics_clip(index: &DirIndex, root: &Path, yid: &str, clip: &str, label: Option<&str>, s: u32, e: u32) -> Option<(PathBuf, Option<(f64, f64)>)> {
     if let Some(rel) = index.find(clip, label) {
-        return (root.join(rel), None);
+        return Some((root.join(rel), None));
     }
-    if let Some(rel) = index.find(yid, label) {
-        return (root.join(rel), Some((s as f64, e as f64)));
-    }
-    (root.join(format!("{clip}.mp4")), None)
+    index.find(yid, label).map(|rel| (root.join(rel), Some((s as f64, e as f64))))
+}
+
+/// What a Kinetics row whose video is not on disk was looked for as.
+fn kinetics_not_found(root: &Path, yid: &str, clip: &str, label: Option<&str>) -> String {
+    let exts = KINETICS_EXTS.join("|");
+    let folder = label.map(|l| format!(" or its `{l}/` folder")).unwrap_or_default();
+    format!("no clip `{clip}.{{{exts}}}` nor full video `{yid}.{{{exts}}}` in --video-root {}{folder}", root.display())
 }
 
 fn read_jsonl(path: &Path, default_split: &str, ids_as_sources: bool, sink: &mut dyn FnMut(Row)) -> std::io::Result<()> {
@@ -932,14 +942,18 @@ mod tests {
         let csv = d.path().join("k.csv");
         fs::write(&csv, "label,youtube_id,time_start,time_end,split,is_cc\n\"flipping pancake\",-abc,10,20,val,0\narm wrestling,full,3,13,train,1\nx,gone,1,11,val,0\ny,bad,9,3,val,0\n").unwrap();
         let got = read_inputs(&[csv], &opts()).unwrap();
-        assert_eq!(got.tasks.len(), 3);
+        assert_eq!(got.tasks.len(), 2);
         assert_eq!(got.tasks[0].id, "-abc_000010_000020");
         assert_eq!(got.tasks[0].labels, ["flipping pancake"]);
         assert_eq!(got.tasks[0].window, None);
         assert_eq!(got.tasks[1].source, Source::Local(d.path().join("arm wrestling/full.mkv")));
         assert_eq!(got.tasks[1].window, Some((3.0, 13.0)));
-        assert!(matches!(&got.tasks[2].source, Source::Local(p) if !p.exists()));
-        assert_eq!(got.errors.len(), 1);
+        // A missing video is reported with the names it was looked for as, and where.
+        assert_eq!(got.errors.len(), 2);
+        let missing = &got.errors[0];
+        assert_eq!((missing.kind, missing.origin.line, missing.id.as_deref()), ("not_found", 4, Some("gone_000001_000011")));
+        assert!(missing.message.contains("gone_000001_000011.{mp4|mkv|webm}") && missing.message.contains("`gone.{mp4|mkv|webm}`"), "{}", missing.message);
+        assert!(missing.message.contains(&d.path().display().to_string()) && missing.message.contains("`x/` folder"), "{}", missing.message);
     }
 
     fn errs(got: &Ingested) -> Vec<(usize, String)> {
@@ -965,6 +979,9 @@ mod tests {
         assert!(e[2].1.contains("after a closing quote"), "{e:?}");
         // Fewer fields than the header, in a Kinetics CSV too.
         let k = d.path().join("k.csv");
+        for v in ["abc.mp4", "abd.mp4"] {
+            fs::write(d.path().join(v), b"").unwrap();
+        }
         fs::write(&k, "label,youtube_id,time_start,time_end,split\nabseiling,abc,1,11\nabseiling,abd,1,11,val\n").unwrap();
         let got = read_inputs(&[k], &opts()).unwrap();
         assert_eq!(got.tasks.len(), 1);
@@ -974,6 +991,9 @@ mod tests {
     #[test]
     fn bom_crlf_bad_utf8_and_nul_in_every_format() {
         let d = tempfile::tempdir().unwrap();
+        for v in ["a.mp4", "d.mp4"] {
+            fs::write(d.path().join(v), b"").unwrap();
+        }
         let bom = b"\xEF\xBB\xBF";
         let cases: [(&str, &[u8]); 5] = [
             ("l.csv", b"id,source,split\r\na,a.mp4,val\r\nb,b\xFF.mp4,val\r\nc,c\x00.mp4,val\r\nd,d.mp4,val\r\n"),
@@ -1013,6 +1033,10 @@ mod tests {
     fn values_that_would_name_other_folders_are_invalid_rows_in_every_format() {
         let d = tempfile::tempdir().unwrap();
         let hostile = ["../../escaped", "a/b", ".hidden", "..", "x\\y", &"s".repeat(65), "tr ain", "é"];
+        for i in 0..hostile.len() {
+            fs::write(d.path().join(format!("y{i}.mp4")), b"").unwrap();
+        }
+        fs::write(d.path().join("ok.mp4"), b"").unwrap();
         let mut csv = String::from("id,source,split\n");
         let mut jsonl = String::new();
         let mut kin = String::from("label,youtube_id,time_start,time_end,split\n");

@@ -8,6 +8,9 @@
 //! Labels map by Knowledge-Graph id (`/m/...`), then exact name, then a case- and
 //! space-normalised name (reported as a warning so users can fix their lists).
 use std::collections::HashMap;
+
+/// Lookups happen once per list row (millions): a fast seeded hasher, not SipHash.
+type Map = HashMap<String, usize, foldhash::fast::RandomState>;
 use std::io::Write;
 use std::path::Path;
 
@@ -43,9 +46,9 @@ pub struct Vocabulary {
     /// `yt8m`, `kinetics-400`, ... or the file path it came from.
     pub source: String,
     pub classes: Vec<Class>,
-    by_name: HashMap<String, usize>,
-    by_norm: HashMap<String, usize>,
-    by_kg: HashMap<String, usize>,
+    by_name: Map,
+    by_norm: Map,
+    by_kg: Map,
 }
 
 const YT8M: &str = include_str!("../vocab/vocabulary.csv");
@@ -67,9 +70,9 @@ impl Vocabulary {
         let mut v = Vocabulary {
             source: source.to_string(),
             classes: vec![],
-            by_name: HashMap::new(),
-            by_norm: HashMap::new(),
-            by_kg: HashMap::new(),
+            by_name: Map::default(),
+            by_norm: Map::default(),
+            by_kg: Map::default(),
         };
         for c in classes {
             let i = v.classes.len();

@@ -293,7 +293,7 @@ pub fn prepare(spec: &JobSpec, log: &mut FailureLog) -> Result<Prepared> {
         j.shard = shard_of(&j.task.id, shard_counts[&j.task.split]);
     }
     // Stable: keeps input order within a shard. Splits ranked once (no string compares).
-    let rank: std::collections::HashMap<&str, usize> = shard_counts.keys().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let rank: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> = shard_counts.keys().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     // sort_by_cached_key is stable and permutes in place.
     jobs.sort_by_cached_key(|j| (rank[j.task.split.as_str()], j.shard));
     drop(rank);

@@ -117,9 +117,9 @@ impl PlanSettings {
     }
 }
 
-/// One line of plan.jsonl.
+/// What of a task enters its shard's key; also the start of its plan.jsonl line.
 #[derive(serde::Serialize)]
-struct PlanLine<'a> {
+struct KeyedTask<'a> {
     id: &'a str,
     source: &'a str,
     /// `local`, `url` or `id` (fetched with --fetch-cmd).
@@ -130,25 +130,18 @@ struct PlanLine<'a> {
     window: Option<(f64, f64)>,
     labels: &'a [i64],
     /// [start, label, score] per segment.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    segments: Vec<(i64, i64, f32)>,
-    split: &'a str,
-    shard: u32,
-    shard_file: String,
-    file: &'a str,
-    line: usize,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    segments: &'a [(i64, i64, f32)],
 }
 
-/// What of a task enters its shard's key.
+/// The rest of a plan.jsonl line: where the task goes and where it came from (not in the key).
 #[derive(serde::Serialize)]
-struct KeyedTask<'a> {
-    id: &'a str,
-    kind: &'static str,
-    source: &'a str,
-    identity: Identity,
-    window: Option<(f64, f64)>,
-    labels: &'a [i64],
-    segments: &'a [(i64, i64, f32)],
+struct PlanTail<'a> {
+    split: &'a str,
+    shard: u32,
+    shard_file: &'a str,
+    file: &'a str,
+    line: usize,
 }
 
 /// A plan.jsonl line read back (what `vidfeat work` needs of it).
@@ -226,6 +219,19 @@ impl Serialize for Identity {
     }
 }
 
+/// A path as a map key that hashes only its length and last 32 bytes (paths of one list share
+/// long prefixes; equality still compares the whole path).
+#[derive(PartialEq, Eq)]
+struct PathKey<'a>(&'a Path);
+
+impl std::hash::Hash for PathKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let b = self.0.as_os_str().as_encoded_bytes();
+        h.write_usize(b.len());
+        h.write(&b[b.len().saturating_sub(32)..]);
+    }
+}
+
 /// A local file's identity; None when it is not a file.
 fn local_identity(p: &Path) -> Option<Identity> {
     let m = std::fs::metadata(p).ok().filter(|m| m.is_file())?;
@@ -255,22 +261,23 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
     if let (Some(v), Some(dir)) = (&prepared.vocab, vocab_dir) {
         v.write_csv(&dir.join("vocabulary.csv"))?;
     }
-    let mut by_split: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_label: BTreeMap<String, u64> = BTreeMap::new();
+    // Counted by split and label index as they go (no string per row), named at the end.
+    let mut by_split: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_index: HashMap<i64, u64, foldhash::fast::RandomState> = HashMap::default();
     let (mut remote, mut resolved) = (0u64, 0u64);
-    let names: HashMap<i64, &str> = prepared.vocab.iter().flat_map(|v| v.classes.iter().map(|c| (c.index, c.name.as_str()))).collect();
     // A windowed source (Kinetics clips cut from their full video) is looked at once however
     // many windows share it; other sources are rarely repeated, so they are not remembered (a
     // list of millions of clip files would fill the map for nothing).
-    let mut seen: HashMap<&std::ffi::OsStr, Option<Identity>, foldhash::fast::RandomState> = HashMap::default();
+    let mut seen: HashMap<PathKey, Option<Identity>, foldhash::fast::RandomState> = HashMap::default();
+    let cwd = std::env::current_dir()?;
     let mut shard_tasks: BTreeMap<String, String> = BTreeMap::new();
-    let mut current: Option<(String, sha2::Sha256)> = None;
+    // The shard being hashed: (split, index) and its file name. Jobs come sorted by shard.
+    let mut current: Option<((&str, u32), String, sha2::Sha256)> = None;
     let mut line = Vec::with_capacity(512);
     let mut whole = sha2::Sha256::new();
     for j in &prepared.jobs {
-        let n = prepared.shard_counts[&j.task.split];
         let (kind, identity) = match &j.task.source {
-            Source::Local(p) if j.task.window.is_some() => ("local", *seen.entry(p.as_os_str()).or_insert_with(|| local_identity(p))),
+            Source::Local(p) if j.task.window.is_some() => ("local", *seen.entry(PathKey(p)).or_insert_with(|| local_identity(p))),
             Source::Local(p) => ("local", local_identity(p)),
             Source::Url(_) => ("url", Some(Identity::default())),
             Source::Id(_) => ("id", Some(Identity::default())),
@@ -291,52 +298,52 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
         if kind != "local" {
             remote += 1;
         }
-        *by_split.entry(j.task.split.clone()).or_default() += 1;
-        for l in &j.labels {
-            *by_label.entry(names.get(l).map(|n| n.to_string()).unwrap_or_else(|| l.to_string())).or_default() += 1;
+        *by_split.entry(j.task.split.as_str()).or_default() += 1;
+        for &l in &j.labels {
+            *by_index.entry(l).or_default() += 1;
         }
         // Absolute: workers run from other folders (a Slurm task's, a pod's).
-        let source = match &j.task.source {
-            Source::Local(p) if p.is_absolute() => p.display().to_string(),
-            Source::Local(p) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
-            s => s.to_string(),
+        let absolute;
+        let source: std::borrow::Cow<str> = match &j.task.source {
+            Source::Local(p) if p.is_absolute() => p.to_string_lossy(),
+            Source::Local(p) => {
+                // Joined to the working folder read once (std::path::absolute asks the kernel
+                // for it on every call).
+                absolute = std::path::absolute(cwd.join(p)).unwrap_or_else(|_| p.clone());
+                absolute.to_string_lossy()
+            }
+            s => s.to_string().into(),
         };
         let segments: Vec<(i64, i64, f32)> = j.segments().iter().map(|s| (s.start, s.label, s.score)).collect();
-        let shard_file = vidfeat_export::shard_name(&j.task.split, j.shard, n);
-        if current.as_ref().is_none_or(|(name, _)| *name != shard_file) {
-            if let Some((name, h)) = current.take() {
+        let here = (j.task.split.as_str(), j.shard);
+        if current.as_ref().is_none_or(|(at, _, _)| *at != here) {
+            if let Some((_, name, h)) = current.take() {
                 shard_tasks.insert(name, hex::encode(h.finalize()));
             }
-            current = Some((shard_file.clone(), sha2::Sha256::new()));
+            let name = vidfeat_export::shard_name(here.0, here.1, prepared.shard_counts[here.0]);
+            current = Some((here, name, sha2::Sha256::new()));
         }
-        let keyed = KeyedTask { id: &j.task.id, kind, source: &source, identity, window: j.task.window, labels: &j.labels, segments: &segments };
+        let (_, shard_file, hasher) = current.as_mut().unwrap();
+        let keyed = KeyedTask { id: &j.task.id, source: &source, kind, identity, window: j.task.window, labels: &j.labels, segments: &segments };
         line.clear();
         serde_json::to_writer(&mut line, &keyed)?;
-        line.push(b'\n');
-        current.as_mut().unwrap().1.update(&line);
+        hasher.update(&line);
+        hasher.update(b"\n");
         if let Some(w) = plan_out.as_mut() {
-            let pl = PlanLine {
-                id: &j.task.id,
-                source: &source,
-                kind,
-                identity,
-                window: j.task.window,
-                labels: &j.labels,
-                segments,
-                split: &j.task.split,
-                shard: j.shard,
-                shard_file,
-                file: &j.task.origin.file,
-                line: j.task.origin.line,
-            };
-            line.clear();
-            serde_json::to_writer(&mut line, &pl)?;
+            // The plan line is the keyed object with the tail's fields after its own: `{keyed..`
+            // + `,` + `tail..}` (each task serialized once).
+            line.pop();
+            line.push(b',');
+            let at = line.len();
+            let tail = PlanTail { split: &j.task.split, shard: j.shard, shard_file, file: &j.task.origin.file, line: j.task.origin.line };
+            serde_json::to_writer(&mut line, &tail)?;
+            line.remove(at);
             line.push(b'\n');
             whole.update(&line);
             w.write_all(&line)?;
         }
     }
-    if let Some((name, h)) = current.take() {
+    if let Some((_, name, h)) = current.take() {
         shard_tasks.insert(name, hex::encode(h.finalize()));
     }
     // Shards without tasks are written too (empty): they get the hash of no tasks.
@@ -346,6 +353,8 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
             shard_tasks.entry(vidfeat_export::shard_name(split, k, n)).or_insert_with(|| empty.clone());
         }
     }
+    let names: HashMap<i64, &str> = prepared.vocab.iter().flat_map(|v| v.classes.iter().map(|c| (c.index, c.name.as_str()))).collect();
+    let by_label: BTreeMap<String, u64> = by_index.iter().map(|(i, n)| (names.get(i).map(|s| s.to_string()).unwrap_or_else(|| i.to_string()), *n)).collect();
     let k = |name: &str| log.by_kind.get(name).copied().unwrap_or(0);
     let summary = json!({
         "rows": prepared.list_rows,

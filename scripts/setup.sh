@@ -37,6 +37,8 @@ fi
 # 2. CPU libtorch from wheels -----------------------------------------------
 if [[ -f $LIBTORCH/build-version && $(cat "$LIBTORCH/build-version") == "$TORCH_VERSION" ]]; then
   say "libtorch $TORCH_VERSION present in $LIBTORCH"
+  # Earlier set-ups left it 0700 (mktemp): readable by every user of the checkout.
+  chmod -R a+rX "$LIBTORCH"
 else
   say "assembling libtorch $TORCH_VERSION in $LIBTORCH (downloads about 540 MB once)"
   WHEELS=$DEPS/wheels
@@ -46,6 +48,9 @@ else
        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -q -d "$WHEELS")
   "${PIP[@]}" "torch==$TORCH_VERSION" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   tmp=$(mktemp -d "$DEPS/libtorch.tmp.XXXX")
+  # mktemp makes it 0700: other users of the checkout (a cluster job's service account) must
+  # be able to load libtorch from it.
+  chmod 755 "$tmp"
   mkdir -p "$tmp/lib"
   (cd "$tmp" && unzip -q "$WHEELS"/torch-$TORCH_VERSION-*.whl 'torch/include/*' \
       'torch/lib/libtorch_cpu.so' 'torch/lib/libtorch.so' 'torch/lib/libc10.so' 'torch/lib/libgomp.so.1' \

@@ -19,11 +19,13 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     vidfeat::telemetry::init_logging(cli.log_format);
-    // Long-running commands show progress; the display stops (bars cleared) when it drops.
-    let display = cli::long_running(&cli.cmd)
-        .then(|| vidfeat::telemetry::Display::start(cli.progress, std::time::Duration::from_secs(cli.progress_interval)));
+    // Long-running commands show progress; the display stops (bars cleared, a closing line
+    // logged) before a summary is printed, or here.
+    if cli::long_running(&cli.cmd) {
+        vidfeat::telemetry::start_display(cli.progress, std::time::Duration::from_secs(cli.progress_interval));
+    }
     let r = cli::exec(cli.cmd);
-    drop(display);
+    vidfeat::telemetry::finish_display();
     match r {
         Ok(c) => c,
         // `vidfeat inspect ... | head` is not an error.

@@ -68,6 +68,13 @@ pub fn written(ok: bool) {
         COUNTERS.failed.fetch_add(1, Relaxed);
     }
 }
+/// Videos (or list rows) that failed before any decoding (list problems, missing files): they
+/// count as planned and as written, failed, so the closing line agrees with the summary.
+pub fn failed_before_work(n: u64) {
+    for c in [&COUNTERS.planned, &COUNTERS.written, &COUNTERS.failed] {
+        c.fetch_add(n, Relaxed);
+    }
+}
 pub fn resumed(n: u64) {
     for c in [&COUNTERS.decoded, &COUNTERS.written, &COUNTERS.resumed] {
         c.fetch_add(n, Relaxed);
@@ -99,6 +106,18 @@ impl Counters {
     }
 }
 
+/// `n` and the word, plural when `n` is not 1: `count(1, "video")` is "1 video",
+/// `count(3, "class")` "3 classes".
+pub fn count(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else if word.ends_with('s') || word.ends_with('x') || word.ends_with("ch") {
+        format!("{n} {word}es")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// One progress line: what the periodic log says, and what tests read.
 pub fn progress_line(s: &Snapshot, elapsed: Duration) -> String {
     let t = elapsed.as_secs_f64().max(1e-9);
@@ -108,8 +127,14 @@ pub fn progress_line(s: &Snapshot, elapsed: Duration) -> String {
     let left = s.planned.saturating_sub(s.written);
     let eta = if vps > 0.0 && left > 0 { format!(", eta {}", hms(left as f64 / vps)) } else { String::new() };
     format!(
-        "progress: {}/{} videos written ({} failed), {} decoded, {} frames extracted; {:.2} videos/s, {:.1} frames/s{eta}",
-        s.written, s.planned, s.failed, s.decoded, s.frames_extracted, vps, fps
+        "progress: {}/{} written ({} failed), {} decoded, {} extracted; {:.2} videos/s, {:.1} frames/s{eta}",
+        s.written,
+        count(s.planned, "video"),
+        s.failed,
+        s.decoded,
+        count(s.frames_extracted, "frame"),
+        vps,
+        fps
     )
 }
 
@@ -183,6 +208,21 @@ impl Display {
         };
         Display { stop, thread }
     }
+}
+
+/// The process's display, while one runs.
+static DISPLAY: Mutex<Option<Display>> = Mutex::new(None);
+
+/// Starts the process's display (see [`Display::start`]).
+pub fn start_display(mode: ProgressMode, interval: Duration) {
+    *DISPLAY.lock().unwrap() = Some(Display::start(mode, interval));
+}
+
+/// Stops the process's display, if one runs: bars cleared, the closing progress line logged.
+/// Called before a command prints its summary, so the summary is the last thing shown.
+pub fn finish_display() {
+    let d = DISPLAY.lock().unwrap().take();
+    drop(d);
 }
 
 impl Drop for Display {
@@ -369,6 +409,23 @@ impl EventLog {
         }
     }
 
+    /// Records that a run (or worker) started now: throughput is counted from here, start-up
+    /// included.
+    pub fn started(&mut self) {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.line(serde_json::json!({"t": (t * 1000.0).round() / 1000.0, "started": true}));
+    }
+
+    fn line(&mut self, v: serde_json::Value) {
+        let Some(f) = self.file.as_mut() else { return };
+        if let Err(e) = writeln!(f, "{v}").and_then(|_| f.flush()) {
+            if !self.warned {
+                tracing::warn!("cannot write the event log: {e}");
+                self.warned = true;
+            }
+        }
+    }
+
     pub fn video(&mut self, id: &str, shard: &str, outcome: std::result::Result<(u64, f64), &str>) {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let mut v = serde_json::json!({"t": (t * 1000.0).round() / 1000.0, "id": id, "shard": shard, "ok": outcome.is_ok()});
@@ -379,13 +436,7 @@ impl EventLog {
             }
             Err(kind) => v["kind"] = kind.into(),
         }
-        let Some(f) = self.file.as_mut() else { return };
-        if let Err(e) = writeln!(f, "{v}").and_then(|_| f.flush()) {
-            if !self.warned {
-                tracing::warn!("cannot write the event log: {e}");
-                self.warned = true;
-            }
-        }
+        self.line(v);
     }
 }
 
@@ -398,6 +449,9 @@ mod tests {
         let s = Snapshot { planned: 100, decoded: 60, frames_decoded: 600, frames_extracted: 500, written: 50, failed: 2, resumed: 40 };
         let l = progress_line(&s, Duration::from_secs(10));
         assert!(l.starts_with("progress: 50/100 videos written (2 failed), 60 decoded, 500 frames extracted;"), "{l}");
+        let one = Snapshot { planned: 1, decoded: 1, frames_decoded: 1, frames_extracted: 1, written: 1, failed: 0, resumed: 0 };
+        assert!(progress_line(&one, Duration::from_secs(1)).starts_with("progress: 1/1 video written (0 failed), 1 decoded, 1 frame extracted;"));
+        assert_eq!((count(0, "class"), count(1, "class"), count(2, "shard")), ("0 classes".to_string(), "1 class".to_string(), "2 shards".to_string()));
         // 10 fresh videos in 10 s: 1/s, 50 left -> 50 s.
         assert!(l.contains("1.00 videos/s, 50.0 frames/s, eta 50s"), "{l}");
         let done = Snapshot { written: 100, ..s };

@@ -297,7 +297,7 @@ fn pca_fit_writes_both_layouts_and_run_uses_them() {
     let npz = d.path().join("pca.npz");
     let folder = d.path().join("yt8m_pca");
     let fit = |out: &Path| -> serde_json::Value {
-        let o = vidfeat(&["pca", "fit", "data-samples/samples.csv", "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--max-frames", "15", "--fps", "2"]);
+        let o = vidfeat(&["pca", "fit", "data-samples/samples.csv", "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--pca-sample-frames", "15", "--fps", "2"]);
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let a = fit(&npz);
@@ -514,7 +514,7 @@ fn pca_fit_stops_early_without_hanging_the_decoders() {
     let o = Command::new("timeout")
         .arg("120")
         .arg(env!("CARGO_BIN_EXE_vidfeat"))
-        .args(["pca", "fit", list.to_str().unwrap(), "--out", d.path().join("p.npz").to_str().unwrap(), "--max-frames", "3", "--dims", "2"])
+        .args(["pca", "fit", list.to_str().unwrap(), "--out", d.path().join("p.npz").to_str().unwrap(), "--pca-sample-frames", "3", "--dims", "2"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));

@@ -444,7 +444,7 @@ fn a_retried_transient_failure_rebuilds_only_its_shard_to_a_clean_runs_bytes() {
     assert_eq!(shards(&x), shards(&clean), "a retried run differs from one where the video succeeded first time");
     // Kinds are checked.
     let o = run(d.path(), &list, &x, &["--retry-failed=sometimes"]);
-    assert!(o.status.code() == Some(1) && stderr(&o).contains("not a failure kind"), "{}", stderr(&o));
+    assert!(o.status.code() == Some(1) && stderr(&o).contains("invalid value 'sometimes' for '--retry-failed") && stderr(&o).contains("download_failed"), "{}", stderr(&o));
 }
 
 #[test]

@@ -46,7 +46,8 @@ fn json_logs_progress_lines_and_rust_log_filtering() {
     assert!(msgs.iter().any(|m| m.starts_with("failed: missing_video (not_found)")), "{msgs:?}");
     let progress: Vec<&&str> = msgs.iter().filter(|m| m.starts_with("progress: ")).collect();
     let last = progress.last().expect("no progress line");
-    assert!(last.starts_with("progress: 4/4 videos written (1 failed), 4 decoded, 23 frames extracted;"), "{last}");
+    // It agrees with the summary: the 3 list rows that failed before decoding count too.
+    assert!(last.starts_with("progress: 7/7 videos written (4 failed), 4 decoded, 23 frames extracted;"), "{last}");
     // Stdout keeps the human summary; the logs stay off it.
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("3 videos ok, 4 failed, 23 rows"));
 
@@ -65,12 +66,14 @@ fn json_logs_progress_lines_and_rust_log_filtering() {
     assert!(e.contains("written [") && e.contains("videos"), "no bars: {e}");
     assert!(e.lines().any(|l| l.contains("WARN") && l.contains("failed: corrupt_video (corrupt): corrupt:")), "{e}");
 
-    // The event log: one line per video of the work stage, with rows and durations.
-    let ev: Vec<serde_json::Value> = std::fs::read_dir(dir.path().join("a/events"))
+    // The event log: one line per video of the work stage, with rows and durations, and the
+    // starts of the run and its worker (where throughput is counted from).
+    let all: Vec<serde_json::Value> = std::fs::read_dir(dir.path().join("a/events"))
         .unwrap()
         .flat_map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
         .collect();
-    assert_eq!(ev.len(), 4, "{ev:?}");
+    let (starts, ev): (Vec<serde_json::Value>, Vec<serde_json::Value>) = all.into_iter().partition(|e| e["started"] == true);
+    assert_eq!((ev.len(), starts.len()), (4, 2), "{ev:?} {starts:?}");
     let pancake = ev.iter().find(|e| e["id"] == "pancake_flip").unwrap();
     assert_eq!((pancake["ok"].as_bool(), pancake["rows"].as_u64()), (Some(true), Some(11)));
     assert!((pancake["seconds"].as_f64().unwrap() - 10.333).abs() < 0.01);

@@ -268,7 +268,7 @@ fn two_workers_with_one_index_do_not_corrupt_the_output_and_a_changed_pca_is_ref
     let pca = PathBuf::from(plan_json["pca"].as_str().unwrap());
     let other = d.path().join("other-list.csv");
     std::fs::write(&other, format!("id,source\nx,{}\n", root().join("data-samples/videos/imageio__cockatoo.mp4").display())).unwrap();
-    ok(bin().args(["pca", "fit", other.to_str().unwrap(), "--out", pca.to_str().unwrap(), "--max-frames", "20"]).output().unwrap(), "refit");
+    ok(bin().args(["pca", "fit", other.to_str().unwrap(), "--out", pca.to_str().unwrap(), "--pca-sample-frames", "20"]).output().unwrap(), "refit");
     let o = work(&dir, &["--worker-index", "0", "--num-workers", "1"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has changed since the plan was made"), "{}", String::from_utf8_lossy(&o.stderr));

@@ -99,6 +99,9 @@ pub struct SampledFrame {
     pub time: f64,
     /// Presentation time of the source frame used, seconds, relative to the origin.
     pub source_pts: f64,
+    /// The origin in the source's media time, seconds (its first frame's presentation time, or
+    /// the window start): `origin + time` and `origin + source_pts` are source times.
+    pub origin: f64,
     /// 0-based number of the source frame in display order (frames skipped undecoded count too).
     pub source_frame: u64,
     pub width: u32,
@@ -329,6 +332,7 @@ impl Session<'_> {
                 index: k,
                 time: self.sampler.row_time(k),
                 source_pts: (*pts - origin) as f64 * self.tb.to_f64(),
+                origin: origin as f64 * self.tb.to_f64(),
                 source_frame: *no,
                 width: self.geom.out_w,
                 height: self.geom.out_h,
@@ -426,6 +430,10 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     if size > opts.max_input_bytes {
         return Err(DecodeError::TooLarge(format!("{size} bytes > {} allowed", opts.max_input_bytes)));
+    }
+    if size == 0 {
+        // FFmpeg would say "Invalid data found when processing input".
+        return Err(DecodeError::UnsupportedFormat("empty file (0 bytes)".into()));
     }
     refuse_playlists(path)?;
     // Local files: the `file` protocol only, and only demuxers that cannot reach other files.

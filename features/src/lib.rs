@@ -96,9 +96,14 @@ pub fn resolve_device(spec: &str) -> Result<(Device, Option<String>), String> {
     let available = loaded.is_ok() && tch::Cuda::is_available();
     match (want_cuda, available) {
         (Some(i), true) if (i as i64) < tch::Cuda::device_count() => Ok((Device::Cuda(i), None)),
-        (Some(i), true) => Ok((Device::Cpu, Some(format!("cuda:{i} requested but only {} CUDA device(s): using the CPU", tch::Cuda::device_count())))),
+        // An explicit CUDA device that is not there is an error: a cluster job must not run
+        // 100x slower on the CPU unnoticed. `auto` falls back.
+        (Some(i), true) => Err(format!("--device cuda:{i}: this machine has {} CUDA device(s); give another index, or --device auto to fall back to the CPU", tch::Cuda::device_count())),
         (None, true) => Ok((Device::Cuda(0), None)),
-        (Some(_), false) => Ok((Device::Cpu, Some(format!("CUDA requested but unavailable ({}): using the CPU", loaded.err().unwrap_or_else(|| "no CUDA device".into()))))),
+        (Some(_), false) => Err(format!(
+            "--device {spec}: CUDA is not available here ({}); give --device auto to fall back to the CPU, or --device cpu",
+            loaded.err().unwrap_or_else(|| "no CUDA device".into())
+        )),
         (None, false) => Ok((Device::Cpu, None)),
     }
 }
@@ -211,6 +216,24 @@ impl Model {
 
     fn err(&self, msg: String) -> FeatureError {
         FeatureError::Model { path: self.path.display().to_string(), msg }
+    }
+
+    /// Runs the network once on a small batch of gray frames, before any work: a model that
+    /// loads but cannot run (a sidecar that does not match it, a classifier instead of a
+    /// feature extractor) fails here with one line, not on every video. The error is the
+    /// TorchScript error's last line, which names the problem.
+    pub fn check(&self) -> Result<(), FeatureError> {
+        let (w, h) = self.input_wh();
+        let frames = vec![128u8; 2 * (w * h * 3) as usize];
+        let out = self.extract(&frames, 2).map_err(|e| {
+            let text = e.to_string();
+            let last = text.lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("").to_string();
+            self.err(format!("does not run on a batch of 2 frames of {w}x{h} (its sidecar's input size): {last}"))
+        })?;
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(self.err("gives non-finite features on gray frames".into()));
+        }
+        Ok(())
     }
 
     /// Features for `n` packed RGB24 frames (n * h * w * 3 bytes): n * output_dim floats.

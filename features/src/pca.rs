@@ -63,7 +63,7 @@ impl Pca {
             return Err(format!("eigenvecs has shape {vs:?}, expected [{k}, {d}] (eigenvals {k}, mean {d})"));
         }
         if dims == 0 || dims as i64 > k {
-            return Err(format!("cannot keep {dims} dims of a {k}-component PCA"));
+            return Err(format!("cannot keep {dims} dims: the PCA has {k} components (give --pca-dims {k} or fewer)"));
         }
         let dims_i = dims as i64;
         let vals = Vec::<f32>::try_from(eigenvals.narrow(0, 0, dims_i).contiguous()).map_err(|e| e.to_string())?;
@@ -189,8 +189,9 @@ impl CovarianceAccumulator {
         self.n += n as i64;
     }
 
-    /// Eigendecomposition of the covariance: components sorted by decreasing eigenvalue, each
-    /// with its largest-magnitude entry made positive (so the result is reproducible).
+    /// Eigendecomposition of the covariance: the `dims` leading components, sorted by
+    /// decreasing eigenvalue, each with its largest-magnitude entry made positive (so the result
+    /// is reproducible).
     pub fn fit(&self, dims: usize) -> Result<Pca, String> {
         if self.n < 2 {
             return Err(format!("PCA needs at least 2 frames, got {}", self.n));
@@ -207,8 +208,10 @@ impl CovarianceAccumulator {
         let signs = vecs.gather(1, &idx, false).sign();
         let signs = signs.where_self(&signs.ne(0.0), &Tensor::ones_like(&signs));
         vecs = vecs * signs;
-        let k = vals.size()[0] as usize;
-        Pca::with_frames(mean, vals, vecs, dims.min(k), Some(self.n as u64))
+        // Only the components asked for are kept (and written): a PCA fitted with 16 dims is a
+        // 16-component PCA, which later runs keep whole by default.
+        let keep = dims.min(vals.size()[0] as usize).max(1) as i64;
+        Pca::with_frames(mean, vals.narrow(0, 0, keep), vecs.narrow(0, 0, keep).contiguous(), keep as usize, Some(self.n as u64))
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! * YouTube-8M `vocabulary.csv` (columns `Index,TrainVideoCount,KnowledgeGraphId,Name,...`): the
 //!   `Index` column *is* the label index (the 2019 file keeps the sparse 2018 indices).
+//! * `yt8m-2018`: the 3,862 class names of the 2018 release (index = line); the Knowledge-Graph
+//!   ids of the 1,000 classes the 2019 file covers are attached (no public file has the others').
 //! * Kinetics 400/600/700 and any one-name-per-line file: index = line number (the shipped
 //!   Kinetics lists are in sorted order, so this is the usual "position in the sorted list").
 //!
@@ -16,8 +18,8 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabelError {
-    #[error("unknown label `{label}` (not in vocabulary {vocab})")]
-    Unknown { label: String, vocab: String },
+    #[error("unknown label `{label}` (not in vocabulary {vocab}){hint}")]
+    Unknown { label: String, vocab: String, hint: String },
     #[error("vocabulary {path}: {msg}")]
     BadVocab { path: String, msg: String },
     #[error("unknown built-in vocabulary `{0}` (yt8m, yt8m-2018, kinetics-400, kinetics-600, kinetics-700, or a file path)")]
@@ -49,7 +51,18 @@ pub struct Vocabulary {
     by_name: Map,
     by_norm: Map,
     by_kg: Map,
+    /// What was said about unknown labels (see `hint`).
+    hints: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
+
+/// The built-in vocabularies, loaded once, for hints about labels another one lacks.
+fn builtins() -> &'static [Vocabulary] {
+    static ALL: std::sync::OnceLock<Vec<Vocabulary>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| BUILTINS.iter().filter_map(|n| Vocabulary::load(n).ok()).collect())
+}
+
+/// The built-in vocabularies' names, with what each holds.
+pub const BUILTINS: [&str; 5] = ["yt8m", "yt8m-2018", "kinetics-400", "kinetics-600", "kinetics-700"];
 
 const YT8M: &str = include_str!("../vocab/vocabulary.csv");
 const YT8M_2018: &str = include_str!("../vocab/yt8m_2018_label_map.txt");
@@ -73,6 +86,7 @@ impl Vocabulary {
             by_name: Map::default(),
             by_norm: Map::default(),
             by_kg: Map::default(),
+            hints: Default::default(),
         };
         for c in classes {
             let i = v.classes.len();
@@ -96,7 +110,17 @@ impl Vocabulary {
     pub fn load(spec: &str) -> Result<Self, LabelError> {
         match spec {
             "yt8m" | "youtube-8m" => Self::parse_yt8m_csv("yt8m", YT8M),
-            "yt8m-2018" | "youtube-8m-2018" => Self::parse_lines("yt8m-2018", YT8M_2018),
+            "yt8m-2018" | "youtube-8m-2018" => {
+                // The 2019 file's indices are 2018 indices: its KG ids belong to those classes.
+                let mut v = Self::parse_lines("yt8m-2018", YT8M_2018)?;
+                let mut classes = std::mem::take(&mut v.classes);
+                for c in Self::parse_yt8m_csv("yt8m", YT8M)?.classes {
+                    if let Some(k) = classes.get_mut(c.index as usize) {
+                        k.kg_id = c.kg_id;
+                    }
+                }
+                Self::from_classes("yt8m-2018", classes)
+            }
             "kinetics-400" | "kinetics400" => Self::parse_lines("kinetics-400", K400),
             "kinetics-600" | "kinetics600" => Self::parse_lines("kinetics-600", K600),
             "kinetics-700" | "kinetics700" | "kinetics-700-2020" => Self::parse_lines("kinetics-700", K700),
@@ -158,7 +182,44 @@ impl Vocabulary {
         if let Some(&i) = self.by_norm.get(&normalise(label)) {
             return Ok((&self.classes[i], Match::Normalised));
         }
-        Err(LabelError::Unknown { label: label.to_string(), vocab: self.source.clone() })
+        Err(LabelError::Unknown { label: label.to_string(), vocab: self.source.clone(), hint: self.hint(label) })
+    }
+
+    /// What to say about a label this vocabulary lacks: the nearest names here, and the other
+    /// built-in vocabularies that have it. Worked out for the first 100 distinct labels (a list
+    /// full of unknown labels must not cost a search per row), then remembered.
+    fn hint(&self, label: &str) -> String {
+        let mut cache = self.hints.lock().unwrap();
+        if let Some(h) = cache.get(label) {
+            return h.clone();
+        }
+        if cache.len() >= 100 {
+            return String::new();
+        }
+        let norm = normalise(label);
+        let mut near: Vec<(f64, &str)> = self
+            .classes
+            .iter()
+            .filter(|c| !c.name.is_empty() && c.name != "???")
+            .map(|c| (strsim::normalized_damerau_levenshtein(&norm, &normalise(&c.name)), c.name.as_str()))
+            .filter(|(s, _)| *s >= 0.6)
+            .collect();
+        near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        let mut parts = vec![];
+        if !near.is_empty() {
+            parts.push(format!("nearest here: {}", near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect::<Vec<_>>().join(", ")));
+        }
+        for other in builtins().iter().filter(|v| v.source != self.source) {
+            if let Some(&i) = other.by_kg.get(label).or_else(|| other.by_name.get(label)).or_else(|| other.by_norm.get(&norm)) {
+                parts.push(format!("it is class {} of {} (--vocab {})", other.classes[i].index, other.source, other.source));
+            }
+        }
+        if self.source == "yt8m-2018" && label.starts_with("/m/") {
+            parts.push("yt8m-2018 knows Knowledge-Graph ids only for the 1,000 classes of the 2019 list: give the name".into());
+        }
+        let h = if parts.is_empty() { String::new() } else { format!("; {}", parts.join("; ")) };
+        cache.insert(label.to_string(), h.clone());
+        h
     }
 
     /// Writes `Index,KnowledgeGraphId,Name` so readers can map indices back to names.
@@ -203,6 +264,25 @@ mod tests {
         }
         assert_eq!(checked, 988);
         assert!(v18.lookup("???").is_err(), "unnamed classes are not matched by name");
+        // The 2019 list's Knowledge-Graph ids reach the same 2018 classes.
+        for c in v19.classes.iter() {
+            assert_eq!(v18.lookup(c.kg_id.as_deref().unwrap()).unwrap().0.index, c.index);
+        }
+    }
+
+    #[test]
+    fn an_unknown_label_names_the_vocabulary_the_nearest_names_and_where_it_is() {
+        let v19 = Vocabulary::load("yt8m").unwrap();
+        let e = v19.lookup("Bird").unwrap_err().to_string();
+        assert!(e.contains("vocabulary yt8m") && e.contains("it is class") && e.contains("of yt8m-2018 (--vocab yt8m-2018)"), "{e}");
+        let k = Vocabulary::load("kinetics-400").unwrap();
+        let e = k.lookup("arm wrestlng").unwrap_err().to_string();
+        assert!(e.contains("nearest here: `arm wrestling`"), "{e}");
+        let e = k.lookup("Cooking").unwrap_err().to_string();
+        assert!(e.contains("of yt8m (--vocab yt8m)"), "{e}");
+        let v18 = Vocabulary::load("yt8m-2018").unwrap();
+        let e = v18.lookup("/m/notakgid").unwrap_err().to_string();
+        assert!(e.contains("Knowledge-Graph ids only for the 1,000"), "{e}");
     }
 
     #[test]

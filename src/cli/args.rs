@@ -20,14 +20,20 @@ pub struct ListArgs {
     /// Where Kinetics annotation rows find their clips (default: the CSV's folder).
     #[arg(long)]
     pub video_root: Option<PathBuf>,
-    /// yt8m, kinetics-400, kinetics-600, kinetics-700, or a vocabulary file.
+    /// Vocabulary that maps list labels (names or Knowledge-Graph ids) to class indices:
+    /// yt8m (YouTube-8M 2019: the 1,000 segment-rated classes with names and KG ids, indexed
+    /// in the 3,862-class space); yt8m-2018 (YouTube-8M 2018: all 3,862 classes by name, KG ids
+    /// for the 1,000 of the 2019 list); kinetics-400, kinetics-600, kinetics-700 (class names,
+    /// index = position in the sorted list); or a file: a YouTube-8M vocabulary.csv (Index,
+    /// KnowledgeGraphId, Name) or one class name per line. Without it, labels must be
+    /// integer indices.
     #[arg(long)]
     pub vocab: Option<String>,
     /// Shards per split (default: about 1,000 videos per shard).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub shards: Option<u32>,
-    /// Split for rows that do not name one.
-    #[arg(long, default_value = "train")]
+    /// Split for rows that do not name one (ASCII letters, digits, `_`, `-`, `.`).
+    #[arg(long, default_value = "train", value_parser = split_name)]
     pub split: String,
     /// Header names of CSV/TSV lists whose columns are named otherwise, e.g.
     /// `id=video_id,source=path,labels=tags`.
@@ -103,13 +109,13 @@ impl FetchArgs {
 #[derive(clap::Args)]
 pub struct SampleArgs {
     /// Rows per second of video (e.g. 1, 0.5, 30000/1001).
-    #[arg(long, default_value = "1")]
+    #[arg(long, default_value = "1", value_parser = rate)]
     pub fps: String,
     /// Cap on rows per video (0 = no cap).
     #[arg(long, default_value_t = 300)]
     pub max_frames: u64,
     /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
-    #[arg(long)]
+    #[arg(long, value_parser = RESIZE)]
     pub resize: Option<String>,
     /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
     /// --torch-threads leaves, at least one).
@@ -164,8 +170,9 @@ pub struct ModelArgs {
     /// The model's sidecar JSON (default: the model path with .json).
     #[arg(long)]
     pub sidecar: Option<PathBuf>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    /// auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N (no CUDA device there
+    /// is an error, not a fallback).
+    #[arg(long, default_value = "auto", value_parser = device)]
     pub device: String,
     /// libtorch intra-op threads (0 = run/work on the CPU: half the cores, rounded up, the rest
     /// decode; else libtorch's choice). The last bits of CPU features depend on it: give the
@@ -194,25 +201,27 @@ pub struct ShapeArgs {
     /// and saved as OUT/pca.npz.
     #[arg(long)]
     pub pca: Option<PathBuf>,
-    /// Dimensions kept after PCA (default 1024, or the model's dim if smaller).
-    #[arg(long)]
+    /// Dimensions kept after PCA (default: all the given PCA's components up to 1,024; a fitted
+    /// one keeps 1,024, or the model's dim if smaller).
+    #[arg(long, value_parser = positive)]
     pub pca_dims: Option<usize>,
-    /// How many frames the PCA is fitted on when no --pca is given.
-    #[arg(long, default_value_t = 10_000)]
+    /// How many frames the PCA is fitted on when no --pca is given (at least 2; a real
+    /// dataset's PCA wants 10 x its dims).
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_two)]
     pub pca_sample_frames: usize,
     /// Frames per CNN batch (run: batches cross video boundaries); default 8 on the CPU, 64 on CUDA.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     /// none, gzip or zlib: whole-file shard compression, read by TensorFlow with
     /// `TFRecordDataset(files, compression_type="GZIP"|"ZLIB")`.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "zlib"])]
     pub compression: String,
     /// Write the 2017 release's context key `video_id` instead of `id`.
     #[arg(long)]
     pub legacy_2017: bool,
     /// none, or zero: an `audio` feature list of 128-byte placeholder rows (each value reads
     /// back as ~0.0) and a zero `mean_audio`, for readers that require YouTube-8M's audio.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = "none", value_parser = ["none", "zero"])]
     pub audio: String,
     /// When the output folder holds another dataset (another model, PCA, vocabulary or schema
     /// setting, or output of unknown provenance), remove it first instead of stopping.
@@ -276,7 +285,8 @@ pub struct RetryArgs {
     /// the transient ones, download_failed and timeout) and rebuild only their shards; the
     /// other videos of those shards are taken from the shards as they are. A plain re-run
     /// keeps recorded failures as they are.
-    #[arg(long, value_name = "KINDS", num_args = 0..=1, default_missing_value = "download_failed,timeout", value_delimiter = ',')]
+    #[arg(long, value_name = "KINDS", num_args = 0..=1, default_missing_value = "download_failed,timeout", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(vidfeat::pipeline::jobs::VIDEO_FAILURE_KINDS))]
     pub retry_failed: Option<Vec<String>>,
 }
 
@@ -284,14 +294,8 @@ pub struct RetryArgs {
 impl RetryArgs {
     pub fn kinds(&self) -> Result<std::collections::BTreeSet<String>> {
         let mut out = std::collections::BTreeSet::new();
-        for k in self.retry_failed.iter().flatten().map(|k| k.trim()).filter(|k| !k.is_empty()) {
-            anyhow::ensure!(
-                vidfeat::pipeline::jobs::VIDEO_FAILURE_KINDS.contains(&k),
-                "--retry-failed: `{k}` is not a failure kind of a video ({}); inputs given right after a bare --retry-failed are read as its value: write --retry-failed=KINDS, or put it after the inputs",
-                vidfeat::pipeline::jobs::VIDEO_FAILURE_KINDS.join(", ")
-            );
-            out.insert(k.to_string());
-        }
+        // clap checked the kinds against VIDEO_FAILURE_KINDS.
+        out.extend(self.retry_failed.iter().flatten().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()));
         if self.retry_failed.is_some() && out.is_empty() {
             out.extend(vidfeat::pipeline::worker::TRANSIENT_KINDS.map(String::from));
         }
@@ -317,5 +321,52 @@ impl ListArgs {
             vidfeat::pipeline::plan::check_strict(&spec)?;
         }
         Ok(spec)
+    }
+}
+
+/// The values --resize takes.
+pub const RESIZE: [&str; 3] = ["squash", "center-crop", "letterbox"];
+
+/// A count of at least 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A count of at least 2 (a PCA needs two frames).
+pub fn at_least_two(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(n),
+        Ok(_) => Err("must be at least 2".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// auto, cpu, cuda or cuda:N, checked before any work (whether CUDA is there is checked when
+/// the device is opened).
+pub fn device(s: &str) -> Result<String, String> {
+    let d = s.trim().to_ascii_lowercase();
+    let ok = matches!(d.as_str(), "auto" | "cpu" | "cuda") || d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(d)
+    } else {
+        Err("expected auto, cpu, cuda or cuda:N".into())
+    }
+}
+
+/// A split name (it becomes part of file names).
+pub fn split_name(s: &str) -> Result<String, String> {
+    vidfeat_ingest::check_split(s).map(|_| s.to_string())
+}
+
+/// A positive rate: a number or a ratio such as 30000/1001.
+#[cfg(feature = "ffmpeg")]
+pub fn rate(s: &str) -> Result<String, String> {
+    match Rational::parse(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err("not a positive number or ratio (e.g. 1, 0.5, 30000/1001)".into()),
     }
 }

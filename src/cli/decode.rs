@@ -19,8 +19,8 @@ pub struct DecodeArgs {
     /// Sidecar of the model the frames are for (sets the frame size; default: the bundled model's).
     #[arg(long)]
     pub sidecar: Option<PathBuf>,
-    /// zstd level of the cache.
-    #[arg(long, default_value_t = 3)]
+    /// zstd level of the cache (1-22; negative levels are faster).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(-7..=22))]
     pub zstd_level: i32,
     #[command(flatten)]
     pub sample: SampleArgs,
@@ -37,7 +37,9 @@ pub fn exec(a: DecodeArgs) -> Result<ExitCode> {
         jobs: a.list.strict_spec()?,
     };
     let s = vidfeat::pipeline::decode::decode_to_cache(&cfg)?;
-    println!("{} videos decoded, {} failed, {} rows, into {}", s["videos_ok"], s["videos_failed"], s["rows"], a.cache.display());
+    vidfeat::telemetry::finish_display();
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    println!("{} decoded, {} failed, {}, into {}", vidfeat::telemetry::count(n("videos_ok"), "video"), n("videos_failed"), vidfeat::telemetry::count(n("rows"), "row"), a.cache.display());
     let (ok, failed) = (s["videos_ok"].as_u64().unwrap_or(0), s["videos_failed"].as_u64().unwrap_or(0));
     Ok(ExitCode::from(if ok == 0 { 3 } else if failed > 0 { 2 } else { 0 }))
 }

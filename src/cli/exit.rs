@@ -28,13 +28,19 @@ pub fn of_outcome(o: Outcome) -> ExitCode {
 
 /// Prints what a run (or extract) did, and its exit code.
 pub fn print_run_report(r: RunReport, json_out: bool, out: &Path) -> Result<ExitCode> {
+    vidfeat::telemetry::finish_display();
     let s = &r.summary;
     if json_out {
         println!("{}", serde_json::to_string(s)?);
     } else {
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
         println!(
-            "{} videos ok, {} failed, {} rows ({} s of video) in {:.1} s ({:.1} frames/s)",
-            s["videos_ok"], s["videos_failed"], s["rows"], s["seconds_of_video"], s["wall_time_s"].as_f64().unwrap_or(0.0),
+            "{} ok, {} failed, {} ({} s of video) in {:.1} s ({:.1} frames/s)",
+            vidfeat::telemetry::count(n("videos_ok"), "video"),
+            n("videos_failed"),
+            vidfeat::telemetry::count(n("rows"), "row"),
+            s["seconds_of_video"],
+            s["wall_time_s"].as_f64().unwrap_or(0.0),
             s["throughput"]["frames_per_s"].as_f64().unwrap_or(0.0)
         );
         println!("output: {}", out.display());

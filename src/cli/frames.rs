@@ -8,19 +8,22 @@ use vidfeat_decode::Rational;
 
 #[derive(clap::Args)]
 pub struct FramesArgs {
+    /// The video file.
     pub video: PathBuf,
+    /// Folder for the frames and frames.json (created).
     #[arg(long)]
     pub out: PathBuf,
     /// WxH; default: the source's displayed size (rotation and sample aspect ratio applied).
     #[arg(long)]
     pub size: Option<String>,
     /// png (one file per row) or rgb24 (one raw file, rows back to back).
-    #[arg(long, default_value = "png")]
+    #[arg(long, default_value = "png", value_parser = ["png", "rgb24"])]
     pub format: String,
     /// squash, center-crop or letterbox (matters with --size).
-    #[arg(long, default_value = "squash")]
+    #[arg(long, default_value = "squash", value_parser = super::args::RESIZE)]
     pub resize: String,
-    #[arg(long, default_value = "1")]
+    /// Rows per second of video (e.g. 1, 0.5, 30000/1001).
+    #[arg(long, default_value = "1", value_parser = super::args::rate)]
     pub fps: String,
     /// Cap on rows (0 = no cap).
     #[arg(long, default_value_t = 0)]

@@ -6,14 +6,20 @@ use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
+    /// TFRecord files (plain, GZIP or ZLIB).
+    #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Also print the rgb rows (dequantized) of frame-level records.
     #[arg(long)]
     pub values: bool,
+    /// Also print each label's name (`label_names`), from the vocabulary.csv of the output the
+    /// shards belong to.
+    #[arg(long)]
+    pub names: bool,
 }
 
 pub fn exec(a: InspectArgs) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let good = vidfeat::outputs::inspect::inspect(&a.files, a.values, &mut out)?;
+    let good = vidfeat::outputs::inspect::inspect(&a.files, a.values, a.names, &mut out)?;
     Ok(ExitCode::from(if good { 0 } else { 1 }))
 }

@@ -10,9 +10,10 @@ use super::args::{ListArgs, ModelArgs, SampleArgs};
 #[derive(Subcommand)]
 pub enum PcaCmd {
     /// Decode and extract features from the inputs and fit PCA with whitening on at most
-    /// --max-frames frames. --out ending in .npz writes our file; anything else a folder with
-    /// YouTube-8M's mean.npy, eigenvals.npy and eigenvecs.npy.
-    #[command(after_help = "Example:\n  vidfeat pca fit data-samples/videos --out pca.npz --dims 1024 --max-frames 10000\n  vidfeat run list.csv --pca pca.npz --out out\n\nExit codes: 0 fitted; 1 could not (fewer than 2 frames decoded, model problem).")]
+    /// --pca-sample-frames frames. The file holds the --dims components fitted (and the frame
+    /// count, which bounds the components it supports). --out ending in .npz writes our file;
+    /// anything else a folder with YouTube-8M's mean.npy, eigenvals.npy and eigenvecs.npy.
+    #[command(after_help = "Example (from a checkout):\n  vidfeat pca fit data-samples/videos --out pca.npz --dims 16 --pca-sample-frames 10000\n  vidfeat run data-samples/samples.csv --vocab kinetics-400 --pca pca.npz --out out\n\nA real dataset's PCA wants at least 10 x --dims frames of representative video.\nExit codes: 0 fitted; 1 could not (fewer than 2 frames decoded, model problem).")]
     Fit(PcaFitArgs),
 }
 
@@ -23,14 +24,16 @@ pub struct PcaFitArgs {
     /// pca.npz, or a folder for YouTube-8M's three .npy files.
     #[arg(long)]
     pub out: PathBuf,
-    /// Components kept (at most the model's output dim).
-    #[arg(long, default_value_t = 1024)]
+    /// Components fitted and written (at most the model's output dim); runs given the file
+    /// keep them all by default.
+    #[arg(long, default_value_t = 1024, value_parser = super::args::positive)]
     pub dims: usize,
-    /// Frames sampled for the covariance (the first ones, in list order).
-    #[arg(long = "max-frames", default_value_t = 100_000)]
-    pub pca_frames: usize,
+    /// Frames sampled for the covariance (the first ones, in list order); the same setting as
+    /// run's and plan's PCA sample.
+    #[arg(long, default_value_t = 100_000, value_parser = super::args::at_least_two)]
+    pub pca_sample_frames: usize,
     /// Frames per CNN batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::args::positive)]
     pub batch_size: usize,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -41,11 +44,12 @@ pub struct PcaFitArgs {
 /// Sampling for `pca fit` (no per-video cap by default).
 #[derive(clap::Args)]
 pub struct PcaSampleArgs {
-    #[arg(long, default_value = "1")]
+    /// Rows per second of video (e.g. 1, 0.5, 30000/1001).
+    #[arg(long, default_value = "1", value_parser = super::args::rate)]
     pub fps: String,
-    /// Cap on rows per video (0 = no cap).
-    #[arg(long, default_value_t = 300)]
-    pub max_rows_per_video: u64,
+    /// Cap on rows per video (0 = no cap), as for run.
+    #[arg(long, default_value_t = 300, alias = "max-rows-per-video")]
+    pub max_frames: u64,
     /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
     /// --torch-threads leaves, at least one).
     #[arg(long, default_value_t = 0)]
@@ -55,7 +59,7 @@ pub struct PcaSampleArgs {
 pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
     let decode = SampleArgs {
         fps: a.sample.fps.clone(),
-        max_frames: a.sample.max_rows_per_video,
+        max_frames: a.sample.max_frames,
         resize: None,
         decode_workers: a.sample.decode_workers,
         decode_threads: 0,
@@ -69,7 +73,7 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
     let cfg = vidfeat::pipeline::pca::PcaFitConfig {
         out: a.out.clone(),
         dims: a.dims,
-        max_frames: a.pca_frames.max(2),
+        max_frames: a.pca_sample_frames,
         model: a.model.path(),
         sidecar: a.model.sidecar.clone(),
         device: a.model.device.clone(),
@@ -77,8 +81,9 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
         batch_size: a.batch_size,
     };
     let s = vidfeat::pipeline::pca::pca_fit(&cfg, &a.list.spec()?)?;
+    vidfeat::telemetry::finish_display();
     println!("{s}");
-    anyhow::ensure!(s["sha256"].is_string(), "no PCA written: {} frame(s) decoded, at least 2 needed", s["frames"]);
+    anyhow::ensure!(s["sha256"].is_string(), "no PCA written: {} decoded, at least 2 needed", vidfeat::telemetry::count(s["frames"].as_u64().unwrap_or(0), "frame"));
     Ok(ExitCode::SUCCESS)
 }
 

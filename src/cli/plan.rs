@@ -12,6 +12,8 @@ use super::args::{freeze_config, ModelArgs, SampleArgs, ShapeArgs};
 pub struct PlanArgs {
     #[command(flatten)]
     pub list: ListArgs,
+    /// The plan folder: plan.jsonl, failures.jsonl, plan-summary.json, plan.json (workers
+    /// write the dataset into it too).
     #[arg(long)]
     pub out: PathBuf,
     /// Print the summary as one JSON object.
@@ -65,9 +67,15 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
     if json_out {
         println!("{s}");
     } else {
+        let (n, c) = (|k: &str| s[k].as_u64().unwrap_or(0), vidfeat::telemetry::count);
         println!(
-            "{} rows: {} resolved, {} missing sources, {} invalid rows, {} duplicate ids, {} unknown labels",
-            s["rows"], s["resolved"], s["missing_source"], s["invalid_row"], s["duplicate_id"], s["unknown_label"]
+            "{}: {} resolved, {}, {}, {}, {}",
+            c(n("rows"), "row"),
+            n("resolved"),
+            c(n("missing_source"), "missing source"),
+            c(n("invalid_row"), "invalid row"),
+            c(n("duplicate_id"), "duplicate id"),
+            c(n("unknown_label"), "unknown label")
         );
         println!("by split: {}", s["by_split"]);
         println!("plan: {}  problems: {}", out.join("plan.jsonl").display(), out.join("failures.jsonl").display());
@@ -86,9 +94,9 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
             }
             vidfeat::pipeline::plan::Frozen::Plan { plan, removed } => {
                 let msg = format!(
-                    "frozen: {} ({} shards{}); run `vidfeat work --plan {}` on each worker",
+                    "frozen: {} ({}{}); run `vidfeat work --plan {}` on each worker",
                     out.join("plan.json").display(),
-                    plan.shard_keys.len(),
+                    vidfeat::telemetry::count(plan.shard_keys.len() as u64, "shard"),
                     if removed > 0 { format!(", {removed} no longer in the plan removed") } else { String::new() },
                     out.display()
                 );

@@ -18,7 +18,7 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 60)]
     pub thumbs: usize,
     /// Thumbnail width, pixels.
-    #[arg(long, default_value_t = 160)]
+    #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u32).range(16..=1920))]
     pub thumb_width: u32,
     /// Print what the page holds as JSON.
     #[arg(long)]
@@ -33,11 +33,11 @@ pub fn exec(a: ReportArgs) -> Result<ExitCode> {
         println!("{r}");
     } else {
         println!(
-            "{}: {} videos, {} failed, {} contact sheets, {} KiB",
+            "{}: {}, {} failed, {}, {} KiB",
             cfg.out.display(),
-            r["videos_ok"],
+            vidfeat::telemetry::count(r["videos_ok"].as_u64().unwrap_or(0), "video"),
             r["videos_failed"],
-            r["contact_sheets"],
+            vidfeat::telemetry::count(r["contact_sheets"].as_u64().unwrap_or(0), "contact sheet"),
             r["bytes"].as_u64().unwrap_or(0) / 1024
         );
     }

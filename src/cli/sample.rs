@@ -7,23 +7,26 @@ use anyhow::Result;
 #[derive(clap::Args)]
 pub struct SampleArgs {
     /// A `vidfeat run` (or extract) output folder.
+    /// An output folder of run, work (a plan folder) or extract.
     #[arg(long)]
     pub from: PathBuf,
+    /// Folder for the sample (created).
     #[arg(long)]
     pub out: PathBuf,
     /// Videos per class.
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::positive)]
     pub per_class: usize,
     /// Classes to sample (names, KG ids or indices, comma-separated); default: all that occur.
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
+    /// Seed of the choice (the same seed gives the same sample on every machine).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// tfrecord, npz or webdataset.
-    #[arg(long, default_value = "tfrecord")]
+    #[arg(long, default_value = "tfrecord", value_parser = ["tfrecord", "npz", "webdataset"])]
     pub format: String,
     /// Samples per WebDataset tar shard.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::args::positive)]
     pub shard_size: usize,
     /// Print sample.json on stdout.
     #[arg(long)]
@@ -45,15 +48,15 @@ pub fn exec(a: SampleArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string(&m)?);
     } else {
         println!(
-            "{} videos, {} rows from {} classes into {} ({})",
-            m["videos"],
-            m["rows"],
-            m["classes"].as_array().map(Vec::len).unwrap_or(0),
+            "{}, {} from {} into {} ({})",
+            vidfeat::telemetry::count(m["videos"].as_u64().unwrap_or(0), "video"),
+            vidfeat::telemetry::count(m["rows"].as_u64().unwrap_or(0), "row"),
+            vidfeat::telemetry::count(m["classes"].as_array().map_or(0, Vec::len) as u64, "class"),
             a.out.display(),
             m["format"].as_str().unwrap_or("")
         );
         if let Some(s) = m["classes_short"].as_array().filter(|s| !s.is_empty()) {
-            println!("{} classes have fewer than {} videos in the source (all were taken)", s.len(), cfg.per_class);
+            println!("{} fewer than {} in the source (all were taken)", if s.len() == 1 { "1 class has".to_string() } else { format!("{} classes have", s.len()) }, vidfeat::telemetry::count(cfg.per_class as u64, "video"));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,9 @@ use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
+    /// A plan folder (from `vidfeat plan`, or a `vidfeat run` output).
     pub dir: PathBuf,
+    /// Print the status as one JSON object.
     #[arg(long)]
     pub json: bool,
     /// Leases older than this (seconds since their last heartbeat) count as stale.
@@ -35,8 +37,9 @@ pub fn exec(a: StatusArgs) -> Result<ExitCode> {
     );
     for sh in s["shards"].as_array().into_iter().flatten() {
         let extra = match sh["state"].as_str() {
-            Some("done") => format!("{} videos, {} failed", sh["videos"], sh["failed"]),
-            Some("in_progress") | Some("stale_lease") => format!("{} (heartbeat {} s ago)", sh["owner"].as_str().unwrap_or("?"), sh["lease_age_s"]),
+            Some("done") => format!("{}, {} failed", vidfeat::telemetry::count(sh["videos"].as_u64().unwrap_or(0), "video"), sh["failed"]),
+            Some("in_progress") => format!("{} (heartbeat {} s ago)", sh["owner"].as_str().unwrap_or("?"), sh["lease_age_s"]),
+            Some("stale_lease") => format!("{} (gone, or silent for {} s: the next worker takes it over)", sh["owner"].as_str().unwrap_or("?"), sh["lease_age_s"]),
             _ => if sh["partial_journal"] == true { "partially done".into() } else { String::new() },
         };
         println!("  {:<40} {:<12} {}", sh["shard"].as_str().unwrap_or(""), sh["state"].as_str().unwrap_or(""), extra);

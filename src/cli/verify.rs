@@ -9,6 +9,7 @@ pub struct VerifyArgs {
     /// An output folder, or TFRecord files.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -22,7 +23,13 @@ pub fn exec(a: VerifyArgs) -> Result<ExitCode> {
         for p in r["problems"].as_array().into_iter().flatten() {
             println!("problem: {}", p.as_str().unwrap_or(""));
         }
-        println!("{} records in {} shard files: {}", r["records"], r["shards"].as_object().map_or(0, |m| m.len()), if ok { "ok" } else { "PROBLEMS" });
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        println!(
+            "{} in {}: {}",
+            vidfeat::telemetry::count(n(&r["records"]), "record"),
+            vidfeat::telemetry::count(r["shards"].as_object().map_or(0, |m| m.len()) as u64, "shard file"),
+            if ok { "ok" } else { "PROBLEMS" }
+        );
     }
     Ok(ExitCode::from(if ok { 0 } else { 1 }))
 }

@@ -17,16 +17,17 @@ pub struct WorkArgs {
     #[arg(long)]
     pub worker_index: Option<usize>,
     /// How many workers share the plan (default: SLURM_ARRAY_TASK_COUNT, else VIDFEAT_NUM_WORKERS).
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::positive)]
     pub num_workers: Option<usize>,
     /// Claim shards dynamically with lease files instead of a static index.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["worker_index", "num_workers"])]
     pub claim: bool,
     /// A lease with no heartbeat for this long (seconds) is taken over.
     #[arg(long, default_value_t = 120)]
     pub lease_ttl: u64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    /// auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N (no CUDA device there
+    /// is an error, not a fallback).
+    #[arg(long, default_value = "auto", value_parser = super::args::device)]
     pub device: String,
     /// libtorch intra-op threads (0 = run/work on the CPU: half the cores, rounded up, the rest
     /// decode; else libtorch's choice). The last bits of CPU features depend on it: give the
@@ -44,6 +45,7 @@ pub struct WorkArgs {
     pub fetch: FetchArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
+    /// Print what this worker did as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -69,14 +71,15 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
         retry: a.retry.kinds()?,
     };
     let r = vidfeat::pipeline::worker::work(&cfg)?;
+    vidfeat::telemetry::finish_display();
     if a.json {
         println!("{r}");
     } else {
         tracing::info!(
-            "worker: {} shard(s) processed, {} already done, {} held by others; plan complete: {}",
-            r["processed"].as_array().map(Vec::len).unwrap_or(0),
+            "worker: {} processed, {} already done, {} held by others; plan complete: {}",
+            vidfeat::telemetry::count(r["processed"].as_array().map_or(0, Vec::len) as u64, "shard"),
             r["skipped_done"],
-            r["busy"].as_array().map(Vec::len).unwrap_or(0),
+            r["busy"].as_array().map_or(0, Vec::len),
             r["complete"]
         );
     }

@@ -6,11 +6,23 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+/// The vocabulary of the output a shard belongs to: `vocabulary.csv` in the shard's folder or
+/// the one above it (`OUT/frame/x.tfrecord` -> `OUT/vocabulary.csv`).
+fn names_for(shard: &std::path::Path) -> Result<std::collections::HashMap<i64, String>> {
+    let dir = shard.parent().unwrap_or(std::path::Path::new("."));
+    let found = [dir.join("vocabulary.csv"), dir.join("../vocabulary.csv")].into_iter().find(|p| p.is_file());
+    let p = found.with_context(|| format!("--names: no vocabulary.csv beside {} or in the folder above it", shard.display()))?;
+    let v = vidfeat_labels::Vocabulary::load(&p.display().to_string())?;
+    Ok(v.classes.into_iter().map(|c| (c.index, c.name)).collect())
+}
+
 /// Writes one JSON line per record to `out`; with `values`, the dequantized rgb rows and
-/// `mean_rgb` too. Returns false when a record could not be read or parsed (each logged).
-pub fn inspect(files: &[PathBuf], values: bool, out: &mut dyn Write) -> Result<bool> {
+/// `mean_rgb` too; with `names`, each label's name (from the output's vocabulary.csv) beside
+/// its index. Returns false when a record could not be read or parsed (each logged).
+pub fn inspect(files: &[PathBuf], values: bool, names: bool, out: &mut dyn Write) -> Result<bool> {
     let mut good = true;
     for f in files {
+        let vocab = if names { Some(names_for(f)?) } else { None };
         let (mut rdr, _) = vidfeat_export::open_records(f).with_context(|| format!("opening {}", f.display()))?;
         let mut n = 0usize;
         loop {
@@ -18,6 +30,11 @@ pub fn inspect(files: &[PathBuf], values: bool, out: &mut dyn Write) -> Result<b
             let rec = match rdr.read_record() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
+                Err(e) if n == 0 && offset == 0 => {
+                    tracing::error!("{}: not a TFRecord file{} (its first record does not frame: {e})", f.display(), sniff(f));
+                    good = false;
+                    break;
+                }
                 Err(e) => {
                     tracing::error!("{}: {e}", f.display());
                     good = false;
@@ -34,6 +51,9 @@ pub fn inspect(files: &[PathBuf], values: bool, out: &mut dyn Write) -> Result<b
                 }
             };
             let mut v = json!({"file": f.display().to_string(), "record": n, "level": p.level, "id": p.id, "labels": p.labels});
+            if let Some(vocab) = &vocab {
+                v["label_names"] = p.labels.iter().map(|l| vocab.get(l).map_or(serde_json::Value::Null, |n| json!(n))).collect();
+            }
             if p.level == "frame" {
                 v["rows"] = json!(p.lists.get("rgb").map(|x| x.0).unwrap_or(0));
                 v["features"] = p.lists.iter().map(|(k, (rows, width))| (k.clone(), json!({"rows": rows, "bytes_per_row": width}))).collect();
@@ -58,4 +78,24 @@ pub fn inspect(files: &[PathBuf], values: bool, out: &mut dyn Write) -> Result<b
     }
     out.flush()?;
     Ok(good)
+}
+
+/// What a file that is not a TFRecord looks like, from its first bytes (for the message).
+pub fn sniff(path: &std::path::Path) -> &'static str {
+    let mut head = [0u8; 12];
+    let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
+    let head = &head[..n];
+    if head.len() >= 8 && &head[4..8] == b"ftyp" {
+        ", but an MP4/MOV video"
+    } else if head.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]) {
+        ", but a Matroska/WebM video"
+    } else if head.starts_with(b"RIFF") {
+        ", but a RIFF (AVI/WAV) file"
+    } else if head.starts_with(b"PK") {
+        ", but a zip archive (an .npz?)"
+    } else if head.starts_with(b"{") || head.starts_with(b"[") {
+        ", but JSON"
+    } else {
+        ""
+    }
 }

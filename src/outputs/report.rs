@@ -47,6 +47,11 @@ struct Event {
 pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     let dir = &cfg.dir;
     anyhow::ensure!(dir.is_dir(), "{}: not a folder", dir.display());
+    anyhow::ensure!(
+        ["summary.json", "plan.json", "dataset.json"].iter().any(|f| dir.join(f).is_file()),
+        "{}: not a vidfeat output folder (no summary.json, plan.json or dataset.json): give the --out of a run, plan or extract",
+        dir.display()
+    );
     let summary: serde_json::Value = match std::fs::read(dir.join("summary.json")) {
         Ok(b) => serde_json::from_slice(&b).context("summary.json")?,
         Err(_) => json!({}),
@@ -79,12 +84,17 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         failures.extend(crate::pipeline::worker::shard_failures(dir, &plan).into_iter().filter(|f| !have.contains(&(f.id.clone(), f.kind.clone()))));
     }
 
-    // Events: durations, and finish times for throughput.
+    // Events: durations, and finish times for throughput (counted from the first start).
     let mut events = vec![];
+    let mut first_start: Option<f64> = None;
     for e in std::fs::read_dir(dir.join("events")).into_iter().flatten().flatten() {
         if e.path().extension().is_some_and(|x| x == "jsonl") {
             for l in std::fs::read_to_string(e.path()).unwrap_or_default().lines() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+                if let (Some(t), Some(true)) = (v["t"].as_f64(), v["started"].as_bool()) {
+                    first_start = Some(first_start.map_or(t, |s: f64| s.min(t)));
+                    continue;
+                }
                 let (Some(t), Some(id)) = (v["t"].as_f64(), v["id"].as_str()) else { continue };
                 let ok = v["ok"].as_bool().unwrap_or(false);
                 if ok {
@@ -251,7 +261,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     if events.len() < 2 {
         h.push_str("<p>Not enough events (events/*.jsonl) to draw throughput.</p>\n");
     } else {
-        h.push_str(&throughput(&events));
+        h.push_str(&throughput(&events, first_start));
     }
 
     // Contact sheets.
@@ -396,9 +406,11 @@ fn histogram(title: &str, values: &[f64], bins: usize) -> String {
     s
 }
 
-/// Videos and frames finished per time bucket, from the event log.
-fn throughput(events: &[Event]) -> String {
-    let (t0, t1) = (events[0].t, events[events.len() - 1].t);
+/// Frames (rows) written per second of wall time, per time bucket, from the event log: from
+/// the first run's start (start-up, plan and PCA fit included) to the last video; its mean is
+/// what summary.json's `throughput.frames_per_s` is for a single run.
+fn throughput(events: &[Event], start: Option<f64>) -> String {
+    let (t0, t1) = (start.unwrap_or(events[0].t).min(events[0].t), events[events.len() - 1].t);
     let span = (t1 - t0).max(1.0);
     let buckets = 60usize.min(events.len()).max(2);
     let bw = span / buckets as f64;
@@ -425,7 +437,7 @@ fn throughput(events: &[Event]) -> String {
     }
     let _ = writeln!(
         s,
-        "<text x=\"{}\" y=\"24\" text-anchor=\"end\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">0</text><text x=\"{left}\" y=\"{}\" class=\"small\">0 s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">{} s</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"small\">frames/s per {} s, over the run</text></svg>",
+        "<text x=\"{}\" y=\"24\" text-anchor=\"end\" class=\"small\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">0</text><text x=\"{left}\" y=\"{}\" class=\"small\">0 s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" class=\"small\">{} s</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"small\">frames written per second of wall time, per {} s, from the start</text></svg>",
         left - 4.0,
         num(max),
         left - 4.0,
@@ -440,7 +452,7 @@ fn throughput(events: &[Event]) -> String {
     );
     let _ = writeln!(
         s,
-        "<p class=\"sub\">{} videos ({failed} failed) and {} frames finished over {}; mean {:.2} videos/s, {:.1} frames/s. Gaps are pauses between runs or workers (resumes).</p>",
+        "<p class=\"sub\">{} videos ({failed} failed) and {} frames finished over {} of wall time since the start (start-up, plan and PCA fit included); mean {:.2} videos/s, {:.1} frames/s: frames written per second of wall time, the definition of frames/s in this report and in summary.json. Gaps are pauses between runs or workers (resumes).</p>",
         events.len(),
         frames.iter().sum::<u64>(),
         hms(span),

@@ -82,10 +82,10 @@ impl Drop for ReleaseOnDrop<'_> {
 
 /// Loads the PCA given in the config, checking it fits the model.
 pub fn load_pca(cfg: &ConsumeConfig, dim: usize) -> Result<Option<Pca>> {
-    let dims = cfg.pca_dims.unwrap_or(1024).min(dim);
     match &cfg.pca {
         Some(p) => {
-            let pca = Pca::load(p, Some(dims))?;
+            // All its components (up to 1,024) unless --pca-dims says otherwise.
+            let pca = Pca::load(p, cfg.pca_dims)?;
             if pca.input_dim() != dim {
                 bail!("PCA {} takes {}-d features, the model gives {dim}-d", p.display(), pca.input_dim());
             }
@@ -411,6 +411,7 @@ fn write_outputs(
         let job = &jobs[idx];
         advance_to(Some((&job.task.split, job.shard)), current, count, written)?;
         let (rgb, mean_rgb) = reduce_video(pca, raw, rows as usize);
+        job.warn_segments_beyond(rgb.len());
         let rec = VideoRecord { id: job.task.id.clone(), labels: job.labels.clone(), rgb, mean_rgb, segments: job.segments().to_vec() };
         let c = current.as_mut().unwrap();
         c.frame.write_record(&encode_frame_level(&rec, &cfg.schema))?;
@@ -473,7 +474,7 @@ fn write_outputs(
                 write_video(idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
             }
         } else if !held.is_empty() {
-            bail!("cannot fit a PCA on {} frame(s): give --pca or more video", a.rows());
+            bail!("cannot fit a PCA on {}: give --pca or more video", crate::telemetry::count(a.rows() as u64, "frame"));
         }
     }
     advance_to(None, &mut current, &mut video_count_in_shard, &mut shards_written)?;

@@ -37,7 +37,7 @@ fn draft(cfg: &ExtractConfig, prepared: &crate::pipeline::jobs::Prepared) -> Res
     let dims = cfg.consume.pca_dims.unwrap_or(1024).min(side.output_dim);
     let pca = match &cfg.consume.pca {
         Some(p) => {
-            let pca = vidfeat_features::Pca::load(p, Some(dims))?;
+            let pca = vidfeat_features::Pca::load(p, cfg.consume.pca_dims)?;
             PcaChoice::Given { path: p.clone(), sha256: pca.content_sha256(), dims: pca.dims }
         }
         None => PcaChoice::Fit { dims },
@@ -57,23 +57,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
     let cache = CacheReader::open(&cfg.cache)?;
     let out = &cfg.consume.out;
     let prepared = cache.prepared()?;
-    // The folder is checked before anything is written into it.
-    let draft = draft(cfg, &prepared)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::pipeline::dataset::check_out(out, &draft, cfg.overwrite)?;
-    // Claimed before any shard is written; completed with the PCA's hash when one is fitted.
-    let pca = match &draft.pca {
-        crate::pipeline::dataset::PcaChoice::Given { path, sha256, dims } => crate::pipeline::dataset::PcaIdentity { sha256: sha256.clone(), dims: *dims, fitted_here: false, source: path.display().to_string() },
-        crate::pipeline::dataset::PcaChoice::Fit { dims } => crate::pipeline::dataset::PcaIdentity { sha256: String::new(), dims: *dims, fitted_here: true, source: "pca.npz".into() },
-    };
-    crate::pipeline::dataset::write_identity(out, &draft.identity(pca))?;
-    let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
-    for f in cache.earlier_failures()? {
-        log.record(f)?;
-    }
-    if let Some(v) = &prepared.vocab {
-        v.write_csv(&out.join("vocabulary.csv"))?;
-    }
+    // Device, model and settings are checked before any work.
     let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = note {
         tracing::warn!("{n}");
@@ -87,6 +71,25 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
     }
     if model.input_wh() != (cache.width, cache.height) {
         bail!("the cache holds {}x{} frames, the model takes {:?}: decode again with this model's sidecar", cache.width, cache.height, model.input_wh());
+    }
+    model.check()?;
+    // The folder is checked before anything is written into it.
+    let draft = draft(cfg, &prepared)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::pipeline::dataset::check_out(out, &draft, cfg.overwrite)?;
+    // Claimed before any shard is written; completed with the PCA's hash when one is fitted.
+    let pca = match &draft.pca {
+        crate::pipeline::dataset::PcaChoice::Given { path, sha256, dims } => crate::pipeline::dataset::PcaIdentity { sha256: sha256.clone(), dims: *dims, fitted_here: false, source: path.display().to_string() },
+        crate::pipeline::dataset::PcaChoice::Fit { dims } => crate::pipeline::dataset::PcaIdentity { sha256: String::new(), dims: *dims, fitted_here: true, source: "pca.npz".into() },
+    };
+    crate::pipeline::dataset::write_identity(out, &draft.identity(pca))?;
+    crate::telemetry::EventLog::open(out, &crate::pipeline::worker::worker_id()).started();
+    let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
+    for f in cache.earlier_failures()? {
+        log.record(f)?;
+    }
+    if let Some(v) = &prepared.vocab {
+        v.write_csv(&out.join("vocabulary.csv"))?;
     }
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let settings = json!({"settings": cache.manifest["decode"].clone(), "frame_cache": cfg.cache.display().to_string(), "fp16": model.is_half(), "provenance": cfg.provenance});

@@ -1,6 +1,7 @@
 //! `vidfeat frames`: the frames a video is sampled to (a PNG per row, or one raw rgb24 file)
-//! and `frames.json` (per row: index, time, source pts, source frame number), to check
-//! sampling by eye or against another tool.
+//! and `frames.json` (per row: index, the row's time and the presentation time of the source
+//! frame used, in the source's media timeline and from the origin, and the source frame's
+//! number; the window and origin), to check sampling by eye or against another tool.
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -37,6 +38,7 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
     std::fs::create_dir_all(&cfg.out)?;
     let mut raw = if cfg.raw { Some(std::io::BufWriter::new(std::fs::File::create(cfg.out.join("frames.rgb24"))?)) } else { None };
     let mut rows = vec![];
+    let mut origin: Option<f64> = None;
     let mut err: Option<anyhow::Error> = None;
     let (mut w, mut h) = (0, 0);
     let report = decode_file(&cfg.video, &opts, |f| {
@@ -53,7 +55,18 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
         if let Err(e) = r {
             err = Some(e);
         }
-        rows.push(json!({"index": f.index, "time": f.time, "pts": f.source_pts, "source_frame": f.source_frame}));
+        // Times in the source's media timeline (what a player or ffprobe shows), and relative to
+        // row 0 (what the row index means: time = index / fps).
+        let r = |x: f64| (x * 1e6).round() / 1e6;
+        rows.push(json!({
+            "index": f.index,
+            "time": r(f.origin + f.time),
+            "pts": r(f.origin + f.source_pts),
+            "time_from_origin": r(f.time),
+            "pts_from_origin": r(f.source_pts),
+            "source_frame": f.source_frame,
+        }));
+        origin.get_or_insert(f.origin);
     })
     .map_err(|e| anyhow::anyhow!("{} ({}): {e}", cfg.video.display(), e.kind()))?;
     if let Some(e) = err {
@@ -68,6 +81,8 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
         "width": w,
         "height": h,
         "fps": cfg.fps.to_f64(),
+        "window": cfg.window.map(|(s, e)| json!([s, if e.is_finite() { json!(e) } else { json!(null) }])),
+        "origin": origin,
         "source_width": report.source_width,
         "source_height": report.source_height,
         "rotation": report.rotation,

@@ -24,6 +24,21 @@ impl Job {
     pub fn segments(&self) -> &[SegmentLabel] {
         self.segments.as_deref().map(Vec::as_slice).unwrap_or(&[])
     }
+
+    /// Warns about segments that start at or beyond the video's `rows` (they are written as
+    /// given, but point past its features).
+    pub fn warn_segments_beyond(&self, rows: usize) {
+        let beyond: Vec<i64> = self.segments().iter().map(|s| s.start).filter(|&s| s >= rows as i64).collect();
+        if !beyond.is_empty() {
+            tracing::warn!(
+                "{}: {} at row {} beyond its {} (segment start times are rows, seconds at 1 fps)",
+                self.task.id,
+                if beyond.len() == 1 { "a segment starts".to_string() } else { format!("{} segments start", beyond.len()) },
+                beyond.iter().map(i64::to_string).collect::<Vec<_>>().join(", "),
+                crate::telemetry::count(rows as u64, "row")
+            );
+        }
+    }
 }
 
 /// One failed video (or list row), as written to failures.jsonl.

@@ -65,6 +65,7 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
         tracing::warn!("{n}");
     }
     let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
+    model.check()?;
     let opts = cfg.decode.options(&model.sidecar)?;
     let dim = model.sidecar.output_dim;
     let (w, h) = model.input_wh();
@@ -105,7 +106,7 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
             *by_kind.entry(f.kind.as_str()).or_default() += 1;
         }
         let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        tracing::info!("PCA sample: {} video(s) could not be decoded and were skipped ({}); they are reported when processed", failures.len(), kinds.join(", "));
+        tracing::info!("PCA sample: {} could not be decoded and were skipped ({}); they are reported when processed", crate::telemetry::count(failures.len() as u64, "video"), kinds.join(", "));
     }
     let mut fit = Fit { frames: acc.rows(), videos, failures, pca: None };
     if acc.rows() < 2 {

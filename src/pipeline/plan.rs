@@ -389,7 +389,7 @@ pub fn check_strict(spec: &JobSpec) -> Result<()> {
     let planned = resolve(spec, &mut log, None, None)?;
     let n = plan_problems(&planned.summary);
     let first: Vec<String> = log.first.iter().map(|f| serde_json::to_string(f).unwrap_or_default()).collect();
-    anyhow::ensure!(n == 0, "--strict: {n} problem(s) in the lists, nothing done; first ones:\n{}", first.join("\n"));
+    anyhow::ensure!(n == 0, "--strict: {} in the lists, nothing done; first ones:\n{}", crate::telemetry::count(n, "problem"), first.join("\n"));
     Ok(())
 }
 
@@ -427,11 +427,21 @@ pub fn draft(f: &FreezeConfig, spec: &JobSpec) -> Result<crate::pipeline::datase
     use crate::pipeline::dataset::{vocabulary_identity, Draft, PcaChoice, SchemaIdentity};
     let model_path = std::fs::canonicalize(&f.model).with_context(|| format!("model {}", f.model.display()))?;
     let sidecar = sidecar_path(f, &model_path)?;
-    let side = vidfeat_features::Sidecar::load(&sidecar)?;
+    // The device and the model are checked before any work: an explicit CUDA device that is
+    // not there, or a model that loads but does not run with its sidecar, stops here.
+    let (device, note) = vidfeat_features::resolve_device(&f.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        tracing::warn!("{n}");
+    }
+    let model = vidfeat_features::Model::load(&model_path, Some(&sidecar), device)?;
+    model.check()?;
+    let side = model.sidecar.clone();
+    drop(model);
     let dims = f.pca_dims.unwrap_or(1024).min(side.output_dim);
     let pca = match &f.pca {
         Some(p) => {
-            let pca = vidfeat_features::Pca::load(p, Some(dims))?;
+            // A given PCA keeps all its components (up to 1,024) unless --pca-dims says otherwise.
+            let pca = vidfeat_features::Pca::load(p, f.pca_dims)?;
             anyhow::ensure!(pca.input_dim() == side.output_dim, "PCA {} takes {}-d features, the model gives {}-d", p.display(), pca.input_dim(), side.output_dim);
             PcaChoice::Given { path: std::fs::canonicalize(p)?, sha256: pca.content_sha256(), dims: pca.dims }
         }
@@ -572,7 +582,7 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     let removed = crate::pipeline::dataset::remove_stale_shards(out, &names)?;
     let refetched = crate::pipeline::worker::invalidate_changed_downloads(out, &plan, &f.decode.fetch_in(out).dir)?;
     if refetched > 0 {
-        tracing::info!("{refetched} shard(s) will be rebuilt: their downloaded sources now hold other content");
+        tracing::info!("{} rebuilt: their downloaded sources now hold other content", crate::telemetry::count(refetched as u64, "shard"));
     }
     Ok(Frozen::Plan { plan, removed })
 }

@@ -29,12 +29,13 @@ pub struct RunConfig {
 pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let started = Instant::now();
     let out = &cfg.out;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let draft = draft(&cfg.freeze, &cfg.jobs)?;
     let mut fz = cfg.freeze.clone();
     if let Some(p) = crate::pipeline::dataset::check_out(out, &draft, fz.overwrite)? {
         fz.pca = Some(p);
     }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::telemetry::EventLog::open(out, &crate::pipeline::worker::worker_id()).started();
     let planned = plan(&cfg.jobs, out)?;
     let mut extra_failures: Vec<Failure> = vec![];
     let mut summary = json!({"videos_ok": 0, "rows": 0, "seconds_of_video": 0.0, "shards": {}});
@@ -88,6 +89,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     }
     std::fs::rename(&tmp, &path)?;
     let failed: u64 = by_kind.values().sum();
+    // What failed before the worker (list rows, missing files, a PCA that could not be fitted)
+    // joins its counts, so the closing progress line agrees with this summary.
+    crate::telemetry::failed_before_work(failed.saturating_sub(crate::telemetry::COUNTERS.failed.load(std::sync::atomic::Ordering::Relaxed)));
     let ok = summary["videos_ok"].as_u64().unwrap_or(0);
     let outcome = if ok == 0 {
         Outcome::NoneOk
@@ -97,7 +101,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         Outcome::SomeFailed
     };
     let wall = started.elapsed().as_secs_f64();
-    let rows = summary["rows"].as_u64().unwrap_or(0);
+    // This run's work: frames through the network and videos finished here (kept shards and
+    // journaled videos are not this run's throughput).
+    let c = crate::telemetry::COUNTERS.snapshot();
+    let (rows, fresh) = (c.frames_extracted, c.written.saturating_sub(c.resumed));
     let mut vocab = summary["vocabulary"].clone();
     if vocab.is_object() {
         vocab["file"] = json!("vocabulary.csv");
@@ -108,7 +115,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         "videos_failed": failed,
         "failures_by_kind": by_kind,
         "wall_time_s": (wall * 1000.0).round() / 1000.0,
-        "throughput": {"videos_per_s": ok as f64 / wall.max(1e-9), "frames_per_s": rows as f64 / wall.max(1e-9)},
+        "throughput": {"videos_per_s": fresh as f64 / wall.max(1e-9), "frames_per_s": rows as f64 / wall.max(1e-9)},
         "model": model_info,
         "vocabulary": vocab,
         "provenance": provenance,

@@ -38,7 +38,18 @@ pub(crate) fn owner_dead_here(path: &Path) -> bool {
         return false;
     }
     let r = unsafe { libc::kill(b.pid as libc::pid_t, 0) };
-    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    if r != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // A process killed but not yet reaped by its parent (a zombie) still answers kill(pid, 0).
+    zombie(b.pid)
+}
+
+/// Whether /proc says the process has exited (state Z or X) but is not yet reaped.
+fn zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // `pid (comm) S ...`: the state follows the last `)` (comm may hold parentheses).
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s == "Z" || s == "X")
 }
 
 /// A held lease: a heartbeat thread touches it; dropping it stops the heartbeat and removes

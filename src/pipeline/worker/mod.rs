@@ -143,6 +143,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         tch::set_num_threads(cfg.torch_threads as i32);
     }
     let model = Model::load(std::path::Path::new(&plan.model), Some(std::path::Path::new(&plan.sidecar)), device)?;
+    model.check()?;
     let batch = plan.batch_size.unwrap_or(if device.is_cuda() { 64 } else { 8 }).max(1);
     let settings = DecodeSettings {
         fps: Rational::parse(&plan.fps).with_context(|| format!("plan fps `{}`", plan.fps))?,
@@ -162,6 +163,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     let (w, h) = model.input_wh();
     let frame_bytes = (w * h * 3) as usize;
     let owner = worker_id();
+    crate::telemetry::EventLog::open(&cfg.dir, &owner).started();
     let failed = std::sync::atomic::AtomicU64::new(0);
     let process = |jobs: &[Job], sink: &mut dyn FnMut(usize, Entry) -> Result<()>| -> Result<()> {
         let progress: Progress = (Mutex::new(0), Condvar::new());

@@ -256,7 +256,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
     crate::telemetry::resumed(have.len() as u64);
     let mut events = crate::telemetry::EventLog::open(ctx.dir, ctx.owner);
     if !have.is_empty() {
-        tracing::info!("{name}: {} of {} videos already done{}", have.len(), jobs.len(), if retry_of.is_some() { " (retrying the others)" } else { ", resuming" });
+        tracing::info!("{name}: {} of {} already done{}", have.len(), crate::telemetry::count(jobs.len() as u64, "video"), if retry_of.is_some() { " (retrying the others)" } else { ", resuming" });
     }
     let sub: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
     (ctx.process)(&sub, &mut |k, e| {
@@ -308,6 +308,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
         }
         match &have[&(i as u32)] {
             Entry::Ok { rgb, mean_rgb, seconds, .. } => {
+                job.warn_segments_beyond(rgb.len());
                 let rec = vidfeat_export::VideoRecord {
                     id: job.task.id.clone(),
                     labels: job.labels.clone(),
@@ -440,7 +441,7 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
             _ => None,
         };
         let m = run_shard(ctx, name, jobs, &lease, retry_of)?;
-        tracing::info!("{name}: done, {} videos, {} failed", m.videos, m.failed);
+        tracing::info!("{name}: done, {}, {} failed", crate::telemetry::count(m.videos, "video"), m.failed);
         rebuilt += existed as u64;
         retried += retry_of.is_some() as u64;
         processed.push(name.clone());

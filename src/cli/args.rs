@@ -325,6 +325,7 @@ impl ListArgs {
 }
 
 /// The values --resize takes.
+#[cfg(feature = "ffmpeg")]
 pub const RESIZE: [&str; 3] = ["squash", "center-crop", "letterbox"];
 
 /// A count of at least 1.

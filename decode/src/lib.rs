@@ -1,6 +1,10 @@
 //! FFmpeg decoding (through ffmpeg-next) with the 1-fps sampling rule of [`sampler`], producing
 //! packed RGB24 frames at the requested size.
 //!
+//! Two sampling modes ([`Sampling`]): `exact`, the rule of [`sampler`] over every frame, and
+//! `keyframes`, the same rule over key frames only: non-key packets are read (for timing) but
+//! never decoded, so a row repeats the newest key frame at or before its time within a GOP.
+//!
 //! Work a filter graph cannot avoid is avoided here:
 //! * only sampled frames are converted and scaled (the newest decoded frame is kept as
 //!   "pending" and converted only when the sampler assigns it rows);
@@ -23,10 +27,109 @@ pub mod sampler;
 pub use geometry::{Geometry, Resize};
 pub use sampler::{Rational, Sampler};
 
+/// Which frames rows may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sampling {
+    /// Row k is the frame on screen at its time (every frame is a candidate).
+    #[default]
+    Exact,
+    /// Row k is the newest key frame at or before its time; only key frames are decoded.
+    Keyframes,
+}
+
+impl Sampling {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sampling::Exact => "exact",
+            Sampling::Keyframes => "keyframes",
+        }
+    }
+}
+
+impl std::str::FromStr for Sampling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Sampling::Exact),
+            "keyframes" => Ok(Sampling::Keyframes),
+            _ => Err(format!("sampling `{s}`: expected exact or keyframes")),
+        }
+    }
+}
+
+/// Where video is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HwDecode {
+    /// FFmpeg's software decoders, on the CPU.
+    #[default]
+    None,
+    /// NVDEC when the NVIDIA driver's libraries and an NVDEC decoder for the codec are there,
+    /// else the CPU, silently.
+    Auto,
+    /// NVDEC; where it cannot be used (no driver libraries, no NVDEC decoder for the codec, it
+    /// fails to open) the CPU decodes, with a warning saying why.
+    Cuda,
+}
+
+impl HwDecode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            HwDecode::None => "none",
+            HwDecode::Auto => "auto",
+            HwDecode::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::str::FromStr for HwDecode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(HwDecode::None),
+            "auto" => Ok(HwDecode::Auto),
+            "cuda" => Ok(HwDecode::Cuda),
+            _ => Err(format!("hwdec `{s}`: expected none, auto or cuda")),
+        }
+    }
+}
+
+/// Whether the NVIDIA driver's decoding libraries can be loaded (FFmpeg's `*_cuvid`
+/// decoders load `libcuda.so.1` and `libnvcuvid.so.1` when they open). Checked once.
+pub fn nvdec_available() -> Result<(), String> {
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            for lib in ["libcuda.so.1", "libnvcuvid.so.1"] {
+                let name = std::ffi::CString::new(lib).unwrap();
+                let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+                if h.is_null() {
+                    return Err(format!("{lib} not found (the NVIDIA driver's libraries)"));
+                }
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// FFmpeg's NVDEC decoder for a codec, by its name (`h264` -> `h264_cuvid`).
+fn nvdec_decoder(codec: &str) -> Option<ffmpeg::Codec> {
+    let name = match codec {
+        "h264" | "hevc" | "av1" | "vp8" | "vp9" | "vc1" | "mjpeg" | "mpeg4" => format!("{codec}_cuvid"),
+        "mpeg1video" => "mpeg1_cuvid".into(),
+        "mpeg2video" => "mpeg2_cuvid".into(),
+        _ => return None,
+    };
+    ffmpeg::decoder::find_by_name(&name)
+}
+
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
     /// Rows per second (default 1).
     pub fps: Rational,
+    /// Where to decode (default the CPU).
+    pub hwdec: HwDecode,
+    /// Which frames rows may use (default exact).
+    pub sampling: Sampling,
     /// Cap on rows; `None` = no cap.
     pub max_frames: Option<u64>,
     /// Output size (width, height); `None` = the source's displayed size.
@@ -74,6 +177,8 @@ impl Default for DecodeOptions {
     fn default() -> Self {
         DecodeOptions {
             fps: Rational::new(1, 1),
+            hwdec: HwDecode::None,
+            sampling: Sampling::Exact,
             max_frames: Some(300),
             size: None,
             resize: Resize::Squash,
@@ -121,11 +226,24 @@ pub struct DecodeReport {
     /// Display rotation applied, degrees clockwise (0, 90, 180, 270).
     pub rotation: u32,
     pub codec: String,
+    /// Index of the stream decoded (the default-disposition video stream, else the largest).
+    pub stream: usize,
+    /// The decoder that ran (`h264`, or `h264_cuvid` with NVDEC).
+    pub decoder: String,
     pub packets: u64,
     pub decoded_frames: u64,
     /// Packets sent with skip_frame=NONREF because no row could use them.
     pub skippable_packets: u64,
     pub decode_errors: u64,
+    /// Packets not decoded because `keyframes` sampling uses key frames only.
+    pub nonkey_packets: u64,
+    /// The sampling the rows were made with (`keyframes` falls back to `exact` for a file
+    /// without key-frame flags).
+    pub sampling: Sampling,
+    /// Distance between a row's time and the time of the frame it shows, seconds: mean and
+    /// maximum over the rows (about half a frame interval exact, up to a GOP with key frames).
+    pub lag_mean: f64,
+    pub lag_max: f64,
     /// Non-fatal problems (a truncated tail, a few broken packets).
     pub warnings: Vec<String>,
 }
@@ -158,6 +276,10 @@ pub enum DecodeError {
     /// marks non-keyframes as keyframes); `decode_file` retries from the start of the file.
     #[error("seek did not land on a keyframe")]
     SeekMissedKeyframe,
+    /// Internal: `keyframes` sampling over a file whose packets carry no key-frame flag;
+    /// `decode_file` decodes it exactly instead.
+    #[error("no key-frame flags")]
+    NoKeyFrameFlags,
 }
 
 impl DecodeError {
@@ -175,7 +297,7 @@ impl DecodeError {
             DecodeError::Ffmpeg(_) => "decode_error",
             DecodeError::Forbidden(_) => "forbidden_format",
             DecodeError::TooLarge(_) => "too_large",
-            DecodeError::SeekMissedKeyframe => "decode_error",
+            DecodeError::SeekMissedKeyframe | DecodeError::NoKeyFrameFlags => "decode_error",
         }
     }
 }
@@ -315,6 +437,12 @@ struct Session<'a> {
     packets_read: u64,
     recent_pts: VecDeque<i64>,
     max_pixels: u64,
+    /// Sum of the rows' lags (see `DecodeReport::lag_mean`).
+    lag_sum: f64,
+    /// `keyframes` sampling: time and display-order number of each key packet sent and not yet
+    /// out of the decoder; the time stands in for a frame that carries none (an AVI's packets have decode times only, and the
+    /// newest packet read is seconds later than the key frame being flushed).
+    key_times: VecDeque<(i64, u64)>,
 }
 
 impl Session<'_> {
@@ -328,10 +456,14 @@ impl Session<'_> {
         let rgb = self.geom.finish(scaled);
         let origin = self.sampler.origin().unwrap_or(0);
         for k in rows {
+            let (time, source_pts) = (self.sampler.row_time(k), (*pts - origin) as f64 * self.tb.to_f64());
+            let lag = (time - source_pts).max(0.0);
+            self.lag_sum += lag;
+            self.report.lag_max = self.report.lag_max.max(lag);
             (self.on_row)(SampledFrame {
                 index: k,
-                time: self.sampler.row_time(k),
-                source_pts: (*pts - origin) as f64 * self.tb.to_f64(),
+                time,
+                source_pts,
                 origin: origin as f64 * self.tb.to_f64(),
                 source_frame: *no,
                 width: self.geom.out_w,
@@ -343,7 +475,9 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn on_frame(&mut self, f: VideoFrame, fallback_pts: i64) -> Result<(), DecodeError> {
+    /// `number`: the frame's display-order number where known from its packet (key frames
+    /// only); else counted from the packets read around it.
+    fn on_frame(&mut self, f: VideoFrame, pts: i64, number: Option<u64>) -> Result<(), DecodeError> {
         self.report.decoded_frames += 1;
         let pixels = f.width() as u64 * f.height() as u64;
         if pixels > self.max_pixels {
@@ -366,23 +500,37 @@ impl Session<'_> {
         if self.finished {
             return Ok(());
         }
-        let pts = f.timestamp().unwrap_or(fallback_pts);
         if self.sampler.done_before(pts) {
             self.finished = true;
             return Ok(());
         }
         let rows = self.sampler.push(pts);
         self.emit(rows)?;
-        let later = self.recent_pts.iter().filter(|&&q| q > pts).count() as u64;
-        self.pending = Some((f, pts, self.packets_read.saturating_sub(later + 1)));
+        let no = number.unwrap_or_else(|| self.display_number(pts));
+        self.pending = Some((f, pts, no));
         Ok(())
+    }
+
+    /// Display-order number of the frame at `pts` among the packets read so far.
+    fn display_number(&self, pts: i64) -> u64 {
+        let later = self.recent_pts.iter().filter(|&&q| q > pts).count() as u64;
+        self.packets_read.saturating_sub(later + 1)
     }
 
     fn drain(&mut self, decoder: &mut ffmpeg::decoder::Video, fallback_pts: i64) -> Result<(), DecodeError> {
         loop {
             let mut f = VideoFrame::empty();
             match decoder.receive_frame(&mut f) {
-                Ok(()) => self.on_frame(f, fallback_pts)?,
+                Ok(()) => {
+                    // Key frames only: frames leave in the order their packets went in, and a
+                    // frame's time is its own packet's (the decoder's best-effort guess is
+                    // thrown off by the missing frames between).
+                    let (time, number) = match self.key_times.pop_front() {
+                        Some((t, no)) => (Some(f.pts().unwrap_or(t)), Some(no)),
+                        None => (f.timestamp(), None),
+                    };
+                    self.on_frame(f, time.unwrap_or(fallback_pts), number)?
+                }
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => return Ok(()),
                 Err(ffmpeg::Error::Eof) => return Ok(()),
                 Err(_) => {
@@ -403,9 +551,20 @@ fn duration_rows(opts: &DecodeOptions) -> u64 {
     if r.is_finite() && r < u64::MAX as f64 { r as u64 } else { u64::MAX }
 }
 
+/// With `keyframes` sampling, a video whose rows lag their time by more than this is warned
+/// about (a long GOP, or a stream with one key frame).
+pub const LONG_GOP_SECONDS: f64 = 10.0;
+
 /// Decodes `path`, calling `on_row` for each sampled row in order.
 pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
     match decode_once(path, opts, true, &mut on_row) {
+        // Key frames only, but the container flags none: the exact rule, said so.
+        Err(DecodeError::NoKeyFrameFlags) => {
+            let exact = DecodeOptions { sampling: Sampling::Exact, ..opts.clone() };
+            let mut r = decode_file(path, &exact, on_row)?;
+            r.warnings.push("keyframes sampling: the file flags no key frames; decoded every frame (exact sampling)".into());
+            Ok(r)
+        }
         // Windows are cut by seeking to the keyframe before the start. Some files' indexes
         // call every frame a keyframe (an MP4 without a sync-sample table): the decoder then
         // starts mid-GOP and outputs broken frames. Decode from the start instead (exact,
@@ -476,10 +635,41 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         ..Default::default()
     });
     let codec_name = cctx.id().name().to_string();
-    let mut decoder = cctx.decoder().video().map_err(|e| match e {
-        ffmpeg::Error::DecoderNotFound => DecodeError::UnsupportedCodec(codec_name.clone()),
-        e => DecodeError::UnsupportedCodec(format!("{codec_name}: {e}")),
-    })?;
+    let mut hw_warning = None;
+    // NVDEC (FFmpeg's *_cuvid decoders, frames downloaded to system memory) where asked for and
+    // possible; else the software decoder. H.264, HEVC, VP9 and AV1 decoding is bit-exact by
+    // their specifications, so the rows are the same either way.
+    let nvdec = match opts.hwdec {
+        HwDecode::None => None,
+        hw => match (nvdec_available(), nvdec_decoder(&codec_name)) {
+            (Ok(()), Some(codec)) => {
+                let hctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(|e| DecodeError::Ffmpeg(e.to_string()))?;
+                match hctx.decoder().open_as(codec).and_then(|o| o.video()) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        hw_warning = (hw == HwDecode::Cuda).then(|| format!("NVDEC could not open a {codec_name} decoder ({e}): decoded on the CPU"));
+                        None
+                    }
+                }
+            }
+            (Err(why), _) => {
+                hw_warning = (hw == HwDecode::Cuda).then(|| format!("NVDEC unavailable ({why}): decoded on the CPU"));
+                None
+            }
+            (Ok(()), None) => {
+                hw_warning = (hw == HwDecode::Cuda).then(|| format!("no NVDEC decoder for {codec_name}: decoded on the CPU"));
+                None
+            }
+        },
+    };
+    let mut decoder = match nvdec {
+        Some(d) => d,
+        None => cctx.decoder().video().map_err(|e| match e {
+            ffmpeg::Error::DecoderNotFound => DecodeError::UnsupportedCodec(codec_name.clone()),
+            e => DecodeError::UnsupportedCodec(format!("{codec_name}: {e}")),
+        })?,
+    };
+    let decoder_name = decoder.codec().map_or_else(|| codec_name.clone(), |c| c.name().to_string());
     let sar = {
         let s = unsafe { (*stream.as_ptr()).sample_aspect_ratio };
         if s.num > 0 && s.den > 0 {
@@ -548,6 +738,10 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
             source_height: geom.display_h,
             rotation,
             codec: codec_name,
+            stream: si,
+            decoder: decoder_name,
+            sampling: opts.sampling,
+            warnings: hw_warning.into_iter().collect(),
             ..Default::default()
         },
         geom,
@@ -557,6 +751,8 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         packets_read: 0,
         recent_pts: VecDeque::new(),
         max_pixels: opts.max_pixels,
+        lag_sum: 0.0,
+        key_times: VecDeque::new(),
     };
 
     let mut lookahead: VecDeque<ffmpeg::Packet> = VecDeque::new();
@@ -566,6 +762,9 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     // End of the stream in ticks: max over packets of pts + duration.
     let mut stream_end: Option<i64> = None;
     let mut last_pts: i64 = 0;
+    // Key frames only: non-key packets are not sent to the decoder at all.
+    let keyframes_only = opts.sampling == Sampling::Keyframes;
+    let mut key_packets = 0u64;
     loop {
         if let Some(t) = opts.timeout {
             if started.elapsed() > t {
@@ -605,7 +804,20 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         }
         let Some(packet) = lookahead.pop_front() else { break };
         session.report.packets += 1;
-        let skip = opts.skip_unneeded && skippable(&packet, &lookahead, &session.sampler);
+        if keyframes_only {
+            if packet.is_key() {
+                key_packets += 1;
+            } else {
+                // Read for the stream's timing, never decoded.
+                session.report.nonkey_packets += 1;
+                if let Some(p) = packet.pts() {
+                    last_pts = last_pts.max(p);
+                }
+                continue;
+            }
+        }
+        // (With key frames only, the look-ahead's successors are never decoded: nothing skips.)
+        let skip = opts.skip_unneeded && !keyframes_only && skippable(&packet, &lookahead, &session.sampler);
         if skip {
             session.report.skippable_packets += 1;
         }
@@ -618,6 +830,10 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         if let Err(e) = decoder.send_packet(&packet) {
             session.report.decode_errors += 1;
             first_error.get_or_insert_with(|| e.to_string());
+        } else if keyframes_only {
+            if let Some(t) = packet.pts().or(packet.dts()) {
+                session.key_times.push_back((t, session.display_number(t)));
+            }
         }
         session.drain(&mut decoder, last_pts)?;
     }
@@ -629,6 +845,9 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     }
     let _ = decoder.send_eof();
     session.drain(&mut decoder, last_pts)?;
+    if keyframes_only && key_packets == 0 && session.report.packets > 0 {
+        return Err(DecodeError::NoKeyFrameFlags);
+    }
 
     let packets = session.report.packets;
     let errors = session.report.decode_errors;
@@ -680,6 +899,13 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     let origin = session.sampler.origin().unwrap_or(0);
     let end = limit.map_or(end, |l| l.min(end));
     session.report.duration = end.saturating_sub(origin).max(0) as f64 * tb.to_f64();
+    session.report.lag_mean = session.lag_sum / session.report.rows.max(1) as f64;
+    if keyframes_only && session.report.lag_max > LONG_GOP_SECONDS {
+        session.report.warnings.push(format!(
+            "keyframes sampling: rows show frames up to {:.1} s older than their time (key frames that far apart); exact sampling follows the video",
+            session.report.lag_max
+        ));
+    }
     Ok(session.report)
 }
 

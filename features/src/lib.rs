@@ -140,6 +140,29 @@ fn load_cuda_backend() -> Result<(), String> {
         .clone()
 }
 
+/// `n` packed RGB24 frames as the network's float NCHW input: `(pixel - mean) / std` per
+/// channel in the sidecar's channel order, through a table of the 256 values per channel
+/// (the same f32 operations as libtorch's, so the same bits).
+pub fn normalise_nchw(sidecar: &Sidecar, rgb: &[u8], n: usize, out: &mut [f32]) {
+    let plane = (sidecar.input_size[0] * sidecar.input_size[1]) as usize;
+    let bgr = sidecar.channel_order == "bgr";
+    let (m, sd) = (sidecar.mean, sidecar.std);
+    // table[c][v]: value v normalised with output channel c's mean and std.
+    let table: Vec<[f32; 256]> = (0..3).map(|c| std::array::from_fn(|v| (v as f32 - m[c]) / sd[c])).collect();
+    // Output channel 0 takes the pixel's blue byte when the network wants BGR.
+    let (s0, s2) = if bgr { (2, 0) } else { (0, 2) };
+    assert_eq!(out.len(), n * 3 * plane, "output sized for n frames");
+    for (frame, dst) in rgb.chunks_exact(plane * 3).zip(out.chunks_exact_mut(plane * 3)) {
+        let (c0, rest) = dst.split_at_mut(plane);
+        let (c1, c2) = rest.split_at_mut(plane);
+        for (i, px) in frame.chunks_exact(3).enumerate() {
+            c0[i] = table[0][px[s0] as usize];
+            c1[i] = table[1][px[1] as usize];
+            c2[i] = table[2][px[s2] as usize];
+        }
+    }
+}
+
 /// A TorchScript image model returning pre-logit features.
 pub struct Model {
     module: tch::CModule,
@@ -150,6 +173,12 @@ pub struct Model {
     mean: Tensor,
     std: Tensor,
     half: bool,
+    /// The module's weights are fp16 (inputs are cast to it); else fp16 runs as autocast.
+    half_weights: bool,
+    /// Inputs reach the network in channels-last memory order (NHWC strides, as the frames
+    /// come): cuDNN's fastest convolutions on tensor cores take it. CUDA only by default, so
+    /// CPU features keep their bits.
+    channels_last: bool,
     /// CUDA: pinned buffers and a copy stream (see `staging.rs`); None on the CPU, or when
     /// they could not be set up (then `transfer` says why and uploads are plain copies).
     staging: Option<std::sync::Mutex<staging::Staging>>,
@@ -187,12 +216,25 @@ impl Model {
             },
             _ => (None, "host memory".to_string()),
         };
-        Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std, half: false, staging, transfer })
+        let channels_last = device.is_cuda();
+        Ok(Model { module, sidecar, device, path: path.to_path_buf(), sha256, mean, std, half: false, half_weights: false, channels_last, staging, transfer })
     }
 
-    /// Runs the network in mixed precision (CUDA autocast: convolutions and matmuls in fp16),
-    /// CUDA only, and only where the sidecar allows it. Autocast rather than converting the
-    /// module: a frozen TorchScript module holds its weights as fp32 constants.
+    /// Whether inputs go in channels-last memory order (see the field); on by default on CUDA.
+    pub fn set_channels_last(&mut self, on: bool) {
+        self.channels_last = on;
+    }
+
+    /// cuDNN picks convolution algorithms by timing them on the first batches of each shape:
+    /// faster, but the choice (and so the features' last bits) may differ from run to run.
+    pub fn set_cudnn_benchmark(on: bool) {
+        tch::Cuda::cudnn_set_benchmark(on);
+    }
+
+    /// Runs the network in half precision, CUDA only, and only where the sidecar allows it:
+    /// with fp16 weights where the module can be converted (its parameters are converted and a
+    /// batch runs), else CUDA autocast (a frozen TorchScript module holds its weights as fp32
+    /// constants that conversion leaves alone, and autocast casts around them).
     pub fn use_half(&mut self) -> Result<(), FeatureError> {
         let err = |msg: &str| FeatureError::Model { path: self.path.display().to_string(), msg: msg.into() };
         if !self.sidecar.fp16 {
@@ -202,7 +244,25 @@ impl Model {
             return Err(err("fp16 needs a CUDA device"));
         }
         self.half = true;
+        self.module.to(self.device, Kind::Half, false);
+        self.half_weights = true;
+        if self.check().is_err() {
+            // Not convertible: the module as it was, under autocast.
+            let mut module = tch::CModule::load_on_device(&self.path, self.device).map_err(|e| err(&e.to_string()))?;
+            module.set_eval();
+            self.module = module;
+            self.half_weights = false;
+        }
         Ok(())
+    }
+
+    /// How half precision runs: `fp16 weights`, `autocast`, or `fp32`.
+    pub fn precision(&self) -> &'static str {
+        match (self.half, self.half_weights) {
+            (true, true) => "fp16 weights",
+            (true, false) => "autocast",
+            _ => "fp32",
+        }
     }
 
     pub fn is_half(&self) -> bool {
@@ -263,7 +323,13 @@ impl Model {
             if self.sidecar.channel_order == "bgr" {
                 x = x.flip([3]);
             }
-            ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]).contiguous()
+            let x = ((x - &self.mean) / &self.std).permute([0, 3, 1, 2]);
+            let x = if self.channels_last { x } else { x.contiguous() };
+            if self.half_weights {
+                x.to_kind(Kind::Half)
+            } else {
+                x
+            }
         };
         let err = |msg| self.err(msg);
         tch::no_grad(|| -> Result<Pending, FeatureError> {
@@ -272,12 +338,21 @@ impl Model {
                     let (slot, x) = st.lock().unwrap().upload(rgb, &shape, prepare).map_err(err)?;
                     (Some(slot), x)
                 }
+                // On the CPU, normalisation and layout in one pass (libtorch makes four).
+                None if !self.device.is_cuda() && !self.channels_last => {
+                    let x = Tensor::empty([n as i64, 3, h as i64, w as i64], (Kind::Float, Device::Cpu));
+                    // SAFETY: `x` is a new contiguous CPU float tensor of exactly this many
+                    // elements, owned here and not shared until it is filled.
+                    let buf = unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel()) };
+                    normalise_nchw(&self.sidecar, rgb, n, buf);
+                    (None, x)
+                }
                 None => {
                     let host = Tensor::from_slice(rgb).view(shape);
                     (None, prepare(&if self.device.is_cuda() { host.to_device_(self.device, Kind::Uint8, true, false) } else { host }))
                 }
             };
-            let out = if self.half { tch::autocast(true, || self.module.forward_ts(&[x]))? } else { self.module.forward_ts(&[x])? };
+            let out = if self.half && !self.half_weights { tch::autocast(true, || self.module.forward_ts(&[x]))? } else { self.module.forward_ts(&[x])? };
             let size = out.size();
             if size.len() != 2 || size[0] != n as i64 || size[1] != self.sidecar.output_dim as i64 {
                 return Err(err(format!("returned shape {size:?}, sidecar says [{n}, {}]", self.sidecar.output_dim)));
@@ -314,5 +389,41 @@ impl Model {
             f(self.finish(p)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass normalisation gives libtorch's bits, in both channel orders.
+    #[test]
+    fn normalise_nchw_matches_libtorch() {
+        let (n, h, w) = (3usize, 5u32, 7u32);
+        let rgb: Vec<u8> = (0..n * (h * w * 3) as usize).map(|i| (i * 7919 % 256) as u8).collect();
+        for order in ["rgb", "bgr"] {
+            let sc = Sidecar {
+                name: "t".into(),
+                weights: String::new(),
+                input_size: [h, w],
+                mean: [123.675, 116.28, 103.53],
+                std: [58.395, 57.12, 57.375],
+                channel_order: order.into(),
+                output_dim: 1,
+                fp16: false,
+                resize: "squash".into(),
+            };
+            let mut x = Tensor::from_slice(&rgb).view([n as i64, h as i64, w as i64, 3]).to_kind(Kind::Float);
+            if order == "bgr" {
+                x = x.flip([3]);
+            }
+            let mean = Tensor::from_slice(&sc.mean).view([1, 1, 1, 3]);
+            let std = Tensor::from_slice(&sc.std).view([1, 1, 1, 3]);
+            let want = Vec::<f32>::try_from(((x - mean) / std).permute([0, 3, 1, 2]).contiguous().view([-1])).unwrap();
+            let mut got = vec![0f32; want.len()];
+            normalise_nchw(&sc, &rgb, n, &mut got);
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{order}: differs from libtorch");
+        }
     }
 }

@@ -99,6 +99,20 @@ impl Pca {
         hex::encode(h.finalize())
     }
 
+    /// Another handle to the same tensors (read-only use), for another thread: `Tensor` is
+    /// `Send` but not `Sync`.
+    pub fn share(&self) -> Pca {
+        Pca {
+            mean: self.mean.shallow_clone(),
+            eigenvals: self.eigenvals.shallow_clone(),
+            eigenvecs: self.eigenvecs.shallow_clone(),
+            dims: self.dims,
+            frames: self.frames,
+            supported: self.supported,
+            proj: self.proj.shallow_clone(),
+        }
+    }
+
     pub fn input_dim(&self) -> usize {
         self.mean.size()[0] as usize
     }

@@ -62,3 +62,19 @@ fn imagenet_top5_is_sensible_on_real_frames() {
     let t = top5(&cartoon);
     assert!(t.contains(&917), "comic book not in top-5 {t:?}");
 }
+
+/// On CUDA inputs reach the network in channels-last order; the bundled model must take them
+/// (a `view` after a convolution would refuse such strides) and give the same features, which
+/// the CPU shows as well as a GPU would.
+#[test]
+fn channels_last_input_gives_the_same_features() {
+    let mut m = model();
+    let (w, h) = m.input_wh();
+    let frames = rgb_at(&root().join("data-samples/reference_frame.png"), w, h);
+    let two: Vec<u8> = frames.iter().chain(frames.iter().rev()).copied().collect();
+    let plain = m.extract(&two, 2).unwrap();
+    m.set_channels_last(true);
+    let nhwc = m.extract(&two, 2).unwrap();
+    let worst = plain.iter().zip(&nhwc).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-3, "channels-last features differ by up to {worst}");
+}

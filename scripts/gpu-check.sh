@@ -9,7 +9,13 @@
 #   * extract frames/s from a frame cache made elsewhere by `vidfeat decode` (its entries are
 #     repeated to make a longer run), fp32 and fp16, and how far fp16 features are from fp32.
 #
-# usage: [BASE_BIN=older-vidfeat] scripts/gpu-check.sh VIDFEAT_BIN FRAME_CACHE [WORK_DIR]
+#   * model speed: fp16 (weights where the module converts, else autocast: `precision` says
+#     which), channels-last inputs (the CUDA default), cuDNN autotuning, batch sizes;
+#   * with FULL_BIN (a build with FFmpeg, whose libraries load there) and CLIP: NVDEC
+#     (`--hwdec cuda`) against CPU decoding of the clip, time and pixel agreement of its rows.
+#
+# usage: [BASE_BIN=older-vidfeat] [FULL_BIN=vidfeat-with-ffmpeg CLIP=video.mp4] \
+#        scripts/gpu-check.sh VIDFEAT_BIN FRAME_CACHE [WORK_DIR]
 set -uo pipefail
 BIN=$(realpath "$1"); CACHE=$(realpath "$2"); WORK=${3:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
@@ -44,6 +50,10 @@ echo "== CNN-only frames/s"
 $PY scripts/export_model.py --arch inception_v3 --random-weights --out "$WORK/models" >/dev/null 2>&1 \
   && "$BIN" cnn-bench --device cuda --model "$WORK/models/inception_v3.pt" --batch 64,256 --fp16 --seconds 4 \
   || echo "inception_v3 export failed (torchvision missing?)"
+
+echo "== model speed: cuDNN autotuning, bigger batches (fp32 and fp16)"
+"$BIN" cnn-bench --device cuda --model $LITE0 --batch 64,256,512 --fp16 --cudnn-benchmark --seconds 4
+[[ -f "$WORK/models/inception_v3.pt" ]] && "$BIN" cnn-bench --device cuda --model "$WORK/models/inception_v3.pt" --batch 256,512 --fp16 --cudnn-benchmark --seconds 4
 
 echo "== extract from the frame cache"
 BIG="$WORK/cache-x40"
@@ -119,6 +129,35 @@ if [[ -n ${BASE_BIN:-} ]]; then
       cmp -s "$f" "$WORK/out-fp32-$bs/$rel" || { same=0; echo "differs: batch $bs $rel"; }
     done
     echo "batch $bs: byte-identical $([[ $same == 1 ]] && echo yes || echo no)"
+  done
+fi
+if [[ -n ${FULL_BIN:-} && -n ${CLIP:-} ]]; then
+  FULL=$(realpath "$FULL_BIN")
+  echo "== NVDEC against CPU decoding: $CLIP"
+  for hw in none cuda; do
+    /usr/bin/time -f "frames --hwdec $hw: %e s" "$FULL" frames "$CLIP" --out "$WORK/frames-$hw" --size 224x224 --format rgb24 --hwdec $hw --max-frames 0 2>&1 | tail -2
+  done
+  $PY - "$WORK" <<'EOF'
+import sys, json
+import numpy as np
+w = sys.argv[1]
+a = np.fromfile(f"{w}/frames-none/frames.rgb24", np.uint8)
+b = np.fromfile(f"{w}/frames-cuda/frames.rgb24", np.uint8)
+rows = [len(json.load(open(f"{w}/frames-{h}/frames.json"))["rows"]) for h in ("none", "cuda")]
+print("rows (cpu, nvdec):", rows, "decoder:", json.load(open(f"{w}/frames-cuda/frames.json")).get("decoder"))
+if a.shape == b.shape:
+    d = np.abs(a.astype(int) - b.astype(int))
+    print(f"pixels equal {np.mean(d == 0) * 100:.3f}%, within 1 {np.mean(d <= 1) * 100:.3f}%, max diff {d.max()}")
+else:
+    print("different sizes", a.shape, b.shape)
+EOF
+  echo "== run, NVDEC against CPU decoding (the clip listed 40 times, EfficientNet-Lite0 on CUDA)"
+  LIST="$WORK/nvdec.csv"; echo "id,source" > "$LIST"
+  for i in $(seq 1 40); do echo "v$i,$(realpath "$CLIP")" >> "$LIST"; done
+  for hw in none cuda; do
+    "$FULL" run "$LIST" --device cuda --hwdec $hw --overwrite --json --out "$WORK/run-$hw" 2>"$WORK/run-$hw.log" \
+      | $PY -c "import json,sys; s=json.load(sys.stdin); print('run --hwdec $hw:', s['throughput'], s['wall_time_s'], 's')"
+    grep -i nvdec "$WORK/run-$hw.log" | head -2
   done
 fi
 echo "== done"

@@ -385,7 +385,8 @@ pub fn init_logging(format: LogFormat) {
 // Per-video events
 
 /// `OUT/events/<worker>.jsonl`: one line per video this worker finished, in finishing order:
-/// `{"t": unix seconds, "id", "shard", "ok", "kind"?, "rows", "seconds"}`. Not part of the
+/// `{"t": unix seconds, "id", "shard", "ok", "kind"?, "rows", "seconds", "lag_mean_s",
+/// "lag_max_s"}` (a `{"t", "started": true}` line when a run starts). Not part of the
 /// dataset (nothing reads it but `vidfeat report`); written best-effort, a failure to write is
 /// logged once and ignored.
 pub struct EventLog {
@@ -426,13 +427,16 @@ impl EventLog {
         }
     }
 
-    pub fn video(&mut self, id: &str, shard: &str, outcome: std::result::Result<(u64, f64), &str>) {
+    /// A finished video: `Ok((rows, seconds of video, (lag mean, lag max)))`, or its failure's kind.
+    pub fn video(&mut self, id: &str, shard: &str, outcome: std::result::Result<(u64, f64, (f64, f64)), &str>) {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let mut v = serde_json::json!({"t": (t * 1000.0).round() / 1000.0, "id": id, "shard": shard, "ok": outcome.is_ok()});
         match outcome {
-            Ok((rows, seconds)) => {
+            Ok((rows, seconds, (lag_mean, lag_max))) => {
                 v["rows"] = rows.into();
                 v["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
+                v["lag_mean_s"] = ((lag_mean * 1e4).round() / 1e4).into();
+                v["lag_max_s"] = ((lag_max * 1e4).round() / 1e4).into();
             }
             Err(kind) => v["kind"] = kind.into(),
         }

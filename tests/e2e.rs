@@ -253,6 +253,21 @@ fn decode_to_a_frame_cache_then_extract_matches_run() {
     let pca = run_out.join("pca.npz");
     let r = vidfeat(&["extract", "--cache", cache.to_str().unwrap(), "--out", ext_out.to_str().unwrap(), "--pca", pca.to_str().unwrap(), "--torch-threads", "1"]);
     assert_eq!(r.status.code(), Some(2));
+    // The cache readers and the reducers (PCA, quantization, records) run on --threads
+    // threads; the shards are the same bytes whatever their number.
+    for threads in ["1", "3"] {
+        let o = d.path().join(format!("extract-{threads}"));
+        let r = vidfeat(&["extract", "--cache", cache.to_str().unwrap(), "--out", o.to_str().unwrap(), "--pca", pca.to_str().unwrap(), "--torch-threads", "1", "--threads", threads]);
+        assert_eq!(r.status.code(), Some(2));
+        for layout in ["frame", "video"] {
+            let mut names: Vec<_> = std::fs::read_dir(ext_out.join(layout)).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            assert_eq!(names.len(), 2);
+            for n in names {
+                assert!(std::fs::read(ext_out.join(layout).join(&n)).unwrap() == std::fs::read(o.join(layout).join(&n)).unwrap(), "--threads {threads}: {layout}/{n:?} differs");
+            }
+        }
+    }
     // Same videos, labels and rows; the features agree to within one quantization bin (run
     // batches frames within a video, extract across videos, and the CNN's last bits depend on
     // the batch it runs in).

@@ -114,9 +114,19 @@ pub struct SampleArgs {
     /// Cap on rows per video (0 = no cap).
     #[arg(long, default_value_t = 300)]
     pub max_frames: u64,
+    /// exact: row k is the frame on screen at its time. keyframes: the newest key frame at or
+    /// before it, decoding key frames only (far cheaper on long GOPs; rows repeat within a
+    /// GOP; a file without key-frame flags is decoded exactly, with a warning).
+    #[arg(long, default_value = "exact", value_parser = ["exact", "keyframes"])]
+    pub sampling: String,
     /// squash (YouTube-8M), center-crop or letterbox; default: the model sidecar's.
     #[arg(long, value_parser = RESIZE)]
     pub resize: Option<String>,
+    /// Where to decode: none (the CPU), auto (NVDEC where the NVIDIA driver and an NVDEC decoder
+    /// for the codec are there, else the CPU), cuda (NVDEC, falling back to the CPU with a
+    /// warning). The rows are the same.
+    #[arg(long, default_value = "none", value_parser = ["none", "auto", "cuda"])]
+    pub hwdec: String,
     /// Videos decoded in parallel (0 = one per core; with the network on the CPU, the cores
     /// --torch-threads leaves, at least one).
     #[arg(long, default_value_t = 0)]
@@ -148,6 +158,8 @@ impl SampleArgs {
         let (workers, threads) = vidfeat::pipeline::layout::decode_layout(self.decode_workers, self.decode_threads);
         Ok(vidfeat::pipeline::decode::DecodeSettings {
             fps: Rational::parse(&self.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", self.fps))?,
+            sampling: self.sampling.parse().map_err(anyhow::Error::msg)?,
+            hwdec: self.hwdec.parse().map_err(anyhow::Error::msg)?,
             max_frames: self.max_frames,
             resize: self.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
             workers,
@@ -250,6 +262,7 @@ impl OutputArgs {
             pca: sh.pca.clone(),
             pca_dims: sh.pca_dims,
             pca_sample_frames: sh.pca_sample_frames.max(2),
+            threads: 0,
         })
     }
 }

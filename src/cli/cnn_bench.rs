@@ -18,6 +18,10 @@ pub struct CnnBenchArgs {
     /// Also time half precision (CUDA only).
     #[arg(long)]
     pub fp16: bool,
+    /// Let cuDNN choose convolution algorithms by timing them (CUDA; faster, but features may
+    /// differ from run to run in their last bits).
+    #[arg(long)]
+    pub cudnn_benchmark: bool,
 }
 
 pub fn exec(a: CnnBenchArgs) -> Result<ExitCode> {
@@ -29,6 +33,7 @@ pub fn exec(a: CnnBenchArgs) -> Result<ExitCode> {
         batches: a.batch.split(',').map(|b| b.trim().parse()).collect::<Result<_, _>>().context("--batch")?,
         seconds: a.seconds,
         fp16: a.fp16,
+        cudnn_benchmark: a.cudnn_benchmark,
     };
     vidfeat::pipeline::cnn_bench::cnn_bench(&cfg, &mut |line| println!("{line}"))?;
     Ok(ExitCode::SUCCESS)

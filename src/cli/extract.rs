@@ -18,17 +18,26 @@ pub struct ExtractArgs {
     /// Half precision on CUDA (where the model sidecar allows it).
     #[arg(long)]
     pub fp16: bool,
+    /// Let cuDNN choose convolution algorithms by timing them (CUDA; faster, but features may
+    /// differ from run to run in their last bits).
+    #[arg(long)]
+    pub cudnn_benchmark: bool,
+    /// Threads that read the cache and reduce and encode videos (0 = one per core); records
+    /// stay in job order, and shards do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 pub fn exec(a: ExtractArgs) -> Result<ExitCode> {
     let cfg = vidfeat::pipeline::extract::ExtractConfig {
         cache: a.cache.clone(),
-        consume: a.output.consume()?,
+        consume: vidfeat::ConsumeConfig { threads: a.threads, ..a.output.consume()? },
         model: a.model.path(),
         sidecar: a.model.sidecar.clone(),
         device: a.model.device.clone(),
         torch_threads: a.model.torch_threads,
         fp16: a.fp16,
+        cudnn_benchmark: a.cudnn_benchmark,
         overwrite: a.output.shape.overwrite,
         provenance: super::provenance(),
     };

@@ -25,6 +25,12 @@ pub struct FramesArgs {
     /// Rows per second of video (e.g. 1, 0.5, 30000/1001).
     #[arg(long, default_value = "1", value_parser = super::args::rate)]
     pub fps: String,
+    /// Where to decode: none (the CPU), auto or cuda (NVDEC; see `vidfeat run --help`).
+    #[arg(long, default_value = "none", value_parser = ["none", "auto", "cuda"])]
+    pub hwdec: String,
+    /// exact or keyframes (see `vidfeat run --help`).
+    #[arg(long, default_value = "exact", value_parser = ["exact", "keyframes"])]
+    pub sampling: String,
     /// Cap on rows (0 = no cap).
     #[arg(long, default_value_t = 0)]
     pub max_frames: u64,
@@ -50,6 +56,8 @@ pub fn exec(a: FramesArgs) -> Result<ExitCode> {
         raw: a.format == "rgb24",
         resize: a.resize.parse().map_err(anyhow::Error::msg)?,
         fps,
+        sampling: a.sampling.parse().map_err(anyhow::Error::msg)?,
+        hwdec: a.hwdec.parse().map_err(anyhow::Error::msg)?,
         max_frames: a.max_frames,
         window,
     };

@@ -59,6 +59,8 @@ pub struct PcaSampleArgs {
 pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
     let decode = SampleArgs {
         fps: a.sample.fps.clone(),
+        sampling: "exact".into(),
+        hwdec: "none".into(),
         max_frames: a.sample.max_frames,
         resize: None,
         decode_workers: a.sample.decode_workers,

@@ -39,6 +39,7 @@ pub fn exec(mut a: RunArgs) -> Result<ExitCode> {
             threads: freeze.decode.threads,
             fetch: freeze.decode.fetch.clone(),
             retry: a.retry.kinds()?,
+            hwdec: freeze.decode.hwdec,
         },
         freeze,
         out: out.clone(),

@@ -41,6 +41,10 @@ pub struct WorkArgs {
     /// FFmpeg threads per decoder (0 = 1 when several workers run, else FFmpeg's choice).
     #[arg(long, default_value_t = 0)]
     pub decode_threads: usize,
+    /// Where to decode: none (the CPU), auto (NVDEC where possible), cuda (NVDEC, falling back
+    /// to the CPU with a warning). The rows are the same.
+    #[arg(long, default_value = "none", value_parser = ["none", "auto", "cuda"])]
+    pub hwdec: String,
     #[command(flatten)]
     pub fetch: FetchArgs,
     #[command(flatten)]
@@ -69,6 +73,7 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
         threads,
         fetch: a.fetch.config(None, u64::MAX),
         retry: a.retry.kinds()?,
+        hwdec: a.hwdec.parse().map_err(anyhow::Error::msg)?,
     };
     let r = vidfeat::pipeline::worker::work(&cfg)?;
     vidfeat::telemetry::finish_display();

@@ -167,6 +167,15 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         };
         facts.push(format!("<b>PCA</b> {d} dims{}", esc(&support)));
     }
+    let sampling = summary["settings"]["sampling"].as_str().or(summary["settings"]["settings"]["sampling"].as_str()).or(summary["sampling"].as_str());
+    if let Some(m) = sampling {
+        let lag = &summary["row_lag"];
+        let lag = match (lag["mean_s"].as_f64(), lag["max_s"].as_f64()) {
+            (Some(a), Some(b)) => format!(" (a row's frame lies {a:.3} s before its time on average, {b:.3} s at most)"),
+            _ => String::new(),
+        };
+        facts.push(format!("<b>sampling</b> {}{}", esc(m), esc(&lag)));
+    }
     if let Some(s) = summary["settings"].as_object() {
         for k in ["fps", "max_frames", "compression", "batch_size"] {
             if let Some(v) = s.get(k) {
@@ -300,6 +309,8 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         "events": events.len(),
         "contact_sheets": with_sheet,
         "shard_problems": problems,
+        "sampling": sampling,
+        "row_lag": summary["row_lag"].clone(),
     }))
 }
 
@@ -557,7 +568,7 @@ fn sheets_from_cache(cfg: &ReportConfig, videos: &BTreeMap<String, Video>, cache
     let mut out = vec![];
     for v in c.videos.iter().filter(|v| videos.contains_key(&v.id)).take(cfg.sheets) {
         let image = match c.load(v).result {
-            Ok((frames, ..)) => {
+            Ok(crate::pipeline::consume::Video { frames, .. }) => {
                 let thumbs = frames
                     .chunks_exact(frame_bytes)
                     .take(cfg.thumbs)

@@ -21,7 +21,7 @@ use serde_json::json;
 use vidfeat_features::Sidecar;
 use vidfeat_ingest::{Origin, Source, Task};
 
-use crate::pipeline::consume::Decoded;
+use crate::pipeline::consume::{Decoded, Video};
 use crate::pipeline::jobs::{Failure, FailureLog, Job, Prepared};
 
 pub const FORMAT: &str = "vidfeat-frame-cache";
@@ -43,6 +43,9 @@ pub struct CachedVideo {
     pub seconds: f64,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// How far the rows' frames lie from their times: (mean, max) seconds.
+    #[serde(default)]
+    pub lag: (f64, f64),
     pub error: Option<(String, String)>,
 }
 
@@ -90,10 +93,11 @@ impl CacheWriter {
             rows: 0,
             seconds: 0.0,
             warnings: vec![],
+            lag: (0.0, 0.0),
             error: None,
         };
         match d.result {
-            Ok((frames, rows, seconds, warnings)) => {
+            Ok(Video { frames, rows, seconds, warnings, lag }) => {
                 if frames.len() != rows as usize * self.frame_bytes {
                     bail!("video {}: {} bytes for {rows} rows", job.task.id, frames.len());
                 }
@@ -106,6 +110,7 @@ impl CacheWriter {
                 entry.rows = rows;
                 entry.seconds = seconds;
                 entry.warnings = warnings;
+                entry.lag = lag;
                 self.videos_ok += 1;
                 self.rows += rows;
             }
@@ -219,7 +224,7 @@ impl CacheReader {
             (None, Some(name)) => {
                 let expect = v.rows as usize * (self.width * self.height * 3) as usize;
                 match std::fs::read(self.dir.join(name)).map_err(|e| e.to_string()).and_then(|b| zstd::bulk::decompress(&b, expect).map_err(|e| e.to_string())) {
-                    Ok(frames) if frames.len() == expect => Ok((frames, v.rows, v.seconds, v.warnings.clone())),
+                    Ok(frames) if frames.len() == expect => Ok(Video { frames, rows: v.rows, seconds: v.seconds, warnings: v.warnings.clone(), lag: v.lag }),
                     Ok(frames) => Err(("cache_corrupt".into(), format!("{name}: {} bytes, expected {expect}", frames.len()))),
                     Err(e) => Err(("cache_corrupt".into(), format!("{name}: {e}"))),
                 }

@@ -17,6 +17,8 @@ pub struct CnnBenchConfig {
     pub seconds: f64,
     /// Also time half precision (CUDA only).
     pub fp16: bool,
+    /// Let cuDNN pick convolution algorithms by timing (CUDA; see `Model::set_cudnn_benchmark`).
+    pub cudnn_benchmark: bool,
 }
 
 /// Times each precision and batch size; `emit` gets one JSON object per measurement.
@@ -27,6 +29,9 @@ pub fn cnn_bench(cfg: &CnnBenchConfig, emit: &mut dyn FnMut(serde_json::Value)) 
     }
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32);
+    }
+    if cfg.cudnn_benchmark {
+        vidfeat_features::Model::set_cudnn_benchmark(true);
     }
     let precisions: &[bool] = if cfg.fp16 { &[false, true] } else { &[false] };
     for &half in precisions {
@@ -52,7 +57,7 @@ pub fn cnn_bench(cfg: &CnnBenchConfig, emit: &mut dyn FnMut(serde_json::Value)) 
             m.finish(in_flight)?;
             n += b;
             let fps = n as f64 / t.elapsed().as_secs_f64();
-            emit(json!({"model": m.sidecar.name, "device": format!("{device:?}"), "precision": if half { "fp16" } else { "fp32" },
+            emit(json!({"model": m.sidecar.name, "device": format!("{device:?}"), "precision": m.precision(), "cudnn_benchmark": cfg.cudnn_benchmark,
                         "batch": b, "frames": n, "frames_per_s": (fps * 10.0).round() / 10.0, "threads": tch::get_num_threads(), "transfer": m.transfer}));
         }
     }

@@ -19,16 +19,29 @@ use vidfeat_features::{quantize, CovarianceAccumulator, Model, Pca};
 
 use crate::pipeline::jobs::{Failure, FailureLog, Job, Prepared};
 
-/// One video from the producer: its frames (packed RGB24 at the model size, back to back),
-/// rows, seconds and warnings; or its failure (kind, reason).
+/// One decoded video: its frames (packed RGB24 at the model size, back to back), rows, seconds
+/// of video, warnings, and how far its rows' frames lie from their times (mean, max seconds).
+pub struct Video {
+    pub frames: Vec<u8>,
+    pub rows: u64,
+    pub seconds: f64,
+    pub warnings: Vec<String>,
+    pub lag: (f64, f64),
+}
+
+/// One video from the producer, or its failure (kind, reason).
 pub struct Decoded {
     pub idx: usize,
-    pub result: Result<(Vec<u8>, u64, f64, Vec<String>), (String, String)>,
+    pub result: Result<Video, (String, String)>,
 }
+
+/// A video in the batcher: (idx, features so far, expected rows, seconds, lag).
+type Open = (usize, Vec<f32>, u64, f64, (f64, f64));
 
 struct Extracted {
     idx: usize,
-    result: Result<(Vec<f32>, u64, f64), (&'static str, String, String)>,
+    /// (raw features, rows, seconds, lag (mean, max)), or (stage, kind, reason).
+    result: Result<(Vec<f32>, u64, f64, (f64, f64)), (&'static str, String, String)>,
 }
 
 /// How decoded videos become shards.
@@ -45,6 +58,9 @@ pub struct ConsumeConfig {
     pub compression: vidfeat_export::Compression,
     /// Id key and audio placeholders.
     pub schema: vidfeat_export::Schema,
+    /// Threads that reduce videos (PCA, quantization, means, records) in parallel; 0 = one
+    /// per core. Records stay in job order.
+    pub threads: usize,
 }
 
 /// How a run ended; the CLI maps it to an exit code.
@@ -123,7 +139,7 @@ pub fn consume(
     let batch = cfg.batch_size.unwrap_or(if model.device.is_cuda() { 64 } else { 8 }).max(1);
     let summary = std::thread::scope(|s| -> Result<serde_json::Value> {
         s.spawn(move || batch_and_extract(rx, ext_tx, &model, batch, progress));
-        write_outputs(cfg, &prepared.jobs, &prepared.shard_counts, given_pca, dim, pca_dims, ext_rx, &mut |f| log.record(f))
+        write_outputs(s, cfg, &prepared.jobs, &prepared.shard_counts, given_pca, dim, pca_dims, ext_rx, &mut |f| log.record(f))
     })?;
 
     let ok = summary["videos_ok"].as_u64().unwrap_or(0);
@@ -179,16 +195,16 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
     let mut buf: Vec<u8> = Vec::with_capacity(batch * frame_bytes);
     let mut buf_rows = 0usize;
     // Videos in flight: idx -> (features so far, expected rows, seconds, failure to report).
-    let mut open: VecDeque<(usize, Vec<f32>, u64, f64)> = Default::default();
+    let mut open: VecDeque<Open> = Default::default();
     let mut pending_out: VecDeque<Extracted> = Default::default();
 
     // One batch in flight: a full batch is submitted before the previous one is waited for, so
     // on CUDA its upload and the filling of the next overlap the network (features/staging.rs).
     let mut in_flight: Option<vidfeat_features::Pending> = None;
     // Hands a finished batch's rows to the open videos, in order.
-    let distribute = |feats: Vec<f32>, open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>| {
+    let distribute = |feats: Vec<f32>, open: &mut VecDeque<Open>| {
         let mut off = 0;
-        for (_, f, rows, _) in open.iter_mut() {
+        for (_, f, rows, _, _) in open.iter_mut() {
             let need = *rows as usize * dim - f.len();
             let take = need.min(feats.len() - off);
             f.extend_from_slice(&feats[off..off + take]);
@@ -198,7 +214,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
             }
         }
     };
-    let run_batch = |buf: &mut Vec<u8>, buf_rows: &mut usize, open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>, in_flight: &mut Option<vidfeat_features::Pending>| -> Result<(), String> {
+    let run_batch = |buf: &mut Vec<u8>, buf_rows: &mut usize, open: &mut VecDeque<Open>, in_flight: &mut Option<vidfeat_features::Pending>| -> Result<(), String> {
         if *buf_rows == 0 {
             return Ok(());
         }
@@ -212,24 +228,24 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
         }
         Ok(())
     };
-    let drain = |open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>, in_flight: &mut Option<vidfeat_features::Pending>| -> Result<(), String> {
+    let drain = |open: &mut VecDeque<Open>, in_flight: &mut Option<vidfeat_features::Pending>| -> Result<(), String> {
         if let Some(p) = in_flight.take() {
             distribute(model.finish(p).map_err(|e| e.to_string())?, open);
         }
         Ok(())
     };
 
-    let flush_done = |open: &mut VecDeque<(usize, Vec<f32>, u64, f64)>, pending_out: &mut VecDeque<Extracted>| {
-        while let Some((_, f, rows, _)) = open.front() {
+    let flush_done = |open: &mut VecDeque<Open>, pending_out: &mut VecDeque<Extracted>| {
+        while let Some((_, f, rows, _, _)) = open.front() {
             if f.len() < *rows as usize * dim {
                 break;
             }
-            let (idx, f, rows, secs) = open.pop_front().unwrap();
-            pending_out.push_back(Extracted { idx, result: Ok((f, rows, secs)) });
+            let (idx, f, rows, secs, lag) = open.pop_front().unwrap();
+            pending_out.push_back(Extracted { idx, result: Ok((f, rows, secs, lag)) });
         }
     };
 
-    let send_ready = |pending_out: &mut VecDeque<Extracted>, open: &VecDeque<(usize, Vec<f32>, u64, f64)>| -> bool {
+    let send_ready = |pending_out: &mut VecDeque<Extracted>, open: &VecDeque<Open>| -> bool {
         // Failures wait behind earlier open videos, to keep output order.
         while let Some(e) = pending_out.front() {
             if open.front().is_some_and(|o| o.0 < e.idx) {
@@ -267,11 +283,11 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
             Err((kind, reason)) => {
                 pending_out.push_back(Extracted { idx: d.idx, result: Err(("decode", kind, reason)) });
             }
-            Ok((frames, rows, secs, warnings)) => {
+            Ok(Video { frames, rows, seconds: secs, warnings, lag }) => {
                 for wmsg in warnings {
                     tracing::warn!("video #{}: {wmsg}", d.idx);
                 }
-                open.push_back((d.idx, Vec::with_capacity(rows as usize * dim), rows, secs));
+                open.push_back((d.idx, Vec::with_capacity(rows as usize * dim), rows, secs, lag));
                 let mut off = 0;
                 while off < frames.len() {
                     let take = ((batch - buf_rows) * frame_bytes).min(frames.len() - off);
@@ -282,7 +298,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
                         if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open, &mut in_flight) {
                             in_flight = None;
                             // A model failure fails every video in the batch.
-                            for (idx, _, _, _) in open.drain(..) {
+                            for (idx, _, _, _, _) in open.drain(..) {
                                 pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
                             }
                             let mut v: Vec<_> = pending_out.drain(..).collect();
@@ -302,7 +318,7 @@ fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model
         }
     }
     if let Err(e) = run_batch(&mut buf, &mut buf_rows, &mut open, &mut in_flight).and_then(|_| drain(&mut open, &mut in_flight)) {
-        for (idx, _, _, _) in open.drain(..) {
+        for (idx, _, _, _, _) in open.drain(..) {
             pending_out.push_back(Extracted { idx, result: Err(("extract", "model_error".into(), e.clone())) });
         }
     }
@@ -324,9 +340,86 @@ struct ShardPair {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_outputs(
+/// A video to reduce: (submission number, job index, raw features, rows).
+type ReduceJob = (u64, usize, Vec<f32>, u64);
+/// A reduced video: (submission number, job index, frame- and video-level records, rows).
+type Reduced = (u64, usize, Vec<u8>, Vec<u8>, usize);
+
+/// Reduces videos on a pool of threads (each with its own handle to the PCA's tensors) and
+/// hands them back in submission order, at most `2 x threads` in flight.
+struct ReducePool {
+    tx: Option<Sender<ReduceJob>>,
+    rx: Receiver<Reduced>,
+    submitted: u64,
+    delivered: u64,
+    ready: BTreeMap<u64, Reduced>,
+    limit: u64,
+}
+
+impl ReducePool {
+    fn start<'s, 'e>(s: &'s std::thread::Scope<'s, 'e>, threads: usize, pca: &Pca, jobs: &'e [Job], schema: vidfeat_export::Schema) -> ReducePool
+    where
+        'e: 's,
+    {
+        let threads = threads.max(1);
+        let (tx, work_rx) = bounded::<ReduceJob>(2 * threads);
+        let (done_tx, rx) = bounded::<Reduced>(2 * threads);
+        for _ in 0..threads {
+            let (work_rx, done_tx, pca) = (work_rx.clone(), done_tx.clone(), pca.share());
+            s.spawn(move || {
+                for (seq, idx, raw, rows) in work_rx {
+                    let job = &jobs[idx];
+                    let (rgb, mean_rgb) = reduce_video(&pca, &raw, rows as usize);
+                    job.warn_segments_beyond(rgb.len());
+                    let n = rgb.len();
+                    let rec = VideoRecord { id: job.task.id.clone(), labels: job.labels.clone(), rgb, mean_rgb, segments: job.segments().to_vec() };
+                    if done_tx.send((seq, idx, encode_frame_level(&rec, &schema), encode_video_level(&rec, &schema), n)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        ReducePool { tx: Some(tx), rx, submitted: 0, delivered: 0, ready: BTreeMap::new(), limit: 2 * threads as u64 }
+    }
+
+    /// Queues a video; `write` gets every video reduced meanwhile, in order.
+    fn submit(&mut self, idx: usize, raw: Vec<f32>, rows: u64, write: &mut dyn FnMut(Reduced) -> Result<()>) -> Result<()> {
+        while self.submitted - self.delivered >= self.limit {
+            self.take_one(write)?;
+        }
+        self.tx.as_ref().unwrap().send((self.submitted, idx, raw, rows)).map_err(|_| anyhow::anyhow!("the reducers stopped"))?;
+        self.submitted += 1;
+        Ok(())
+    }
+
+    /// Waits for the next video in order and writes it (and any after it already there).
+    fn take_one(&mut self, write: &mut dyn FnMut(Reduced) -> Result<()>) -> Result<()> {
+        while !self.ready.contains_key(&self.delivered) {
+            let r = self.rx.recv().map_err(|_| anyhow::anyhow!("the reducers stopped"))?;
+            self.ready.insert(r.0, r);
+        }
+        while let Some(r) = self.ready.remove(&self.delivered) {
+            self.delivered += 1;
+            write(r)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything submitted and stops the threads.
+    fn finish(&mut self, write: &mut dyn FnMut(Reduced) -> Result<()>) -> Result<()> {
+        while self.delivered < self.submitted {
+            self.take_one(write)?;
+        }
+        self.tx = None;
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_outputs<'s, 'e>(
+    s: &'s std::thread::Scope<'s, 'e>,
     cfg: &ConsumeConfig,
-    jobs: &[Job],
+    jobs: &'e [Job],
     shard_counts: &BTreeMap<String, u32>,
     given_pca: Option<Pca>,
     dim: usize,
@@ -346,6 +439,7 @@ fn write_outputs(
     let mut ok = 0u64;
     let mut rows_total = 0u64;
     let mut seconds_total = 0.0f64;
+    let (mut lag_sum, mut lag_max) = (0.0f64, 0.0f64);
     let mut video_count_in_shard = 0u64;
 
     let open_pair = |split: &str, shard: u32| -> Result<ShardPair> {
@@ -400,25 +494,22 @@ fn write_outputs(
         Ok(())
     };
 
-    let mut write_video = |idx: usize,
-                           raw: &[f32],
-                           rows: u64,
-                           pca: &Pca,
-                           current: &mut Option<ShardPair>,
-                           count: &mut u64,
-                           written: &mut BTreeMap<String, Vec<serde_json::Value>>|
+    // Writes a reduced video, in job order, moving to its shard first.
+    let mut write_reduced = |(_, idx, frame_rec, video_rec, _): Reduced,
+                             current: &mut Option<ShardPair>,
+                             count: &mut u64,
+                             written: &mut BTreeMap<String, Vec<serde_json::Value>>|
      -> Result<()> {
         let job = &jobs[idx];
         advance_to(Some((&job.task.split, job.shard)), current, count, written)?;
-        let (rgb, mean_rgb) = reduce_video(pca, raw, rows as usize);
-        job.warn_segments_beyond(rgb.len());
-        let rec = VideoRecord { id: job.task.id.clone(), labels: job.labels.clone(), rgb, mean_rgb, segments: job.segments().to_vec() };
         let c = current.as_mut().unwrap();
-        c.frame.write_record(&encode_frame_level(&rec, &cfg.schema))?;
-        c.video.write_record(&encode_video_level(&rec, &cfg.schema))?;
+        c.frame.write_record(&frame_rec)?;
+        c.video.write_record(&video_rec)?;
         *count += 1;
         Ok(())
     };
+    let threads = if cfg.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.threads };
+    let mut pool = pca.as_ref().map(|p| ReducePool::start(s, threads, p, jobs, cfg.schema));
 
     let mut pca_info = json!(null);
     let mut events = crate::telemetry::EventLog::open(&cfg.out, &crate::pipeline::worker::worker_id());
@@ -427,7 +518,7 @@ fn write_outputs(
         crate::telemetry::written(e.result.is_ok());
         let shard = shard_name(&job.task.split, job.shard, shard_counts[&job.task.split]);
         events.video(&job.task.id, &shard, match &e.result {
-            Ok((_, rows, secs)) => Ok((*rows, *secs)),
+            Ok((_, rows, secs, lag)) => Ok((*rows, *secs, *lag)),
             Err((_, kind, _)) => Err(kind.as_str()),
         });
         match e.result {
@@ -440,10 +531,12 @@ fn write_outputs(
                 file: None,
                 line: None,
             })?,
-            Ok((raw, rows, secs)) => {
+            Ok((raw, rows, secs, lag)) => {
                 ok += 1;
                 rows_total += rows;
                 seconds_total += secs;
+                lag_sum += lag.0 * rows as f64;
+                lag_max = lag_max.max(lag.1);
                 if let Some(a) = acc.as_mut() {
                     if a.rows() < cfg.pca_sample_frames {
                         let take = (cfg.pca_sample_frames - a.rows()).min(rows as usize);
@@ -453,15 +546,16 @@ fn write_outputs(
                     if a.rows() >= cfg.pca_sample_frames {
                         let fitted = fit_pca(a, pca_dims, &cfg.out)?;
                         pca_info = fitted.1;
+                        let p = pool.insert(ReducePool::start(s, threads, &fitted.0, jobs, cfg.schema));
                         pca = Some(fitted.0);
                         acc = None;
                         for (idx, raw, rows, _) in held.drain(..) {
-                            write_video(idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
+                            p.submit(idx, raw, rows, &mut |r| write_reduced(r, &mut current, &mut video_count_in_shard, &mut shards_written))?;
                         }
                     }
                     continue;
                 }
-                write_video(e.idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
+                pool.as_mut().unwrap().submit(e.idx, raw, rows, &mut |r| write_reduced(r, &mut current, &mut video_count_in_shard, &mut shards_written))?;
             }
         }
     }
@@ -469,14 +563,19 @@ fn write_outputs(
         if a.rows() >= 2 {
             let fitted = fit_pca(a, pca_dims, &cfg.out)?;
             pca_info = fitted.1;
+            let p = pool.insert(ReducePool::start(s, threads, &fitted.0, jobs, cfg.schema));
             pca = Some(fitted.0);
             for (idx, raw, rows, _) in held.drain(..) {
-                write_video(idx, &raw, rows, pca.as_ref().unwrap(), &mut current, &mut video_count_in_shard, &mut shards_written)?;
+                p.submit(idx, raw, rows, &mut |r| write_reduced(r, &mut current, &mut video_count_in_shard, &mut shards_written))?;
             }
         } else if !held.is_empty() {
             bail!("cannot fit a PCA on {}: give --pca or more video", crate::telemetry::count(a.rows() as u64, "frame"));
         }
     }
+    if let Some(p) = pool.as_mut() {
+        p.finish(&mut |r| write_reduced(r, &mut current, &mut video_count_in_shard, &mut shards_written))?;
+    }
+    drop(pool);
     advance_to(None, &mut current, &mut video_count_in_shard, &mut shards_written)?;
     if let (Some(p), Some(src)) = (pca.as_ref(), pca_source) {
         pca_info = json!({
@@ -492,9 +591,16 @@ fn write_outputs(
         "videos_ok": ok,
         "rows": rows_total,
         "seconds_of_video": (seconds_total * 1000.0).round() / 1000.0,
+        "row_lag": lag_json(lag_sum, rows_total, lag_max),
         "pca": pca_info,
         "shards": shards_written,
     }))
+}
+
+/// How far rows' frames lie from the rows' times over a set of videos: mean and maximum seconds.
+pub fn lag_json(sum: f64, rows: u64, max: f64) -> serde_json::Value {
+    let r = |x: f64| (x * 1e4).round() / 1e4;
+    json!({"mean_s": r(sum / rows.max(1) as f64), "max_s": r(max)})
 }
 
 /// One video's raw CNN features -> PCA -> quantized rows, and the mean of the unquantized

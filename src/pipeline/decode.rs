@@ -17,13 +17,17 @@ use vidfeat_features::Sidecar;
 use vidfeat_ingest::fetch::{fetch_id, fetch_url, FetchConfig};
 use vidfeat_ingest::Source;
 
-use crate::pipeline::consume::{advance, Decoded, Progress, ReleaseOnDrop};
+use crate::pipeline::consume::{advance, Decoded, Progress, ReleaseOnDrop, Video};
 use crate::pipeline::jobs::{prepare, FailureLog, Job, JobSpec};
 
 /// How videos are decoded and sampled.
 #[derive(Debug, Clone)]
 pub struct DecodeSettings {
     pub fps: Rational,
+    /// Which frames rows may use (`exact`, or `keyframes`: key frames only, cheaper).
+    pub sampling: vidfeat_decode::Sampling,
+    /// Where to decode: the CPU, or NVDEC (not frozen in a plan: the rows are the same).
+    pub hwdec: vidfeat_decode::HwDecode,
     /// 0 = no cap.
     pub max_frames: u64,
     /// None: the model sidecar's mode.
@@ -56,6 +60,8 @@ impl DecodeSettings {
         };
         Ok(DecodeOptions {
             fps: self.fps,
+            sampling: self.sampling,
+            hwdec: self.hwdec,
             max_frames: (self.max_frames > 0).then_some(self.max_frames),
             size: Some((sidecar.input_size[1], sidecar.input_size[0])),
             resize,
@@ -72,6 +78,8 @@ impl DecodeSettings {
     pub(crate) fn describe(&self, o: &DecodeOptions) -> serde_json::Value {
         json!({
             "fps": self.fps.to_f64(),
+            "sampling": self.sampling.name(),
+            "hwdec": self.hwdec.name(),
             "max_frames": self.max_frames,
             "resize": format!("{:?}", o.resize),
             "size": o.size,
@@ -134,6 +142,21 @@ pub(crate) fn in_order(rx: Receiver<Decoded>, progress: &Progress, mut f: impl F
     Ok(())
 }
 
+/// A video's decode warnings, logged: NVDEC's fallback once per process (it would repeat for
+/// every video), the others each time.
+fn log_warnings(id: &str, warnings: &[String]) {
+    static NVDEC_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    for w in warnings {
+        if w.contains("NVDEC") {
+            if !NVDEC_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("{w} (said once; every video is decoded on the CPU)");
+            }
+        } else {
+            tracing::warn!("{id}: {w}");
+        }
+    }
+}
+
 fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job], opts: &DecodeOptions, fetch: &FetchConfig) {
     for idx in task_rx {
         let job = &jobs[idx];
@@ -152,13 +175,16 @@ fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job]
                 // A panic inside one video is that video's failure, not the run's.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_file(&path, &o, |f| frames.extend_from_slice(&f.rgb))));
                 match r {
-                    Ok(Ok(rep)) => Ok((frames, rep.rows, rep.duration, rep.warnings)),
+                    Ok(Ok(rep)) => {
+                        log_warnings(&job.task.id, &rep.warnings);
+                        Ok(Video { frames, rows: rep.rows, seconds: rep.duration, warnings: rep.warnings, lag: (rep.lag_mean, rep.lag_max) })
+                    }
                     Ok(Err(e)) => Err((e.kind().to_string(), e.to_string())),
                     Err(_) => Err(("panic".to_string(), "the decoder panicked on this video".to_string())),
                 }
             }
         };
-        crate::telemetry::decoded(result.as_ref().map_or(0, |r| r.1));
+        crate::telemetry::decoded(result.as_ref().map_or(0, |r| r.rows));
         if dec_tx.send(Decoded { idx, result }).is_err() {
             return;
         }

@@ -23,6 +23,8 @@ pub struct ExtractConfig {
     pub device: String,
     pub torch_threads: usize,
     pub fp16: bool,
+    /// Let cuDNN pick convolution algorithms by timing (CUDA; not deterministic across runs).
+    pub cudnn_benchmark: bool,
     /// Replace another dataset found in the output folder.
     pub overwrite: bool,
     /// The command and settings that made the output.
@@ -65,6 +67,9 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32);
     }
+    if cfg.cudnn_benchmark {
+        Model::set_cudnn_benchmark(true);
+    }
     let mut model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
     if cfg.fp16 {
         model.use_half()?;
@@ -92,18 +97,34 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
         v.write_csv(&out.join("vocabulary.csv"))?;
     }
     let progress: Progress = (Mutex::new(0), Condvar::new());
-    let settings = json!({"settings": cache.manifest["decode"].clone(), "frame_cache": cfg.cache.display().to_string(), "fp16": model.is_half(), "provenance": cfg.provenance});
+    let settings = json!({"settings": cache.manifest["decode"].clone(), "frame_cache": cfg.cache.display().to_string(), "fp16": model.is_half(), "precision": model.precision(), "provenance": cfg.provenance, "sampling": cache.manifest["decode"]["sampling"].clone()});
+    let threads = if cfg.consume.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.consume.threads };
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let (tx, rx) = bounded::<Decoded>(4);
-        let cache = &cache;
-        s.spawn(move || {
-            for v in &cache.videos {
+        // The cache is read (and decompressed) on `threads` threads, each taking the next
+        // video, at most 2 x threads + 2 ahead of the batcher, which restores job order.
+        let (tx, rx) = bounded::<Decoded>(threads + 1);
+        let (cache, next, progress) = (&cache, &next, &progress);
+        let window = 2 * threads + 2;
+        for _ in 0..threads {
+            let tx = tx.clone();
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(v) = cache.videos.get(i) else { return };
+                {
+                    let (lock, cv) = progress;
+                    let mut done = lock.lock().unwrap();
+                    while i >= *done + window {
+                        done = cv.wait(done).unwrap();
+                    }
+                }
                 if tx.send(cache.load(v)).is_err() {
                     return;
                 }
-            }
-        });
-        consume(&cfg.consume, model, &prepared, rx, &progress, &mut log, started, settings)
+            });
+        }
+        drop(tx);
+        consume(&cfg.consume, model, &prepared, rx, progress, &mut log, started, settings)
     })
     .and_then(|r| {
         // The dataset this folder now holds, and nothing of another shard layout.

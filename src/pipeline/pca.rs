@@ -79,7 +79,7 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
         let rx = spawn_decoders(s, jobs, &opts, cfg.decode.workers, &progress, &fetch);
         in_order(rx, &progress, |idx, d| {
             match d.result {
-                Ok((frames, rows, _, _)) => {
+                Ok(crate::pipeline::consume::Video { frames, rows, .. }) => {
                     videos += 1;
                     let take = (rows as usize).min(cfg.max_frames - acc.rows());
                     let batches = frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes).map(|c| (c, c.len() / frame_bytes));

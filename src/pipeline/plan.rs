@@ -43,6 +43,8 @@ pub struct PlanSettings {
     pub pca_frames: Option<u64>,
     pub pca_supported: usize,
     pub fps: String,
+    /// `exact`, or `keyframes` (rows from key frames only).
+    pub sampling: String,
     pub max_frames: u64,
     pub resize: Option<String>,
     pub timeout_s: u64,
@@ -540,6 +542,7 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
         pca_frames: pca.frames,
         pca_supported: pca.supported,
         fps: f.fps.clone(),
+        sampling: f.decode.sampling.name().to_string(),
         max_frames: f.decode.max_frames,
         resize: f.resize.clone(),
         timeout_s: f.decode.timeout.as_secs(),

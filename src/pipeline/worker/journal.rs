@@ -7,12 +7,14 @@ use anyhow::Result;
 
 use super::crash_point;
 
-const JOURNAL_MAGIC: &[u8; 4] = b"VFJ1";
+/// `VFJ2`: entries carry the rows' lag (`VFJ1` journals, without it, are started again).
+const JOURNAL_MAGIC: &[u8; 4] = b"VFJ2";
 
 /// One finished video of a shard.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    Ok { idx: u32, rgb: Vec<Vec<u8>>, mean_rgb: Vec<f32>, seconds: f64 },
+    /// `lag`: how far the rows' frames lie from their times, (mean, max) seconds.
+    Ok { idx: u32, rgb: Vec<Vec<u8>>, mean_rgb: Vec<f32>, seconds: f64, lag: (f64, f64) },
     Failed { idx: u32, kind: String, reason: String },
 }
 
@@ -26,12 +28,14 @@ impl Entry {
     fn encode(&self) -> Vec<u8> {
         let mut b = vec![];
         match self {
-            Entry::Ok { idx, rgb, mean_rgb, seconds } => {
+            Entry::Ok { idx, rgb, mean_rgb, seconds, lag } => {
                 b.extend_from_slice(&idx.to_le_bytes());
                 b.push(1);
                 b.extend_from_slice(&(rgb.len() as u32).to_le_bytes());
                 b.extend_from_slice(&(mean_rgb.len() as u32).to_le_bytes());
                 b.extend_from_slice(&seconds.to_le_bytes());
+                b.extend_from_slice(&lag.0.to_le_bytes());
+                b.extend_from_slice(&lag.1.to_le_bytes());
                 for r in rgb {
                     b.extend_from_slice(r);
                 }
@@ -57,11 +61,12 @@ impl Entry {
         match *b.get(4)? {
             1 => {
                 let (rows, d) = (u32_at(5)? as usize, u32_at(9)? as usize);
-                let seconds = f64::from_le_bytes(b.get(13..21)?.try_into().ok()?);
-                let rgb_end = 21 + rows.checked_mul(d)?;
-                let rgb = b.get(21..rgb_end)?.chunks(d.max(1)).map(<[u8]>::to_vec).collect();
+                let f64_at = |o: usize| b.get(o..o + 8).and_then(|x| x.try_into().ok()).map(f64::from_le_bytes);
+                let (seconds, lag) = (f64_at(13)?, (f64_at(21)?, f64_at(29)?));
+                let rgb_end = 37 + rows.checked_mul(d)?;
+                let rgb = b.get(37..rgb_end)?.chunks(d.max(1)).map(<[u8]>::to_vec).collect();
                 let mean = b.get(rgb_end..rgb_end + 4 * d)?.chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect();
-                Some(Entry::Ok { idx, rgb, mean_rgb: mean, seconds })
+                Some(Entry::Ok { idx, rgb, mean_rgb: mean, seconds, lag })
             }
             0 => {
                 let kl = u32_at(5)? as usize;
@@ -75,7 +80,7 @@ impl Entry {
     }
 }
 
-/// Append-only per-shard checkpoint file: `VFJ1`, the shard key (hex), then entries
+/// Append-only per-shard checkpoint file: `VFJ2`, the shard key (hex), then entries
 /// `u32 len | u32 crc32c | zstd(entry)`, each fsynced.
 pub struct Journal {
     file: std::fs::File,
@@ -147,7 +152,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("j/x.journal");
         let hash = "ab".repeat(32);
-        let a = Entry::Ok { idx: 0, rgb: vec![vec![1, 2, 3], vec![4, 5, 6]], mean_rgb: vec![0.5, -1.0, 2.0], seconds: 2.0 };
+        let a = Entry::Ok { idx: 0, rgb: vec![vec![1, 2, 3], vec![4, 5, 6]], mean_rgb: vec![0.5, -1.0, 2.0], seconds: 2.0, lag: (0.25, 0.5) };
         let b = Entry::Failed { idx: 2, kind: "corrupt".into(), reason: "bad NAL".into() };
         {
             let (mut j, e) = Journal::open(&p, &hash).unwrap();

@@ -113,6 +113,8 @@ pub struct WorkConfig {
     pub fetch: FetchConfig,
     /// Failure kinds whose videos are attempted again (`--retry-failed`); empty: none.
     pub retry: std::collections::BTreeSet<String>,
+    /// Where to decode (CPU or NVDEC): a worker's choice, not the plan's.
+    pub hwdec: vidfeat_decode::HwDecode,
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -147,6 +149,8 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     let batch = plan.batch_size.unwrap_or(if device.is_cuda() { 64 } else { 8 }).max(1);
     let settings = DecodeSettings {
         fps: Rational::parse(&plan.fps).with_context(|| format!("plan fps `{}`", plan.fps))?,
+        sampling: plan.sampling.parse().map_err(anyhow::Error::msg)?,
+        hwdec: cfg.hwdec,
         max_frames: plan.max_frames,
         resize: plan.resize.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
         workers: cfg.workers,
@@ -171,7 +175,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
             let rx = spawn_decoders(s, jobs, &opts, settings.workers, &progress, &fetch);
             in_order(rx, &progress, |k, d| {
                 let entry = match d.result {
-                    Ok((frames, rows, seconds, _)) => {
+                    Ok(crate::pipeline::consume::Video { frames, rows, seconds, lag, .. }) => {
                         // Batches within the video only: features do not depend on neighbours.
                         let mut raw = Vec::with_capacity(rows as usize * model.sidecar.output_dim);
                         let batches = frames.chunks(batch * frame_bytes).map(|c| (c, c.len() / frame_bytes));
@@ -183,7 +187,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
                         match r.err().map(|e| e.to_string()) {
                             None => {
                                 let (rgb, mean_rgb) = crate::pipeline::consume::reduce_video(&pca, &raw, rows as usize);
-                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds }
+                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds, lag }
                             }
                             Some(e) => Entry::Failed { idx: 0, kind: "model_error".into(), reason: e },
                         }
@@ -198,7 +202,8 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
             })
         })
     };
-    let ctx = ShardCtx { dir: &cfg.dir, plan: &plan, owner: &owner, fetch_dir: &fetch.dir, retry: &cfg.retry, process: &process };
+    let compute = json!({"device": format!("{device:?}"), "torch_threads": tch::get_num_threads(), "hwdec": cfg.hwdec.name(), "batch_size": batch});
+    let ctx = ShardCtx { dir: &cfg.dir, plan: &plan, owner: &owner, fetch_dir: &fetch.dir, retry: &cfg.retry, compute: &compute, process: &process };
     let mut r = work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
     r["worker"] = json!(owner);

@@ -35,12 +35,22 @@ pub struct DoneMarker {
     /// Seconds of video of each task, in shard order (0 for a failure): what a retry needs to
     /// write the shard again from its own records.
     pub video_seconds: Vec<f64>,
+    /// Each task's row lag (mean, max seconds), likewise.
+    #[serde(default)]
+    pub video_lags: Vec<(f64, f64)>,
+    /// Each task's rows, likewise (weights of the summary's mean lag).
+    #[serde(default)]
+    pub video_rows: Vec<u64>,
     /// The SHA-256 of each downloaded source's content the shard was made from (source ->
     /// sha256): a shard whose downloads hold other content now is rebuilt.
     #[serde(default)]
     pub fetched: BTreeMap<String, String>,
     pub worker: String,
     pub vidfeat: String,
+    /// What computed the rows (device, torch threads, hwdec): not part of the key, but the
+    /// features' last bits depend on it.
+    #[serde(default)]
+    pub compute: serde_json::Value,
     pub finished_at: u64,
     /// The shard's key (plan.json's `shard_keys`) it was written under: a marker with another
     /// key belongs to other inputs or settings.
@@ -63,6 +73,7 @@ pub const TRANSIENT_KINDS: [&str; 2] = ["download_failed", "timeout"];
 fn write_summary_if_complete(dir: &Path, plan: &PlanSettings) -> Result<bool> {
     let mut shards: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let (mut ok, mut failed, mut rows, mut secs) = (0u64, 0u64, 0u64, 0f64);
+    let (mut lag_sum, mut lag_max) = (0f64, 0f64);
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut workers: BTreeMap<String, u64> = BTreeMap::new();
     for (split, _, name) in plan.shard_list() {
@@ -75,6 +86,11 @@ fn write_summary_if_complete(dir: &Path, plan: &PlanSettings) -> Result<bool> {
             *by_kind.entry(f.kind.clone()).or_default() += 1;
         }
         *workers.entry(d.worker.clone()).or_default() += 1;
+        // The mean over rows, as `vidfeat run` gives it.
+        for (n, (mean, max)) in d.video_rows.iter().zip(&d.video_lags) {
+            lag_sum += mean * *n as f64;
+            lag_max = lag_max.max(*max);
+        }
         shards.entry(split).or_default().push(json!({"shard": name, "videos": d.videos}));
     }
     if let Ok(f) = std::fs::File::open(dir.join("failures.jsonl")) {
@@ -94,11 +110,12 @@ fn write_summary_if_complete(dir: &Path, plan: &PlanSettings) -> Result<bool> {
         "failures_by_kind": by_kind,
         "rows": rows,
         "seconds_of_video": (secs * 1000.0).round() / 1000.0,
+        "row_lag": crate::pipeline::consume::lag_json(lag_sum, rows, lag_max),
         "shards": shards,
         "pca": {"source": plan.pca, "sha256": plan.pca_sha256, "dims": plan.pca_dims, "fitted_on_frames": plan.pca_frames, "supported_components": plan.pca_supported},
         "model": {"path": plan.model, "sha256": plan.model_sha256},
         "vocabulary": plan.vocabulary,
-        "settings": {"fps": plan.fps, "max_frames": plan.max_frames, "compression": plan.compression.to_uppercase(),
+        "settings": {"fps": plan.fps, "max_frames": plan.max_frames, "sampling": plan.sampling, "compression": plan.compression.to_uppercase(),
                      "id_key": if plan.legacy_2017 { "video_id" } else { "id" }, "audio": if plan.audio_zero { "zero" } else { "none" }},
         "provenance": provenance,
         "made_by": "vidfeat work",
@@ -201,6 +218,8 @@ pub struct ShardCtx<'a> {
     pub fetch_dir: &'a Path,
     /// Failure kinds whose videos are attempted again (`--retry-failed`); empty: none.
     pub retry: &'a BTreeSet<String>,
+    /// Recorded in each done marker (see `DoneMarker::compute`).
+    pub compute: &'a serde_json::Value,
     /// Computes the finished entries of the given jobs (the FFmpeg + CNN side), calling `sink`
     /// for each in job order.
     pub process: &'a dyn Fn(&[Job], &mut dyn FnMut(usize, Entry) -> Result<()>) -> Result<()>,
@@ -229,7 +248,13 @@ fn retry_entries(p: &ShardPaths, m: &DoneMarker, jobs: &[Job], retry: &BTreeSet<
         match (failed.get(job.task.id.as_str()), records.remove(&job.task.id)) {
             (Some(f), _) if retry.contains(&f.kind) => {}
             (Some(f), _) => out.push(Entry::Failed { idx, kind: f.kind.clone(), reason: f.reason.clone() }),
-            (None, Some((rgb, mean_rgb))) => out.push(Entry::Ok { idx, rgb, mean_rgb, seconds: m.video_seconds.get(i).copied().unwrap_or(0.0) }),
+            (None, Some((rgb, mean_rgb))) => out.push(Entry::Ok {
+                idx,
+                rgb,
+                mean_rgb,
+                seconds: m.video_seconds.get(i).copied().unwrap_or(0.0),
+                lag: m.video_lags.get(i).copied().unwrap_or_default(),
+            }),
             // Neither in the shard nor failed: processed again.
             (None, None) => {}
         }
@@ -261,7 +286,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
     let sub: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
     (ctx.process)(&sub, &mut |k, e| {
         let e = match e {
-            Entry::Ok { rgb, mean_rgb, seconds, .. } => Entry::Ok { idx: todo[k] as u32, rgb, mean_rgb, seconds },
+            Entry::Ok { rgb, mean_rgb, seconds, lag, .. } => Entry::Ok { idx: todo[k] as u32, rgb, mean_rgb, seconds, lag },
             Entry::Failed { kind, reason, .. } => Entry::Failed { idx: todo[k] as u32, kind, reason },
         };
         if !lease.held() {
@@ -275,7 +300,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
             crate::pipeline::jobs::log_failed(&job.task.id, kind, reason);
         }
         events.video(&job.task.id, name, match &e {
-            Entry::Ok { rgb, seconds, .. } => Ok((rgb.len() as u64, *seconds)),
+            Entry::Ok { rgb, seconds, lag, .. } => Ok((rgb.len() as u64, *seconds, *lag)),
             Entry::Failed { kind, .. } => Err(kind.as_str()),
         });
         have.insert(e.idx(), e);
@@ -301,14 +326,18 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
     let (mut ok, mut rows, mut secs) = (0u64, 0u64, 0f64);
     let mut failures = vec![];
     let mut video_seconds = Vec::with_capacity(jobs.len());
+    let mut video_lags = Vec::with_capacity(jobs.len());
+    let mut video_rows = Vec::with_capacity(jobs.len());
     let mut fetched = BTreeMap::new();
     for (i, job) in jobs.iter().enumerate() {
         if let Some(sha) = fetched_sha256(&job.task.source, ctx.plan, ctx.fetch_dir) {
             fetched.insert(job.task.source.to_string(), sha);
         }
         match &have[&(i as u32)] {
-            Entry::Ok { rgb, mean_rgb, seconds, .. } => {
+            Entry::Ok { rgb, mean_rgb, seconds, lag, .. } => {
                 job.warn_segments_beyond(rgb.len());
+                video_lags.push(*lag);
+                video_rows.push(rgb.len() as u64);
                 let rec = vidfeat_export::VideoRecord {
                     id: job.task.id.clone(),
                     labels: job.labels.clone(),
@@ -326,6 +355,8 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
             Entry::Failed { kind, reason, .. } => {
                 failures.push(Failure::of_job(job, "decode", kind.clone(), reason.clone()));
                 video_seconds.push(0.0);
+                video_lags.push((0.0, 0.0));
+                video_rows.push(0);
             }
         }
     }
@@ -349,9 +380,12 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
         video_bytes,
         failures,
         video_seconds,
+        video_lags,
+        video_rows,
         fetched,
         worker: ctx.owner.into(),
         vidfeat: env!("CARGO_PKG_VERSION").into(),
+        compute: ctx.compute.clone(),
         finished_at: now_s(),
         key: key.into(),
     };

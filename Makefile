@@ -27,8 +27,11 @@ demo: build
 	@echo "output in $(DEMO_OUT)/ (frame/ and video/ shards, summary.json, failures.jsonl, vocabulary.csv, pca.npz, report.html)"
 
 test: setup
-	@# The report test loads the page in chromium (setup installs it): no silent skip here.
-	VIDFEAT_REQUIRE_BROWSER=1 $(CARGO) test --workspace
+	@# The object-storage tests start SeaweedFS (S3) and fake-gcs-server on loopback.
+	@bash scripts/servers-setup.sh
+	@# The report test loads the page in chromium (setup installs it), the object-storage
+	@# tests need their servers: no silent skip here.
+	VIDFEAT_REQUIRE_BROWSER=1 VIDFEAT_REQUIRE_SERVERS=1 $(CARGO) test --workspace
 	@# The FFmpeg-free build (extract, inspect, cnn-bench) must keep compiling.
 	$(CARGO) check --no-default-features --bins
 	@$(MAKE) --no-print-directory test-compat

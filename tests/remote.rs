@@ -1,6 +1,8 @@
 //! Remote sources end to end: `vidfeat run` over a list of http URLs served on loopback (one
 //! good, a 404, a redirect out of http) and an id-only row fetched with --fetch-cmd. Downloaded
-//! videos give the same features as the local file; failures carry their kinds.
+//! videos give the same features as the local file; failures carry their kinds. Without
+//! --allow-private-addresses, rows pointing at loopback, private or metadata addresses fail as
+//! `forbidden_address` and nothing connects to them.
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -70,7 +72,7 @@ fn http_and_fetch_cmd_sources_end_to_end() {
     let out = d.path().join("out");
     let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
         .args(["run", list.to_str().unwrap(), "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--retries", "1", "--http-timeout", "5"])
-        .args(["--fetch-cmd", &fetch_cmd])
+        .args(["--fetch-cmd", &fetch_cmd, "--allow-private-addresses"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
@@ -103,4 +105,43 @@ fn http_and_fetch_cmd_sources_end_to_end() {
         .collect();
     assert_eq!(recs.len(), 2, "{recs:?}");
     assert!(recs.iter().all(|r| r["sha256"].as_str().unwrap().len() == 64 && r["bytes"].as_u64().unwrap() > 1000));
+}
+
+#[test]
+fn list_rows_cannot_reach_private_addresses_by_default() {
+    let base = server();
+    let port = base.rsplit_once(':').unwrap().1.to_string();
+    let d = tempfile::tempdir().unwrap();
+    let list = d.path().join("list.csv");
+    let local = root().join("data-samples/videos/mmaction2__demo.mp4");
+    std::fs::write(
+        &list,
+        format!(
+            "id,source,labels\nloop,{base}/mmaction2__demo.mp4,arm wrestling\nname,http://localhost:{port}/mmaction2__demo.mp4,arm wrestling\nmeta,http://169.254.169.254/latest/meta-data/,arm wrestling\nlan,http://192.168.0.10/v.mp4,arm wrestling\nfile,{},arm wrestling\n",
+            local.display()
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
+        .args(["run", list.to_str().unwrap(), "--vocab", "kinetics-400", "--out", out.to_str().unwrap(), "--retries", "3", "--max-frames", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let failures: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("failures.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(&str, &str)> = failures.iter().map(|f| (f["id"].as_str().unwrap(), f["kind"].as_str().unwrap())).collect();
+    assert_eq!(got, [("loop", "forbidden_address"), ("name", "forbidden_address"), ("meta", "forbidden_address"), ("lan", "forbidden_address")]);
+    let reason = |i: usize| failures[i]["reason"].as_str().unwrap().to_string();
+    assert!(reason(0).contains("127.0.0.1 is a loopback address"), "{}", reason(0));
+    assert!(reason(1).contains("localhost resolves to"), "{}", reason(1));
+    assert!(reason(2).contains("169.254.169.254 is a link-local"), "{}", reason(2));
+    assert!(reason(3).contains("192.168.0.10 is a private address") && reason(3).contains("--allow-private-addresses"), "{}", reason(3));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["failures_by_kind"]["forbidden_address"], 4, "{summary}");
+    // The good local row is written; nothing was downloaded.
+    let ids: Vec<String> = frame_records(&out).into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, ["file"]);
+    let downloaded = std::fs::read_dir(out.join("downloads")).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(downloaded, 0);
 }

@@ -1,6 +1,7 @@
 //! Remote sources into a local content cache: `http(s)://` URLs (ureq: timeouts, retries with
 //! backoff, a size cap, resumable partial downloads, a recorded SHA-256) and sources that are
 //! only ids, through a user command template (`--fetch-cmd`, e.g. yt-dlp) run with a time limit.
+//! `s3://` and `gs://` objects land in the same cache through `vidfeat-store`.
 //!
 //! Cache layout (one folder, shared by runs):
 //! ```text
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::address::Guard;
+
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
     pub dir: PathBuf,
@@ -36,6 +39,12 @@ pub struct FetchConfig {
     /// and the line runs under `sh -c`.
     pub fetch_cmd: Option<String>,
     pub fetch_cmd_timeout: Duration,
+    /// Connect to loopback, link-local (cloud metadata), private and other non-public
+    /// addresses too (`--allow-private-addresses`); by default such a source fails as
+    /// `forbidden_address` (see [`crate::address`]).
+    pub allow_private_addresses: bool,
+    /// `host:port` of endpoints the user configured, trusted whatever they resolve to.
+    pub trusted_hosts: Vec<String>,
 }
 
 impl FetchConfig {
@@ -49,6 +58,8 @@ impl FetchConfig {
             max_bytes: 64 << 30,
             fetch_cmd: None,
             fetch_cmd_timeout: Duration::from_secs(1800),
+            allow_private_addresses: false,
+            trusted_hosts: vec![],
         }
     }
 }
@@ -66,7 +77,8 @@ pub struct Fetched {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct FetchError {
-    /// `download_failed`, `too_large`, `timeout`, `forbidden_protocol`.
+    /// `download_failed`, `too_large`, `timeout`, `forbidden_protocol`, `forbidden_address`;
+    /// for objects also `not_found` and `forbidden` (access denied).
     pub kind: &'static str,
     pub message: String,
 }
@@ -153,8 +165,11 @@ fn attempt_err(kind: &'static str, message: String, retry: bool) -> Attempt {
     Attempt { error: err(kind, message), retry }
 }
 
-/// Downloads `url` into the cache (or finds it there).
+/// Downloads `url` (http, https, s3 or gs) into the cache (or finds it there).
 pub fn fetch_url(url: &str, cfg: &FetchConfig) -> Result<Fetched, FetchError> {
+    if vidfeat_store::is_url(url) {
+        return fetch_object(url, cfg);
+    }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(err("forbidden_protocol", format!("only http and https URLs are fetched: {url}")));
     }
@@ -163,7 +178,10 @@ pub fn fetch_url(url: &str, cfg: &FetchConfig) -> Result<Fetched, FetchError> {
     if let Some(f) = cached(&cfg.dir, &key) {
         return Ok(f);
     }
+    let guard = Guard::new(cfg.allow_private_addresses, cfg.trusted_hosts.clone());
     let agent = ureq::AgentBuilder::new()
+        // Every connection's address is checked where it is resolved (each redirect hop).
+        .resolver(guard.clone())
         .timeout_connect(cfg.io_timeout)
         .timeout_read(cfg.io_timeout)
         .timeout(cfg.total_timeout)
@@ -179,7 +197,7 @@ pub fn fetch_url(url: &str, cfg: &FetchConfig) -> Result<Fetched, FetchError> {
             std::thread::sleep(cfg.backoff * 2u32.saturating_pow(n - 1));
         }
         requests += 1;
-        match attempt(&agent, url, &key, cfg) {
+        match attempt(&agent, &guard, url, &key, cfg) {
             Ok(mut f) => {
                 f.requests = requests;
                 return Ok(f);
@@ -192,7 +210,7 @@ pub fn fetch_url(url: &str, cfg: &FetchConfig) -> Result<Fetched, FetchError> {
     Err(err(e.kind, format!("{} (after {} attempts)", e.message, cfg.retries + 1)))
 }
 
-fn attempt(agent: &ureq::Agent, url: &str, key: &str, cfg: &FetchConfig) -> Result<Fetched, Attempt> {
+fn attempt(agent: &ureq::Agent, guard: &Guard, url: &str, key: &str, cfg: &FetchConfig) -> Result<Fetched, Attempt> {
     let part = cfg.dir.join(format!("{key}.part"));
     let part_meta = cfg.dir.join(format!("{key}.part.json"));
     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
@@ -205,7 +223,7 @@ fn attempt(agent: &ureq::Agent, url: &str, key: &str, cfg: &FetchConfig) -> Resu
         }
     }
     let started = Instant::now();
-    let resp = get_following(agent, url, &headers)?;
+    let resp = get_following(agent, guard, url, &headers)?;
     let resp = match resp {
         Ok(r) => r,
         Err((code, text)) => {
@@ -286,9 +304,43 @@ fn attempt(agent: &ureq::Agent, url: &str, key: &str, cfg: &FetchConfig) -> Resu
     Ok(Fetched { path, bytes, sha256, from_cache: false, requests: 0 })
 }
 
+/// An `s3://` or `gs://` object into the cache, with the same record as a web download (its
+/// ETag kept). The store's client retries transient errors itself (with backoff).
+fn fetch_object(url: &str, cfg: &FetchConfig) -> Result<Fetched, FetchError> {
+    std::fs::create_dir_all(&cfg.dir).map_err(|e| err("download_failed", format!("cache {}: {e}", cfg.dir.display())))?;
+    let key = url_key(url);
+    if let Some(f) = cached(&cfg.dir, &key) {
+        return Ok(f);
+    }
+    let part = cfg.dir.join(format!("{key}.part"));
+    let meta = vidfeat_store::get_to_file(url, &part, cfg.max_bytes).map_err(|e| {
+        let kind = match e.kind {
+            "not_found" => "not_found",
+            "forbidden" => "forbidden",
+            "too_large" => "too_large",
+            _ => "download_failed",
+        };
+        err(kind, e.message)
+    })?;
+    let (bytes, sha256) = sha256_file(&part).map_err(|e| err("download_failed", format!("cache: {e}")))?;
+    let path = cfg.dir.join(&key);
+    std::fs::rename(&part, &path).map_err(|e| err("download_failed", format!("cache: {e}")))?;
+    let rec = Record {
+        url: url.into(),
+        final_url: url.into(),
+        bytes,
+        sha256: sha256.clone(),
+        etag: meta.etag,
+        fetched_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        ..Default::default()
+    };
+    write_json(&cfg.dir.join(format!("{key}.json")), &rec).map_err(|e| err("download_failed", format!("cache: {e}")))?;
+    Ok(Fetched { path, bytes, sha256, from_cache: false, requests: 1 })
+}
+
 /// GET with redirects followed by hand (at most 5), each hop checked to stay in http(s).
 /// Inner `Err`: an HTTP error status and its text.
-fn get_following(agent: &ureq::Agent, url: &str, headers: &[(&str, String)]) -> Result<Result<ureq::Response, (u16, String)>, Attempt> {
+fn get_following(agent: &ureq::Agent, guard: &Guard, url: &str, headers: &[(&str, String)]) -> Result<Result<ureq::Response, (u16, String)>, Attempt> {
     let mut current = url::Url::parse(url).map_err(|e| attempt_err("download_failed", format!("{url}: {e}"), false))?;
     for _ in 0..=5 {
         if !matches!(current.scheme(), "http" | "https") || current.host_str().is_none() {
@@ -308,6 +360,14 @@ fn get_following(agent: &ureq::Agent, url: &str, headers: &[(&str, String)]) -> 
             Ok(r) => return Ok(Ok(r)),
             Err(ureq::Error::Status(code, r)) => return Ok(Err((code, r.status_text().to_string()))),
             Err(ureq::Error::Transport(t)) => {
+                if let Some(r) = guard.take_refusal() {
+                    let hop = if current.as_str() == url { String::new() } else { format!(" (redirected to {current})") };
+                    return Err(attempt_err(
+                        "forbidden_address",
+                        format!("{url}{hop}: {r}; sources may not reach the machine, its cloud's metadata service or private networks (--allow-private-addresses allows it)"),
+                        false,
+                    ));
+                }
                 return Err(match t.kind() {
                     ureq::ErrorKind::UnknownScheme => attempt_err("forbidden_protocol", format!("{url}: {t}"), false),
                     ureq::ErrorKind::InvalidUrl => attempt_err("download_failed", format!("{url}: {t}"), false),

@@ -24,6 +24,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod address;
 pub mod fetch;
 
 /// File extensions taken as videos when crawling directories or reading plain inputs.
@@ -222,15 +223,28 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
     check_split(default_split).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--split: {m}")))?;
     let sink = &mut |r: Row| sink(r.and_then(check_task));
     for input in inputs {
-        let meta = std::fs::metadata(input)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", input.display())))?;
-        if meta.is_dir() {
-            for path in crawl(input)? {
-                let id = id_from_path(path.strip_prefix(input).unwrap_or(&path));
-                let origin = Origin { file: path.display().to_string().into(), line: 0 };
-                sink(Ok(Task { id, source: Source::Local(path), window: None, labels: vec![], segments: None, split: default_split.into(), origin }));
+        if let Some(url) = input.to_str().filter(|s| vidfeat_store::is_url(s)) {
+            if url.ends_with('/') {
+                // A bucket "folder": its video objects, sorted, like a directory crawl.
+                let found = vidfeat_store::list(url).map_err(store_io)?;
+                for (obj, _) in found.into_iter().filter(|(o, _)| VIDEO_EXTENSIONS.contains(&extension(Path::new(o)).as_str())) {
+                    let id = id_from_path(Path::new(&obj[url.len()..]));
+                    let origin = Origin { file: obj.as_str().into(), line: 0 };
+                    sink(Ok(Task { id, source: Source::Url(obj), window: None, labels: vec![], segments: None, split: default_split.into(), origin }));
+                }
+                continue;
             }
-            continue;
+        } else {
+            let meta = std::fs::metadata(input)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", input.display())))?;
+            if meta.is_dir() {
+                for path in crawl(input)? {
+                    let id = id_from_path(path.strip_prefix(input).unwrap_or(&path));
+                    let origin = Origin { file: path.display().to_string().into(), line: 0 };
+                    sink(Ok(Task { id, source: Source::Local(path), window: None, labels: vec![], segments: None, split: default_split.into(), origin }));
+                }
+                continue;
+            }
         }
         let ext = extension(input);
         match ext.as_str() {
@@ -241,7 +255,11 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
             e if VIDEO_EXTENSIONS.contains(&e) => {
                 let id = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 let origin = Origin { file: input.display().to_string().into(), line: 0 };
-                sink(Ok(Task { id, source: Source::Local(input.clone()), window: None, labels: vec![], segments: None, split: default_split.into(), origin }))
+                let source = match input.to_str().filter(|s| vidfeat_store::is_url(s)) {
+                    Some(url) => Source::Url(url.to_string()),
+                    None => Source::Local(input.clone()),
+                };
+                sink(Ok(Task { id, source, window: None, labels: vec![], segments: None, split: default_split.into(), origin }))
             }
             _ => {
                 return Err(std::io::Error::new(
@@ -252,6 +270,28 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
         }
     }
     Ok(())
+}
+
+fn store_io(e: vidfeat_store::StoreError) -> std::io::Error {
+    let kind = match e.kind {
+        "not_found" => std::io::ErrorKind::NotFound,
+        "forbidden" => std::io::ErrorKind::PermissionDenied,
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, e.message)
+}
+
+/// A list file to read: a local file, or an object downloaded into a temporary file that is
+/// unlinked as soon as it is open (nothing is left behind, whatever happens next).
+fn open_list(path: &Path) -> std::io::Result<std::fs::File> {
+    let Some(url) = path.to_str().filter(|s| vidfeat_store::is_url(s)) else { return std::fs::File::open(path) };
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = std::env::temp_dir().join(format!("vidfeat-list-{}-{n}", std::process::id()));
+    vidfeat_store::get_to_file(url, &tmp, u64::MAX).map_err(store_io)?;
+    let f = std::fs::File::open(&tmp);
+    let _ = std::fs::remove_file(&tmp);
+    f
 }
 
 /// Longest split name, in bytes.
@@ -343,8 +383,16 @@ pub fn crawl(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn resolve_source(list: &Path, s: &str) -> Source {
-    if s.starts_with("http://") || s.starts_with("https://") {
+    if s.starts_with("http://") || s.starts_with("https://") || vidfeat_store::is_url(s) {
         return Source::Url(s.to_string());
+    }
+    // A relative source in a list that lives in a bucket is an object beside it.
+    if let Some(base) = list.to_str().filter(|l| vidfeat_store::is_url(l)) {
+        if !s.starts_with("file://") {
+            if let Ok(u) = vidfeat_store::join(base, s) {
+                return Source::Url(u);
+            }
+        }
     }
     let s = s.strip_prefix("file://").unwrap_or(s);
     let p = Path::new(s);
@@ -412,7 +460,7 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// it are read as usual. Memory stays one line, however long the file.
 fn each_line(path: &Path, mut f: impl FnMut(usize, Result<&str, String>) -> std::io::Result<()>) -> std::io::Result<()> {
     use std::io::BufRead;
-    let mut r = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    let mut r = std::io::BufReader::with_capacity(1 << 16, open_list(path)?);
     let mut buf: Vec<u8> = Vec::new();
     let mut n = 0usize;
     loop {

@@ -122,6 +122,8 @@ fn serve_one(mut s: TcpStream, log: Arc<Mutex<Log>>) {
         }
         "/redirect" => respond(&mut s, "302 Found", &[("Location", "/ok.bin".into()), ("Content-Length", "0".into())], b""),
         "/redirect-file" => respond(&mut s, "302 Found", &[("Location", "file:///etc/passwd".into()), ("Content-Length", "0".into())], b""),
+        "/inside.bin" => respond(&mut s, "200 OK", &[("Content-Length", d.len().to_string())], &d),
+        p if p.starts_with("/redirect-to?") => respond(&mut s, "302 Found", &[("Location", p["/redirect-to?".len()..].into()), ("Content-Length", "0".into())], b""),
         _ => respond(&mut s, "404 Not Found", &[("Content-Length", "0".into())], b""),
     }
 }
@@ -147,6 +149,8 @@ fn cfg(dir: &std::path::Path) -> FetchConfig {
         retries: 2,
         backoff: Duration::from_millis(20),
         max_bytes: 1_000_000,
+        // The test servers listen on loopback.
+        allow_private_addresses: true,
         ..FetchConfig::new(dir.to_path_buf())
     }
 }
@@ -270,4 +274,55 @@ fn fetch_cmd_runs_quoted_with_a_time_limit() {
     let t = std::time::Instant::now();
     assert_eq!(fetch_id("z", &c).unwrap_err().kind, "timeout");
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn private_addresses_are_refused_on_every_hop_unless_allowed() {
+    let (base, log) = server();
+    let d = tempfile::tempdir().unwrap();
+    let hostport = base.trim_start_matches("http://").to_string();
+    let port = hostport.rsplit_once(':').unwrap().1.to_string();
+    let strict = FetchConfig { allow_private_addresses: false, ..cfg(d.path()) };
+    let hits = |p: &str| log.lock().unwrap().hits.get(p).copied().unwrap_or(0);
+
+    // The server itself is on loopback: refused before any connection, and not retried.
+    let e = fetch_url(&format!("{base}/inside.bin"), &strict).unwrap_err();
+    assert_eq!(e.kind, "forbidden_address", "{e}");
+    assert!(e.message.contains("127.0.0.1 is a loopback address") && e.message.contains("--allow-private-addresses"), "{e}");
+    assert_eq!(hits("/inside.bin"), 0);
+    // A name that resolves to a private address, IPv6 loopback, an IPv4-mapped address, the
+    // metadata service: all refused by their resolved address.
+    for (url, says) in [
+        (format!("http://localhost:{port}/inside.bin"), "localhost resolves to"),
+        (format!("http://[::1]:{port}/inside.bin"), "[::1] is a loopback address"),
+        (format!("http://[::ffff:127.0.0.1]:{port}/inside.bin"), "loopback"),
+        ("http://169.254.169.254/latest/meta-data/".to_string(), "169.254.169.254 is a link-local"),
+        ("http://10.0.0.5/x.mp4".to_string(), "10.0.0.5 is a private address"),
+    ] {
+        let e = fetch_url(&url, &strict).unwrap_err();
+        assert_eq!(e.kind, "forbidden_address", "{url}: {e}");
+        assert!(e.message.contains(says), "{url}: {e}");
+    }
+    assert_eq!(hits("/inside.bin"), 0);
+    assert!(std::fs::read_dir(d.path()).unwrap().next().is_none(), "nothing cached or half-written");
+
+    // A trusted endpoint (one the user configured) is reached, but a redirect from it to a
+    // private address is checked like any hop.
+    let trusting = FetchConfig { trusted_hosts: vec![hostport.clone()], ..strict.clone() };
+    assert_eq!(std::fs::read(fetch_url(&format!("{base}/ok.bin"), &trusting).unwrap().path).unwrap(), data());
+    for (target, says) in [
+        (format!("http://localhost:{port}/inside.bin"), "localhost resolves to"),
+        ("http://169.254.169.254/latest/meta-data/iam/".to_string(), "169.254.169.254 is a link-local"),
+    ] {
+        let e = fetch_url(&format!("{base}/redirect-to?{target}"), &trusting).unwrap_err();
+        assert_eq!(e.kind, "forbidden_address", "{target}: {e}");
+        assert!(e.message.contains(&format!("redirected to {target}")) && e.message.contains(says), "{target}: {e}");
+    }
+    assert_eq!(hits("/inside.bin"), 0);
+
+    // Opted in: the same redirect is followed.
+    let open = FetchConfig { dir: d.path().join("open"), ..cfg(d.path()) };
+    let f = fetch_url(&format!("{base}/redirect-to?http://localhost:{port}/inside.bin"), &open).unwrap();
+    assert_eq!(std::fs::read(&f.path).unwrap(), data());
+    assert_eq!(hits("/inside.bin"), 1);
 }

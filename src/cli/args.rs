@@ -87,6 +87,11 @@ pub struct FetchArgs {
     /// Limit for one --fetch-cmd run, seconds.
     #[arg(long, default_value_t = 1800)]
     pub fetch_cmd_timeout: u64,
+    /// Let http(s) sources reach loopback, link-local (cloud metadata), private and other
+    /// non-public addresses. By default they fail as `forbidden_address`: a scraped list must
+    /// not make a worker read its cloud's metadata service or an internal server.
+    #[arg(long)]
+    pub allow_private_addresses: bool,
 }
 
 #[cfg(feature = "ffmpeg")]
@@ -101,6 +106,8 @@ impl FetchArgs {
             max_bytes,
             fetch_cmd,
             fetch_cmd_timeout: Duration::from_secs(self.fetch_cmd_timeout.max(1)),
+            allow_private_addresses: self.allow_private_addresses,
+            trusted_hosts: vec![],
         }
     }
 }

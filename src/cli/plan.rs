@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::args::ListArgs;
 #[cfg(feature = "ffmpeg")]
-use super::args::{freeze_config, ModelArgs, SampleArgs, ShapeArgs};
+use super::args::{freeze_config, FetchArgs, ModelArgs, SampleArgs, ShapeArgs};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -32,6 +32,10 @@ pub struct PlanArgs {
     #[cfg(feature = "ffmpeg")]
     #[command(flatten)]
     pub shape: ShapeArgs,
+    // Downloads for the PCA fit's sample (workers take their own).
+    #[cfg(feature = "ffmpeg")]
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 pub fn exec(a: PlanArgs) -> Result<ExitCode> {
@@ -44,7 +48,8 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
     let frozen = if a.dry_run {
         None
     } else {
-        let mut f = freeze_config(&a.model, &a.sample, &a.shape, fetch_cmd)?;
+        let mut f = freeze_config(&a.model, &a.sample, &a.shape, fetch_cmd.clone())?;
+        f.decode.fetch = a.fetch.config(fetch_cmd, a.sample.max_input_bytes);
         let draft = vidfeat::pipeline::plan::draft(&f, &spec)?;
         if let Some(p) = vidfeat::pipeline::dataset::check_out(&out, &draft, f.overwrite)? {
             f.pca = Some(p);

@@ -87,6 +87,8 @@ pub const VIDEO_FAILURE_KINDS: &[&str] = &[
     "panic",
     "download_failed",
     "forbidden_protocol",
+    "forbidden_address",
+    "forbidden",
     "model_error",
 ];
 

@@ -5,7 +5,9 @@
 //! * [`pipeline`]: the dataset build (jobs, plans, decode workers, the consumer, cluster
 //!   workers, the frame cache and extract);
 //! * [`outputs`]: readers of finished outputs (inspect, verify, report, sample);
-//! * [`telemetry`]: counters, progress, logs and the per-video event log, shared by both.
+//! * [`telemetry`]: counters, progress, logs and the per-video event log, shared by both;
+//! * [`mirror`]: an output folder in a bucket, worked on through a local mirror.
+pub mod mirror;
 pub mod outputs;
 pub mod pipeline;
 pub mod telemetry;

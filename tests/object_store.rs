@@ -68,6 +68,7 @@ fn servers() -> Option<&'static Servers> {
             return None;
         }
         let dir = tempfile::tempdir().unwrap().keep();
+        assert!(TcpStream::connect("127.0.0.1:8333").is_err(), "127.0.0.1:8333 is taken: SeaweedFS's S3 port must be free for these tests");
         // S3: two identities, an admin and a reader of the `vidfeat` bucket only.
         let config = dir.join("s3.json");
         std::fs::write(
@@ -235,8 +236,13 @@ fn s3_lists_and_videos_give_a_local_runs_bytes() {
     // An object the reader may not read.
     upload(s, &videos.join(VIDEOS[0]), "s3://private/secret.mp4");
 
+    // The model (over the multipart threshold), its sidecar beside it, and the PCA, from the
+    // bucket too.
+    upload(s, &root().join("models/efficientnet-lite0.pt"), "s3://vidfeat/models/lite0.pt");
+    upload(s, &root().join("models/efficientnet-lite0.json"), "s3://vidfeat/models/lite0.json");
+    upload(s, &pca(d.path()), "s3://vidfeat/models/pca.npz");
     let out = d.path().join("out");
-    let o = vidfeat(s, READER, &["run", "s3://vidfeat/lists/list.csv", "--vocab", "kinetics-400", "--max-frames", "3", "--pca", pca(d.path()).to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = vidfeat(s, READER, &["run", "s3://vidfeat/lists/list.csv", "--vocab", "kinetics-400", "--max-frames", "3", "--model", "s3://vidfeat/models/lite0.pt", "--pca", "s3://vidfeat/models/pca.npz", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let f = failures(&out);
     let kinds: Vec<(&str, &str)> = f.iter().map(|(i, k, _)| (i.as_str(), k.as_str())).collect();
@@ -326,4 +332,164 @@ fn wrong_credentials_stop_before_any_work_with_one_line() {
     let o = vidfeat(s, ADMIN, &["run", "s3://vidfeat/creds/nope.csv", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("s3://vidfeat/creds/nope.csv: no such object"));
+}
+
+/// Every object under `prefix` (relative name -> bytes).
+fn bucket_files(prefix: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    vidfeat_store::list(&format!("{prefix}/"))
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| (u[prefix.len() + 1..].to_string(), vidfeat_store::read(&u, 1 << 30).unwrap()))
+        .collect()
+}
+
+/// The shard files of a local folder (relative name -> bytes).
+fn local_shards(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    for sub in ["frame", "video"] {
+        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            m.insert(format!("{sub}/{}", p.file_name().unwrap().to_string_lossy()), std::fs::read(&p).unwrap());
+        }
+    }
+    m
+}
+
+fn shards_of(files: &std::collections::BTreeMap<String, Vec<u8>>) -> std::collections::BTreeMap<String, Vec<u8>> {
+    files.iter().filter(|(k, _)| k.starts_with("frame/") || k.starts_with("video/")).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[test]
+fn a_run_into_a_bucket_keeps_every_promise_of_a_folder() {
+    let Some(s) = servers() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let videos = root().join("data-samples/videos");
+    let list = |pancake_label: &str| {
+        format!(
+            "id,source,labels,split\ndemo,{0}/{1},arm wrestling,train\npancake,{0}/{2},{pancake_label},train\npool,{0}/{3},cleaning pool,validate\n",
+            videos.display(),
+            VIDEOS[0],
+            VIDEOS[1],
+            VIDEOS[2]
+        )
+    };
+    let lf = d.path().join("l.csv");
+    std::fs::write(&lf, list("flipping pancake")).unwrap();
+    let pca = pca(d.path());
+    let args = |out: &str, work: &Path| -> Vec<String> {
+        ["run", lf.to_str().unwrap(), "--vocab", "kinetics-400", "--max-frames", "3", "--shards", "2", "--pca", pca.to_str().unwrap(), "--json", "--out", out, "--work-dir", work.to_str().unwrap()]
+            .map(String::from)
+            .to_vec()
+    };
+    let run = |out: &str, work: &Path| {
+        let a = args(out, work);
+        let o = vidfeat(s, ADMIN, &a.iter().map(String::as_str).collect::<Vec<_>>());
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let ds = "s3://vidfeat/datasets/k";
+    let (code, stdout, err) = run(ds, &d.path().join("w1"));
+    assert_eq!(code, Some(0), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["videos_ok"], 3, "{summary}");
+
+    // The bucket holds what a local run writes, byte for byte, and no scratch files.
+    let local = d.path().join("local");
+    let (code, _, err) = run(local.to_str().unwrap(), &d.path().join("unused"));
+    assert_eq!(code, Some(0), "{err}");
+    let objects = bucket_files(ds);
+    assert_eq!(shards_of(&objects), local_shards(&local));
+    for f in ["summary.json", "dataset.json", "vocabulary.csv", "done/train-00000-of-00002.json", "done/validate-00000-of-00002.json"] {
+        assert!(objects.contains_key(f), "{f} missing: {:?}", objects.keys().collect::<Vec<_>>());
+    }
+    assert!(objects.keys().all(|k| !k.starts_with("journal/") && !k.starts_with("downloads/") && !k.starts_with("leases/") && !k.contains("/.")), "{:?}", objects.keys().collect::<Vec<_>>());
+
+    // The readers take the bucket folder.
+    let o = vidfeat(s, READER, &["verify", ds]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = vidfeat(s, READER, &["status", ds, "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(st["shards_done"], st["shards_total"], "{st}");
+    let o = vidfeat(s, READER, &["inspect", &format!("{ds}/frame/train-00000-of-00002.tfrecord")]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("demo") || String::from_utf8_lossy(&o.stdout).contains("pancake"));
+
+    // An edited label, from another machine (a fresh work dir): an incremental update of the
+    // bucket, equal to a clean local run of the new list.
+    std::fs::write(&lf, list("making tea")).unwrap();
+    let (code, stdout, err) = run(ds, &d.path().join("w2"));
+    assert_eq!(code, Some(0), "{err}");
+    let u: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((u["update"]["kept"].as_u64(), u["update"]["rebuilt"].as_u64()), (Some(3), Some(1)), "four shards, one of them changed: {}", u["update"]);
+    let clean = d.path().join("clean");
+    let (code, _, err) = run(clean.to_str().unwrap(), &d.path().join("unused"));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(shards_of(&bucket_files(ds)), local_shards(&clean));
+
+    // Another dataset's bucket folder is refused before any work; the bucket is untouched.
+    let before = bucket_files(ds);
+    let a = args(ds, &d.path().join("w3"));
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let i = a.iter().position(|x| *x == "kinetics-400").unwrap();
+    a[i] = "kinetics-600";
+    let o = vidfeat(s, ADMIN, &a);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds another dataset"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(bucket_files(ds), before);
+
+    // Fewer shards: the ones that left the plan leave the bucket, markers included.
+    let a = args(ds, &d.path().join("w1"));
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let i = a.iter().position(|x| *x == "--shards").unwrap();
+    a[i + 1] = "1";
+    let o = vidfeat(s, ADMIN, &a);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let names: Vec<String> = bucket_files(ds).into_keys().filter(|k| k.contains("-of-")).collect();
+    assert!(names.iter().all(|k| k.contains("-of-00001")), "{names:?}");
+    assert_eq!(names.len(), 6, "frame, video and done of two splits: {names:?}");
+}
+
+#[test]
+fn a_push_killed_midway_never_shows_a_marker_beside_a_shard_it_does_not_describe() {
+    let Some(s) = servers() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let videos = root().join("data-samples/videos");
+    let lf = d.path().join("l.csv");
+    let write_list = |label: &str| {
+        std::fs::write(&lf, format!("id,source,labels\ndemo,{0}/{1},{label}\npool,{0}/{2},cleaning pool\n", videos.display(), VIDEOS[0], VIDEOS[2])).unwrap()
+    };
+    write_list("arm wrestling");
+    let pca = pca(d.path());
+    let ds = "s3://vidfeat/datasets/killed";
+    let work = d.path().join("w");
+    let run = |crash: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vidfeat"));
+        c.args(["run", lf.to_str().unwrap(), "--vocab", "kinetics-400", "--max-frames", "3", "--shards", "2", "--pca", pca.to_str().unwrap(), "--out", ds, "--work-dir", work.to_str().unwrap()])
+            .envs(env(s, ADMIN));
+        if let Some(c2) = crash {
+            c.env("VIDFEAT_CRASH_AT", c2);
+        }
+        c.output().unwrap()
+    };
+    let o = run(None);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // Change one video's label, then kill the push after each number of uploads in turn: at
+    // every point, each marker in the bucket describes the shard beside it.
+    for (k, label) in [(1, "making tea"), (2, "arm wrestling"), (3, "making tea"), (4, "arm wrestling")] {
+        write_list(label);
+        let o = run(Some(&format!("after_upload:{k}")));
+        assert_eq!(o.status.code(), None, "killed by SIGKILL after upload {k}");
+        let files = bucket_files(ds);
+        for (name, bytes) in files.iter().filter(|(n, _)| n.starts_with("done/")) {
+            let m: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            let stem = name.trim_start_matches("done/").trim_end_matches(".json");
+            let frame = &files[&format!("frame/{stem}.tfrecord")];
+            use sha2::Digest;
+            assert_eq!(m["frame_sha256"].as_str().unwrap(), hex::encode(sha2::Sha256::digest(frame)), "after upload {k}: {name} does not describe its shard");
+        }
+        // The next run completes the bucket.
+        let o = run(None);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = vidfeat(s, READER, &["verify", ds]);
+        assert_eq!(o.status.code(), Some(0), "after upload {k}: {}", String::from_utf8_lossy(&o.stdout));
+    }
 }

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 #[cfg(feature = "ffmpeg")]
 use std::time::Duration;
 
-use anyhow::Result;
-#[cfg(feature = "ffmpeg")]
-use anyhow::Context;
+use anyhow::{Context, Result};
 
 use vidfeat::{ConsumeConfig, JobSpec};
 #[cfg(feature = "ffmpeg")]
@@ -202,9 +200,14 @@ pub struct ModelArgs {
 
 #[derive(clap::Args)]
 pub struct OutputArgs {
-    /// Output folder.
+    /// Output folder, or a bucket folder (s3://bucket/ds, gs://bucket/ds: worked on through a
+    /// local mirror under --work-dir and pushed when the run ends).
     #[arg(long)]
     pub out: PathBuf,
+    /// Local scratch for an --out in a bucket: the mirror, journals, downloads (default: a
+    /// folder under the system temp dir named after the URL).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -249,6 +252,11 @@ pub struct ShapeArgs {
 }
 
 impl ShapeArgs {
+    /// --pca (a local copy of an object).
+    pub fn pca_path(&self) -> Result<Option<PathBuf>> {
+        self.pca.as_deref().map(|p| vidfeat::mirror::local(p).with_context(|| format!("--pca {}", p.display()))).transpose()
+    }
+
     pub fn audio_zero(&self) -> Result<bool> {
         match self.audio.as_str() {
             "none" => Ok(false),
@@ -266,7 +274,7 @@ impl OutputArgs {
             schema: vidfeat_export::Schema { legacy_2017: sh.legacy_2017, audio_zero: sh.audio_zero()? },
             out: self.out.clone(),
             batch_size: sh.batch_size,
-            pca: sh.pca.clone(),
+            pca: sh.pca_path()?,
             pca_dims: sh.pca_dims,
             pca_sample_frames: sh.pca_sample_frames.max(2),
             threads: 0,
@@ -278,13 +286,13 @@ impl OutputArgs {
 #[cfg(feature = "ffmpeg")]
 pub fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, fetch_cmd: Option<String>) -> Result<vidfeat::pipeline::plan::FreezeConfig> {
     Ok(vidfeat::pipeline::plan::FreezeConfig {
-        model: model.path(),
-        sidecar: model.sidecar.clone(),
+        model: model.path()?,
+        sidecar: model.sidecar_path()?,
         device: model.device.clone(),
         decode: sample.settings()?,
         fps: sample.fps.clone(),
         resize: sample.resize.clone(),
-        pca: shape.pca.clone(),
+        pca: shape.pca_path()?,
         pca_dims: shape.pca_dims,
         pca_sample_frames: shape.pca_sample_frames.max(2),
         batch_size: shape.batch_size,
@@ -325,9 +333,23 @@ impl RetryArgs {
 
 
 impl ModelArgs {
-    /// The model file: --model, else the bundled one.
-    pub fn path(&self) -> PathBuf {
-        self.model.clone().unwrap_or_else(vidfeat::default_model)
+    /// The model file: --model, else the bundled one (a local copy of an object; its default
+    /// sidecar, the object beside it, is copied beside it).
+    pub fn path(&self) -> Result<PathBuf> {
+        let p = self.model.clone().unwrap_or_else(vidfeat::default_model);
+        if let (Some(url), None) = (p.to_str().filter(|s| vidfeat_store::is_url(s)), &self.sidecar) {
+            let side = match url.rsplit_once('.') {
+                Some((stem, ext)) if !ext.contains('/') => format!("{stem}.json"),
+                _ => format!("{url}.json"),
+            };
+            vidfeat::mirror::local_copy(&side).with_context(|| format!("the model's sidecar {side}"))?;
+        }
+        vidfeat::mirror::local(&p).with_context(|| format!("--model {}", p.display()))
+    }
+
+    /// --sidecar (a local copy of an object).
+    pub fn sidecar_path(&self) -> Result<Option<PathBuf>> {
+        self.sidecar.as_deref().map(|p| vidfeat::mirror::local(p).with_context(|| format!("--sidecar {}", p.display()))).transpose()
     }
 }
 
@@ -390,4 +412,26 @@ pub fn rate(s: &str) -> Result<String, String> {
         Some(_) => Ok(s.to_string()),
         None => Err("not a positive number or ratio (e.g. 1, 0.5, 30000/1001)".into()),
     }
+}
+
+/// A folder (or file) argument that may name a bucket, for reading: a local copy (a folder
+/// pulled into a mirror under the temp dir, a file fetched).
+pub fn readable(p: &std::path::Path) -> Result<PathBuf> {
+    let Some(url) = p.to_str().filter(|s| vidfeat_store::is_url(s)) else { return Ok(p.to_path_buf()) };
+    if url.ends_with(".tfrecord") || url.ends_with(".tfrecord.gz") || url.ends_with(".json") {
+        return vidfeat::mirror::local_copy(url);
+    }
+    let local = vidfeat::mirror::scratch(url, Some(&std::env::temp_dir().join("vidfeat-read")));
+    vidfeat::mirror::pull(url, &local).with_context(|| format!("reading {url}"))?;
+    Ok(local)
+}
+
+/// A path argument that cannot name a bucket (yet).
+pub fn local_only(p: &std::path::Path, what: &str) -> Result<()> {
+    anyhow::ensure!(
+        !vidfeat_store::is_url_path(p),
+        "{what} {}: a bucket is not supported here yet (lists, sources, --model, --pca, run's --out and the folders read by verify, status, inspect, report and sample --from are)",
+        p.display()
+    );
+    Ok(())
 }

@@ -26,8 +26,8 @@ pub struct CnnBenchArgs {
 
 pub fn exec(a: CnnBenchArgs) -> Result<ExitCode> {
     let cfg = vidfeat::pipeline::cnn_bench::CnnBenchConfig {
-        model: a.model.path(),
-        sidecar: a.model.sidecar.clone(),
+        model: a.model.path()?,
+        sidecar: a.model.sidecar_path()?,
         device: a.model.device.clone(),
         torch_threads: a.model.torch_threads,
         batches: a.batch.split(',').map(|b| b.trim().parse()).collect::<Result<_, _>>().context("--batch")?,

@@ -27,6 +27,7 @@ pub struct DecodeArgs {
 }
 
 pub fn exec(a: DecodeArgs) -> Result<ExitCode> {
+    super::args::local_only(&a.cache, "--cache")?;
     let mut decode = a.sample.settings()?;
     decode.fetch = a.fetch.config(a.list.fetch_cmd.clone(), a.sample.max_input_bytes);
     let cfg = vidfeat::pipeline::decode::DecodeToCacheConfig {

@@ -29,11 +29,13 @@ pub struct ExtractArgs {
 }
 
 pub fn exec(a: ExtractArgs) -> Result<ExitCode> {
+    super::args::local_only(&a.cache, "--cache")?;
+    super::args::local_only(&a.output.out, "--out")?;
     let cfg = vidfeat::pipeline::extract::ExtractConfig {
         cache: a.cache.clone(),
         consume: vidfeat::ConsumeConfig { threads: a.threads, ..a.output.consume()? },
-        model: a.model.path(),
-        sidecar: a.model.sidecar.clone(),
+        model: a.model.path()?,
+        sidecar: a.model.sidecar_path()?,
         device: a.model.device.clone(),
         torch_threads: a.model.torch_threads,
         fp16: a.fp16,

@@ -43,6 +43,7 @@ pub struct FramesArgs {
 }
 
 pub fn exec(a: FramesArgs) -> Result<ExitCode> {
+    super::args::local_only(&a.out, "--out")?;
     let fps = Rational::parse(&a.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", a.fps))?;
     anyhow::ensure!(a.format == "png" || a.format == "rgb24", "--format must be png or rgb24");
     let window = match (a.start, a.end) {

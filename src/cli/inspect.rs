@@ -20,6 +20,7 @@ pub struct InspectArgs {
 
 pub fn exec(a: InspectArgs) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let good = vidfeat::outputs::inspect::inspect(&a.files, a.values, a.names, &mut out)?;
+    let files = a.files.iter().map(|f| super::args::readable(f)).collect::<Result<Vec<_>>>()?;
+    let good = vidfeat::outputs::inspect::inspect(&files, a.values, a.names, &mut out)?;
     Ok(ExitCode::from(if good { 0 } else { 1 }))
 }

@@ -57,6 +57,7 @@ pub struct PcaSampleArgs {
 }
 
 pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
+    super::args::local_only(&a.out, "--out")?;
     let decode = SampleArgs {
         fps: a.sample.fps.clone(),
         sampling: "exact".into(),
@@ -76,8 +77,8 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
         out: a.out.clone(),
         dims: a.dims,
         max_frames: a.pca_sample_frames,
-        model: a.model.path(),
-        sidecar: a.model.sidecar.clone(),
+        model: a.model.path()?,
+        sidecar: a.model.sidecar_path()?,
         device: a.model.device.clone(),
         decode,
         batch_size: a.batch_size,

@@ -39,6 +39,7 @@ pub struct PlanArgs {
 }
 
 pub fn exec(a: PlanArgs) -> Result<ExitCode> {
+    super::args::local_only(&a.out, "--out")?;
     let (list, out, json_out) = (a.list, a.out.clone(), a.json);
     let strict = list.strict;
     let fetch_cmd = list.fetch_cmd.clone();

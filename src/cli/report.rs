@@ -26,7 +26,8 @@ pub struct ReportArgs {
 }
 
 pub fn exec(a: ReportArgs) -> Result<ExitCode> {
-    let cfg = vidfeat::outputs::report::ReportConfig { dir: a.dir, out: a.out, sheets: a.sheets, thumbs: a.thumbs, thumb_width: a.thumb_width };
+    super::args::local_only(&a.out, "--out")?;
+    let cfg = vidfeat::outputs::report::ReportConfig { dir: super::args::readable(&a.dir)?, out: a.out, sheets: a.sheets, thumbs: a.thumbs, thumb_width: a.thumb_width };
     let json_out = a.json;
     let r = vidfeat::outputs::report::report(&cfg)?;
     if json_out {

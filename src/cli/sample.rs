@@ -34,8 +34,9 @@ pub struct SampleArgs {
 }
 
 pub fn exec(a: SampleArgs) -> Result<ExitCode> {
+    super::args::local_only(&a.out, "--out")?;
     let cfg = vidfeat::outputs::sample::SampleConfig {
-        from: a.from,
+        from: super::args::readable(&a.from)?,
         out: a.out.clone(),
         per_class: a.per_class,
         classes: a.classes,

@@ -18,7 +18,7 @@ pub struct StatusArgs {
 
 pub fn exec(a: StatusArgs) -> Result<ExitCode> {
     let (dir, json_out, ttl) = (a.dir, a.json, a.lease_ttl);
-    let s = vidfeat::pipeline::worker::status(&dir, std::time::Duration::from_secs(ttl.max(1)))?;
+    let s = vidfeat::pipeline::worker::status(&super::args::readable(&dir)?, std::time::Duration::from_secs(ttl.max(1)))?;
     if json_out {
         println!("{s}");
         return Ok(ExitCode::SUCCESS);

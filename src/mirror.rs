@@ -104,12 +104,18 @@ fn remote_files(url: &str) -> Result<BTreeMap<String, vidfeat_store::Meta>> {
 /// Brings the mirror up to the bucket: fetches objects that are new or changed, drops files
 /// the bucket does not hold (local-only folders kept). Returns how many objects were fetched.
 pub fn pull(url: &str, local: &Path) -> Result<usize> {
+    pull_where(url, local, &|_| true)
+}
+
+/// [`pull`] of the names `keep` accepts only (the others are neither fetched nor dropped): a
+/// worker pulls the plan and its own shards, not every shard of the dataset.
+pub fn pull_where(url: &str, local: &Path, keep: &dyn Fn(&str) -> bool) -> Result<usize> {
     std::fs::create_dir_all(local).with_context(|| format!("scratch folder {}", local.display()))?;
     let remote = remote_files(url).with_context(|| format!("reading {url}"))?;
     let mut m = manifest(local);
     let mut fetched = 0;
     for (rel, meta) in &remote {
-        if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") || LOCAL_ONLY.contains(&rel.split('/').next().unwrap_or("")) {
+        if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") || LOCAL_ONLY.contains(&rel.split('/').next().unwrap_or("")) || !keep(rel) {
             continue;
         }
         let p = local.join(rel);
@@ -128,14 +134,44 @@ pub fn pull(url: &str, local: &Path) -> Result<usize> {
         fetched += 1;
     }
     for rel in local_files(local)? {
-        if !remote.contains_key(&rel) {
+        if !remote.contains_key(&rel) && keep(&rel) {
             std::fs::remove_file(local.join(&rel))?;
             m.remove(&rel);
         }
     }
-    m.retain(|k, _| remote.contains_key(k));
+    m.retain(|k, _| remote.contains_key(k) || !keep(k));
     save_manifest(local, &m)?;
     Ok(fetched)
+}
+
+/// Publishes one committed shard of a worker's mirror: its old marker goes first, then the
+/// frame and video files, then its new marker (so the marker always describes the shard beside
+/// it). Other objects are left alone: workers share the bucket.
+pub fn push_shard(url: &str, local: &Path, stem: &str) -> Result<()> {
+    let b = base(url);
+    let rels = [format!("frame/{stem}.tfrecord"), format!("video/{stem}.tfrecord"), format!("done/{stem}.json")];
+    vidfeat_store::delete(&format!("{b}/{}", rels[2])).map_err(anyhow::Error::msg)?;
+    let mut m = manifest(local);
+    for rel in &rels {
+        let p = local.join(rel);
+        let (size, mtime_ns) = stat(&p).with_context(|| format!("{} missing", p.display()))?;
+        let etag = vidfeat_store::upload(&p, &format!("{b}/{rel}")).map_err(anyhow::Error::msg).with_context(|| format!("uploading {}", p.display()))?;
+        m.insert(rel.clone(), Entry { size, mtime_ns, etag });
+        crate::pipeline::worker::crash_point("after_upload");
+    }
+    save_manifest(local, &m)
+}
+
+/// Uploads one file of the mirror (a summary, an event log) as it is.
+pub fn push_file(url: &str, local: &Path, rel: &str) -> Result<()> {
+    let p = local.join(rel);
+    vidfeat_store::upload(&p, &format!("{}/{rel}", base(url))).map_err(anyhow::Error::msg).with_context(|| format!("uploading {}", p.display()))?;
+    Ok(())
+}
+
+/// The size of each object of the bucket folder (relative name -> bytes).
+pub fn remote_sizes(url: &str) -> Result<BTreeMap<String, u64>> {
+    Ok(remote_files(url)?.into_iter().map(|(k, m)| (k, m.size)).collect())
 }
 
 /// What a push did.

@@ -493,3 +493,76 @@ fn a_push_killed_midway_never_shows_a_marker_beside_a_shard_it_does_not_describe
         assert_eq!(o.status.code(), Some(0), "after upload {k}: {}", String::from_utf8_lossy(&o.stdout));
     }
 }
+
+#[test]
+fn workers_that_share_only_a_bucket_finish_a_plan_exactly_once() {
+    let Some(s) = servers() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let videos = root().join("data-samples/videos");
+    for v in VIDEOS {
+        upload(s, &videos.join(v), &format!("s3://vidfeat/w/videos/{v}"));
+    }
+    let mut list = String::from("id,source,labels,split\n");
+    for (i, v) in VIDEOS.iter().enumerate() {
+        for c in 0..2 {
+            list.push_str(&format!("v{i}_{c},videos/{v},arm wrestling,{}\n", if c == 0 { "train" } else { "validate" }));
+        }
+    }
+    let lf = d.path().join("l.csv");
+    std::fs::write(&lf, &list).unwrap();
+    upload(s, &lf, "s3://vidfeat/w/l.csv");
+    let ds = "s3://vidfeat/w/ds";
+    let common = ["--max-frames", "2", "--torch-threads", "1", "--decode-workers", "1"];
+    let o = vidfeat(s, ADMIN, &[&["plan", "s3://vidfeat/w/l.csv", "--vocab", "kinetics-400", "--shards", "3", "--pca-dims", "16", "--out", ds, "--work-dir"][..], &[d.path().join("planner").to_str().unwrap()], &common[..2]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&vidfeat_store::read(&format!("{ds}/plan.json"), 1 << 20).unwrap()).unwrap();
+    assert_eq!(plan["pca"], format!("{ds}/pca.npz"), "a PCA fitted into a bucket plan is recorded as its object");
+
+    // Three workers, each with its own scratch and nothing else in common; worker 1 is killed
+    // (SIGKILL) while publishing its first shard, then started again on a fresh node.
+    let work = |i: usize, scratch: &str, crash: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vidfeat"));
+        c.args(["work", "--plan", ds, "--worker-index", &i.to_string(), "--num-workers", "3", "--json", "--work-dir"])
+            .arg(d.path().join(scratch))
+            .args(&common[2..])
+            .envs(env(s, ADMIN));
+        if let Some(p) = crash {
+            c.env("VIDFEAT_CRASH_AT", p);
+        }
+        c.output().unwrap()
+    };
+    let o = work(1, "node1", Some("after_upload:2"));
+    assert_eq!(o.status.code(), None, "killed");
+    for (i, node) in [(0, "node0"), (2, "node2"), (1, "node1-again")] {
+        let o = work(i, node, None);
+        assert_eq!(o.status.code(), Some(0), "worker {i}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The last one to finish saw every marker and wrote the summary.
+    let o = vidfeat(s, READER, &["status", ds, "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!((st["shards_done"].as_u64(), st["shards_total"].as_u64()), (Some(6), Some(6)), "{st}");
+    let objects = bucket_files(ds);
+    assert!(objects.contains_key("summary.json"), "{:?}", objects.keys().collect::<Vec<_>>());
+    let summary: serde_json::Value = serde_json::from_slice(&objects["summary.json"]).unwrap();
+    assert_eq!(summary["videos_ok"], 6, "every video exactly once: {summary}");
+    assert!(objects.keys().all(|k| !k.starts_with("journal/") && !k.starts_with("leases/")));
+    let o = vidfeat(s, READER, &["verify", ds]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // The same plan worked locally by one worker: the same shard bytes.
+    let local_list = d.path().join("local.csv");
+    std::fs::write(&local_list, list.replace("videos/", &format!("{}/", videos.display()))).unwrap();
+    let local = d.path().join("local");
+    let pca_local = d.path().join("pca.npz");
+    std::fs::write(&pca_local, &objects["pca.npz"]).unwrap();
+    let o = vidfeat(s, ADMIN, &[&["plan", local_list.to_str().unwrap(), "--vocab", "kinetics-400", "--shards", "3", "--pca", pca_local.to_str().unwrap(), "--out", local.to_str().unwrap()][..], &common[..2]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = vidfeat(s, ADMIN, &[&["work", "--plan", local.to_str().unwrap(), "--worker-index", "0", "--num-workers", "1"][..], &common[2..]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(shards_of(&objects), local_shards(&local));
+
+    // --claim on a bucket is refused, naming static slots.
+    let o = vidfeat(s, ADMIN, &["work", "--plan", ds, "--claim"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--worker-index"), "{}", String::from_utf8_lossy(&o.stderr));
+}

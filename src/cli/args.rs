@@ -302,6 +302,12 @@ pub fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, 
         fetch_cmd,
         overwrite: shape.overwrite,
         provenance: super::provenance(),
+        sources: vidfeat::pipeline::plan::Sources {
+            model: url_of(model.model.as_deref()),
+            sidecar: url_of(model.sidecar.as_deref()).or_else(|| url_of(model.model.as_deref()).map(|u| sidecar_beside(&u))),
+            pca: url_of(shape.pca.as_deref()),
+        },
+        out_url: None,
     })
 }
 
@@ -338,10 +344,7 @@ impl ModelArgs {
     pub fn path(&self) -> Result<PathBuf> {
         let p = self.model.clone().unwrap_or_else(vidfeat::default_model);
         if let (Some(url), None) = (p.to_str().filter(|s| vidfeat_store::is_url(s)), &self.sidecar) {
-            let side = match url.rsplit_once('.') {
-                Some((stem, ext)) if !ext.contains('/') => format!("{stem}.json"),
-                _ => format!("{url}.json"),
-            };
+            let side = sidecar_beside(url);
             vidfeat::mirror::local_copy(&side).with_context(|| format!("the model's sidecar {side}"))?;
         }
         vidfeat::mirror::local(&p).with_context(|| format!("--model {}", p.display()))
@@ -430,8 +433,22 @@ pub fn readable(p: &std::path::Path) -> Result<PathBuf> {
 pub fn local_only(p: &std::path::Path, what: &str) -> Result<()> {
     anyhow::ensure!(
         !vidfeat_store::is_url_path(p),
-        "{what} {}: a bucket is not supported here yet (lists, sources, --model, --pca, run's --out and the folders read by verify, status, inspect, report and sample --from are)",
+        "{what} {}: a bucket is not supported here yet (lists, sources, --model, --pca, run's and plan's --out, work's --plan and the folders read by verify, status, inspect, report and sample --from are)",
         p.display()
     );
     Ok(())
+}
+
+/// The argument's text when it names an object.
+#[cfg(feature = "ffmpeg")]
+fn url_of(p: Option<&std::path::Path>) -> Option<String> {
+    p.and_then(|p| p.to_str()).filter(|s| vidfeat_store::is_url(s)).map(str::to_string)
+}
+
+/// A model object's default sidecar: the `.json` object beside it.
+fn sidecar_beside(model_url: &str) -> String {
+    match model_url.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') => format!("{stem}.json"),
+        _ => format!("{model_url}.json"),
+    }
 }

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::args::ListArgs;
 #[cfg(feature = "ffmpeg")]
@@ -16,6 +16,10 @@ pub struct PlanArgs {
     /// write the dataset into it too).
     #[arg(long)]
     pub out: PathBuf,
+    /// Local scratch for an --out in a bucket (the mirror the plan is made in; default: a
+    /// folder under the system temp dir named after the URL).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -39,8 +43,20 @@ pub struct PlanArgs {
 }
 
 pub fn exec(a: PlanArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.out, "--out")?;
-    let (list, out, json_out) = (a.list, a.out.clone(), a.json);
+    // A plan folder in a bucket: made in a local mirror, pulled first and pushed after.
+    let Some(url) = a.out.to_str().filter(|s| vidfeat_store::is_url(s)).map(str::to_string) else {
+        let out = a.out.clone();
+        return exec_in(a, out, None);
+    };
+    let local = vidfeat::mirror::scratch(&url, a.work_dir.as_deref());
+    vidfeat::mirror::pull(&url, &local).with_context(|| format!("--out {url}"))?;
+    let r = exec_in(a, local.clone(), Some(url.clone()));
+    vidfeat::mirror::push(&url, &local).with_context(|| format!("pushing {} to {url}", local.display()))?;
+    r
+}
+
+fn exec_in(a: PlanArgs, out: PathBuf, out_url: Option<String>) -> Result<ExitCode> {
+    let (list, json_out) = (a.list, a.json);
     let strict = list.strict;
     let fetch_cmd = list.fetch_cmd.clone();
     let spec = list.spec()?;
@@ -50,6 +66,7 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
         None
     } else {
         let mut f = freeze_config(&a.model, &a.sample, &a.shape, fetch_cmd.clone())?;
+        f.out_url = out_url;
         f.decode.fetch = a.fetch.config(fetch_cmd, a.sample.max_input_bytes);
         let draft = vidfeat::pipeline::plan::draft(&f, &spec)?;
         if let Some(p) = vidfeat::pipeline::dataset::check_out(&out, &draft, f.overwrite)? {
@@ -58,7 +75,7 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
         Some((f, draft))
     };
     #[cfg(not(feature = "ffmpeg"))]
-    let _ = fetch_cmd;
+    let _ = (fetch_cmd, out_url);
     if a.dry_run || cfg!(not(feature = "ffmpeg")) {
         anyhow::ensure!(
             !out.join("plan.json").exists(),

@@ -50,6 +50,7 @@ pub fn exec(mut a: RunArgs) -> Result<ExitCode> {
             fetch: freeze.decode.fetch.clone(),
             retry: a.retry.kinds()?,
             hwdec: freeze.decode.hwdec,
+            bucket: None,
         },
         freeze,
         out: out.clone(),

@@ -10,9 +10,15 @@ use super::args::{FetchArgs, RetryArgs};
 
 #[derive(clap::Args)]
 pub struct WorkArgs {
-    /// The plan folder (from `vidfeat plan ... --out DIR`); the output goes there too.
+    /// The plan folder (from `vidfeat plan ... --out DIR`); the output goes there too. A bucket
+    /// folder (s3://, gs://) works with static slots: each worker keeps a mirror under
+    /// --work-dir and publishes each shard as it finishes.
     #[arg(long)]
     pub plan: PathBuf,
+    /// Local scratch for a --plan in a bucket: this worker's mirror, journals, downloads
+    /// (default: a folder under the system temp dir named after the URL).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
     /// This worker's index (default: SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX).
     #[arg(long)]
     pub worker_index: Option<usize>,
@@ -55,7 +61,7 @@ pub struct WorkArgs {
 }
 
 pub fn exec(a: WorkArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.plan, "--plan")?;
+    let bucket = a.plan.to_str().filter(|s| vidfeat_store::is_url(s)).map(str::to_string);
     let assignment = if a.claim {
         vidfeat::pipeline::worker::Assignment::Claim
     } else {
@@ -65,7 +71,10 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
     let (decode_workers, torch_threads) = vidfeat::pipeline::layout::cpu_split(&a.device, a.decode_workers, a.torch_threads);
     let (workers, threads) = vidfeat::pipeline::layout::decode_layout(decode_workers, a.decode_threads);
     let cfg = vidfeat::pipeline::worker::WorkConfig {
-        dir: a.plan.clone(),
+        dir: match &bucket {
+            Some(url) => vidfeat::mirror::scratch(url, a.work_dir.as_deref()),
+            None => a.plan.clone(),
+        },
         assignment,
         lease_ttl: Duration::from_secs(a.lease_ttl.max(1)),
         device: a.device,
@@ -75,6 +84,7 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
         fetch: a.fetch.config(None, u64::MAX),
         retry: a.retry.kinds()?,
         hwdec: a.hwdec.parse().map_err(anyhow::Error::msg)?,
+        bucket,
     };
     let r = vidfeat::pipeline::worker::work(&cfg)?;
     vidfeat::telemetry::finish_display();

@@ -419,6 +419,20 @@ pub struct FreezeConfig {
     pub overwrite: bool,
     /// The command and settings that made this plan (see [`crate::pipeline::provenance`]).
     pub provenance: serde_json::Value,
+    /// Where the model, sidecar and PCA were given from when they are objects (`s3://...`):
+    /// plan.json records these rather than the local copies, so workers elsewhere fetch them.
+    pub sources: Sources,
+    /// The plan folder's bucket URL when it lives in one (a PCA fitted into it is recorded as
+    /// the object `URL/pca.npz`).
+    pub out_url: Option<String>,
+}
+
+/// See [`FreezeConfig::sources`].
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub model: Option<String>,
+    pub sidecar: Option<String>,
+    pub pca: Option<String>,
 }
 
 /// What a plan freezes before any work: the dataset's identity (model, sidecar, PCA choice,
@@ -532,11 +546,15 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     }
     let mut plan = PlanSettings {
         version: PLAN_VERSION,
-        model: model_path.display().to_string(),
+        model: f.sources.model.clone().unwrap_or_else(|| model_path.display().to_string()),
         model_sha256: draft.model.sha256.clone(),
-        sidecar: sidecar.display().to_string(),
+        sidecar: f.sources.sidecar.clone().unwrap_or_else(|| sidecar.display().to_string()),
         sidecar_sha256: draft.sidecar_sha256.clone(),
-        pca: pca_path.display().to_string(),
+        pca: match (&f.sources.pca, &f.out_url) {
+            (Some(u), _) => u.clone(),
+            (None, Some(out)) if fitted_here && f.pca.is_none() => format!("{}/pca.npz", out.trim_end_matches('/')),
+            _ => pca_path.display().to_string(),
+        },
         pca_sha256: pca.content_sha256(),
         pca_dims: pca.dims,
         pca_frames: pca.frames,

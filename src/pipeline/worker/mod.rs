@@ -115,11 +115,29 @@ pub struct WorkConfig {
     pub retry: std::collections::BTreeSet<String>,
     /// Where to decode (CPU or NVDEC): a worker's choice, not the plan's.
     pub hwdec: vidfeat_decode::HwDecode,
+    /// The plan folder's bucket URL when it lives in one; `dir` is then this worker's mirror
+    /// of it (see [`crate::mirror`]): the plan and this worker's own shards are pulled, each
+    /// shard is published as soon as it is done, and the worker that finds every marker in
+    /// the bucket writes the summary there.
+    pub bucket: Option<String>,
 }
 
 #[cfg(feature = "ffmpeg")]
 pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     use crate::pipeline::plan::PlanSettings;
+    if let Some(url) = &cfg.bucket {
+        anyhow::ensure!(
+            !matches!(cfg.assignment, Assignment::Claim),
+            "--claim needs leases that every worker sees, which a bucket does not give here: give each worker a static slot (--worker-index I --num-workers N, or the Slurm / Kubernetes Indexed Job variables)"
+        );
+        let shard_file = |rel: &str| rel.starts_with("frame/") || rel.starts_with("video/");
+        crate::mirror::pull_where(url, &cfg.dir, &|rel| !shard_file(rel)).with_context(|| format!("reading the plan {url}"))?;
+        let plan = PlanSettings::load(&cfg.dir)?;
+        let list = plan.shard_list();
+        let mine: std::collections::BTreeSet<String> = shards::assigned(&list, &cfg.assignment).into_iter().map(|(_, _, n)| n.clone()).collect();
+        // This worker's finished shards, so that they count as done here.
+        crate::mirror::pull_where(url, &cfg.dir, &|rel| shard_file(rel) && rel.split_once('/').is_some_and(|(_, n)| mine.contains(n)))?;
+    }
     let plan = PlanSettings::load(&cfg.dir)?;
     // What `run` decoded to fit its PCA is not this worker's progress.
     crate::telemetry::reset();
@@ -132,9 +150,12 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         );
         Ok(())
     };
-    check("model", &plan.model, &plan.model_sha256, vidfeat_features::file_sha256(std::path::Path::new(&plan.model)))?;
-    check("sidecar", &plan.sidecar, &plan.sidecar_sha256, vidfeat_features::file_sha256(std::path::Path::new(&plan.sidecar)))?;
-    let pca = vidfeat_features::Pca::load(std::path::Path::new(&plan.pca), Some(plan.pca_dims))?;
+    // Objects (a plan made in or from a bucket) are fetched into local copies first.
+    let local = |what: &str, p: &str| crate::mirror::local(std::path::Path::new(p)).with_context(|| format!("plan's {what} {p}"));
+    let (model_path, sidecar_path, pca_path) = (local("model", &plan.model)?, local("sidecar", &plan.sidecar)?, local("PCA", &plan.pca)?);
+    check("model", &plan.model, &plan.model_sha256, vidfeat_features::file_sha256(&model_path))?;
+    check("sidecar", &plan.sidecar, &plan.sidecar_sha256, vidfeat_features::file_sha256(&sidecar_path))?;
+    let pca = vidfeat_features::Pca::load(&pca_path, Some(plan.pca_dims))?;
     check("PCA", &plan.pca, &plan.pca_sha256, Ok(pca.content_sha256()))?;
 
     let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
@@ -144,7 +165,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32);
     }
-    let model = Model::load(std::path::Path::new(&plan.model), Some(std::path::Path::new(&plan.sidecar)), device)?;
+    let model = Model::load(&model_path, Some(&sidecar_path), device)?;
     model.check()?;
     let batch = plan.batch_size.unwrap_or(if device.is_cuda() { 64 } else { 8 }).max(1);
     let settings = DecodeSettings {
@@ -203,12 +224,46 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         })
     };
     let compute = json!({"device": format!("{device:?}"), "torch_threads": tch::get_num_threads(), "hwdec": cfg.hwdec.name(), "batch_size": batch});
-    let ctx = ShardCtx { dir: &cfg.dir, plan: &plan, owner: &owner, fetch_dir: &fetch.dir, retry: &cfg.retry, compute: &compute, process: &process };
+    let publish = |name: &str| crate::mirror::push_shard(cfg.bucket.as_deref().unwrap_or_default(), &cfg.dir, name.trim_end_matches(".tfrecord"));
+    let ctx = ShardCtx {
+        dir: &cfg.dir,
+        plan: &plan,
+        owner: &owner,
+        fetch_dir: &fetch.dir,
+        retry: &cfg.retry,
+        compute: &compute,
+        process: &process,
+        after_commit: cfg.bucket.as_ref().map(|_| &publish as &dyn Fn(&str) -> Result<()>),
+    };
     let mut r = work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
+    if let Some(url) = &cfg.bucket {
+        r["complete"] = json!(bucket_summary(url, &cfg.dir, &plan)?);
+    }
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
     r["worker"] = json!(owner);
     r["model"] = json!(model.sidecar.name);
     r["device"] = json!(format!("{device:?}"));
     r["batch_size"] = json!(batch);
     Ok(r)
+}
+
+/// On a bucket: when every shard's marker is there, with the key plan.json gives it and beside
+/// shard objects of the sizes it records, writes `summary.json` from the markers and publishes
+/// it. Whether the plan is complete.
+#[cfg(feature = "ffmpeg")]
+fn bucket_summary(url: &str, dir: &std::path::Path, plan: &crate::pipeline::plan::PlanSettings) -> Result<bool> {
+    crate::mirror::pull_where(url, dir, &|rel| rel.starts_with("done/"))?;
+    let sizes = crate::mirror::remote_sizes(url)?;
+    let done = |name: &str| -> Option<DoneMarker> {
+        let stem = name.trim_end_matches(".tfrecord");
+        let m: DoneMarker = serde_json::from_slice(&std::fs::read(dir.join("done").join(format!("{stem}.json"))).ok()?).ok()?;
+        let key = plan.key(name);
+        let size = |sub: &str| sizes.get(&format!("{sub}/{name}")).copied();
+        (!key.is_empty() && m.key == key && size("frame") == Some(m.frame_bytes) && size("video") == Some(m.video_bytes)).then_some(m)
+    };
+    if !shards::write_summary_with(dir, plan, &done)? {
+        return Ok(false);
+    }
+    crate::mirror::push_file(url, dir, "summary.json")?;
+    Ok(true)
 }

@@ -71,13 +71,19 @@ pub const TRANSIENT_KINDS: [&str; 2] = ["download_failed", "timeout"];
 
 /// When every shard is done: `summary.json` in the layout of `vidfeat run` (verify reads it).
 fn write_summary_if_complete(dir: &Path, plan: &PlanSettings) -> Result<bool> {
+    write_summary_with(dir, plan, &|name| read_done(dir, name, plan.key(name)))
+}
+
+/// [`write_summary_if_complete`] with another view of which shards are done (a worker on a
+/// bucket sees the bucket's markers and object sizes, not files).
+pub fn write_summary_with(dir: &Path, plan: &PlanSettings, done: &dyn Fn(&str) -> Option<DoneMarker>) -> Result<bool> {
     let mut shards: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let (mut ok, mut failed, mut rows, mut secs) = (0u64, 0u64, 0u64, 0f64);
     let (mut lag_sum, mut lag_max) = (0f64, 0f64);
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut workers: BTreeMap<String, u64> = BTreeMap::new();
     for (split, _, name) in plan.shard_list() {
-        let Some(d) = read_done(dir, &name, plan.key(&name)) else { return Ok(false) };
+        let Some(d) = done(&name) else { return Ok(false) };
         ok += d.videos;
         failed += d.failed;
         rows += d.rows;
@@ -223,6 +229,9 @@ pub struct ShardCtx<'a> {
     /// Computes the finished entries of the given jobs (the FFmpeg + CNN side), calling `sink`
     /// for each in job order.
     pub process: &'a dyn Fn(&[Job], &mut dyn FnMut(usize, Entry) -> Result<()>) -> Result<()>,
+    /// Called with each shard's name once it is committed and marked done (a worker on a
+    /// bucket publishes it there).
+    pub after_commit: Option<&'a dyn Fn(&str) -> Result<()>>,
 }
 
 /// Entries for a retry of a done shard: every video whose failure is not retried is taken from
@@ -402,6 +411,15 @@ pub enum Assignment {
     Claim,
 }
 
+/// The shards of `list` (the plan's, in order) a worker takes: k % count == index, or all
+/// (to claim).
+pub fn assigned<'l>(list: &'l [(String, u32, String)], assignment: &Assignment) -> Vec<&'l (String, u32, String)> {
+    match assignment {
+        Assignment::Static { index, count } => list.iter().enumerate().filter(|(k, _)| k % count == *index).map(|(_, s)| s).collect(),
+        Assignment::Claim => list.iter().collect(),
+    }
+}
+
 /// What a shard of this worker's needs.
 enum Todo {
     Done,
@@ -427,10 +445,7 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
         by_shard.entry((j.task.split.clone(), j.shard)).or_default().push(j);
     }
     let list = ctx.plan.shard_list();
-    let mine: Vec<&(String, u32, String)> = match assignment {
-        Assignment::Static { index, count } => list.iter().enumerate().filter(|(k, _)| k % count == *index).map(|(_, s)| s).collect(),
-        Assignment::Claim => list.iter().collect(),
-    };
+    let mine = assigned(&list, assignment);
     let (mut processed, mut rebuilt, mut retried, mut skipped, mut busy) = (vec![], 0u64, 0u64, 0u64, vec![]);
     let videos_in = |split: &String, shard: &u32| by_shard.get(&(split.clone(), *shard)).map_or(0, |j| j.len() as u64);
     let todo: Vec<Todo> = mine.iter().map(|(_, _, n)| todo_of(ctx, n)).collect();
@@ -475,6 +490,9 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
             _ => None,
         };
         let m = run_shard(ctx, name, jobs, &lease, retry_of)?;
+        if let Some(publish) = ctx.after_commit {
+            publish(name)?;
+        }
         tracing::info!("{name}: done, {}, {} failed", crate::telemetry::count(m.videos, "video"), m.failed);
         rebuilt += existed as u64;
         retried += retry_of.is_some() as u64;

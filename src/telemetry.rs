@@ -395,11 +395,16 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    pub fn open(out: &Path, worker: &str) -> EventLog {
+    /// The file of a worker's log in `OUT/events/`.
+    pub fn file_name(worker: &str) -> String {
         let name: String = worker.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).take(120).collect();
+        format!("{name}.jsonl")
+    }
+
+    pub fn open(out: &Path, worker: &str) -> EventLog {
         let dir = out.join("events");
         let file = std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.jsonl"))))
+            .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(Self::file_name(worker))))
             .map(std::io::BufWriter::new);
         match file {
             Ok(f) => EventLog { file: Some(f), warned: false },

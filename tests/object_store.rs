@@ -536,6 +536,13 @@ fn workers_that_share_only_a_bucket_finish_a_plan_exactly_once() {
     for (i, node) in [(0, "node0"), (2, "node2"), (1, "node1-again")] {
         let o = work(i, node, None);
         assert_eq!(o.status.code(), Some(0), "worker {i}: {}", String::from_utf8_lossy(&o.stderr));
+        if i == 0 {
+            // Part-way: the bucket's status counts worker 0's shards, and there is no summary.
+            let o = vidfeat(s, READER, &["status", ds, "--json"]);
+            let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+            assert_eq!((st["shards_done"].as_u64(), st["complete"].as_bool(), st["plan"].as_str()), (Some(2), Some(false), Some(ds)), "{st}");
+            assert!(vidfeat_store::head(&format!("{ds}/summary.json")).is_err());
+        }
     }
     // The last one to finish saw every marker and wrote the summary.
     let o = vidfeat(s, READER, &["status", ds, "--json"]);
@@ -546,6 +553,7 @@ fn workers_that_share_only_a_bucket_finish_a_plan_exactly_once() {
     let summary: serde_json::Value = serde_json::from_slice(&objects["summary.json"]).unwrap();
     assert_eq!(summary["videos_ok"], 6, "every video exactly once: {summary}");
     assert!(objects.keys().all(|k| !k.starts_with("journal/") && !k.starts_with("leases/")));
+    assert!(objects.keys().filter(|k| k.starts_with("events/")).count() >= 3, "each worker's event log: {:?}", objects.keys().collect::<Vec<_>>());
     let o = vidfeat(s, READER, &["verify", ds]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
 

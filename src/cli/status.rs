@@ -18,7 +18,11 @@ pub struct StatusArgs {
 
 pub fn exec(a: StatusArgs) -> Result<ExitCode> {
     let (dir, json_out, ttl) = (a.dir, a.json, a.lease_ttl);
-    let s = vidfeat::pipeline::worker::status(&super::args::readable(&dir)?, std::time::Duration::from_secs(ttl.max(1)))?;
+    let ttl = std::time::Duration::from_secs(ttl.max(1));
+    let s = match dir.to_str().filter(|s| vidfeat_store::is_url(s)) {
+        Some(url) => vidfeat::pipeline::worker::status_of_bucket(url, &vidfeat::mirror::scratch(url, Some(&std::env::temp_dir().join("vidfeat-read"))), ttl)?,
+        None => vidfeat::pipeline::worker::status(&dir, ttl)?,
+    };
     if json_out {
         println!("{s}");
         return Ok(ExitCode::SUCCESS);

@@ -59,7 +59,7 @@ pub mod status;
 pub use journal::{Entry, Journal};
 pub use lease::{lease_age, Lease, TryLease};
 pub use shards::{invalidate_changed_downloads, read_done, read_plan_tasks, read_tasks, run_shard, work_loop, worker_slot, Assignment, DoneMarker, ShardCtx, TRANSIENT_KINDS};
-pub use status::{shard_failures, status};
+pub use status::{shard_failures, status, status_of_bucket};
 
 /// Test-only fault injection: `VIDFEAT_CRASH_AT=point[:n]` kills the process with SIGKILL at
 /// the n-th time (default first) it reaches `point`. Used by the kill -9 tests.
@@ -237,6 +237,10 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     };
     let mut r = work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
     if let Some(url) = &cfg.bucket {
+        let events = format!("events/{}", crate::telemetry::EventLog::file_name(&owner));
+        if cfg.dir.join(&events).exists() {
+            crate::mirror::push_file(url, &cfg.dir, &events)?;
+        }
         r["complete"] = json!(bucket_summary(url, &cfg.dir, &plan)?);
     }
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
@@ -254,16 +258,19 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
 fn bucket_summary(url: &str, dir: &std::path::Path, plan: &crate::pipeline::plan::PlanSettings) -> Result<bool> {
     crate::mirror::pull_where(url, dir, &|rel| rel.starts_with("done/"))?;
     let sizes = crate::mirror::remote_sizes(url)?;
-    let done = |name: &str| -> Option<DoneMarker> {
-        let stem = name.trim_end_matches(".tfrecord");
-        let m: DoneMarker = serde_json::from_slice(&std::fs::read(dir.join("done").join(format!("{stem}.json"))).ok()?).ok()?;
-        let key = plan.key(name);
-        let size = |sub: &str| sizes.get(&format!("{sub}/{name}")).copied();
-        (!key.is_empty() && m.key == key && size("frame") == Some(m.frame_bytes) && size("video") == Some(m.video_bytes)).then_some(m)
-    };
-    if !shards::write_summary_with(dir, plan, &done)? {
+    if !shards::write_summary_with(dir, plan, &|name| done_in_bucket(dir, plan, &sizes, name))? {
         return Ok(false);
     }
     crate::mirror::push_file(url, dir, "summary.json")?;
     Ok(true)
+}
+
+/// A shard's done marker as a bucket holds it: the marker (pulled into `dir`) with the plan's
+/// key, beside frame and video objects of the sizes it records (`sizes`: the bucket's).
+pub fn done_in_bucket(dir: &std::path::Path, plan: &crate::pipeline::plan::PlanSettings, sizes: &BTreeMap<String, u64>, name: &str) -> Option<DoneMarker> {
+    let stem = name.trim_end_matches(".tfrecord");
+    let m: DoneMarker = serde_json::from_slice(&std::fs::read(dir.join("done").join(format!("{stem}.json"))).ok()?).ok()?;
+    let key = plan.key(name);
+    let size = |sub: &str| sizes.get(&format!("{sub}/{name}")).copied();
+    (!key.is_empty() && m.key == key && size("frame") == Some(m.frame_bytes) && size("video") == Some(m.video_bytes)).then_some(m)
 }

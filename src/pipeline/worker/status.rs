@@ -15,6 +15,21 @@ use crate::pipeline::plan::PlanSettings;
 /// `vidfeat status DIR`.
 pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
     let plan = PlanSettings::load(dir)?;
+    status_with(dir, &plan, ttl, &|name| read_done(dir, name, plan.key(name)))
+}
+
+/// `vidfeat status s3://...`: the plan, markers and failures pulled into a mirror, not the
+/// shards (a bucket's listing gives their sizes).
+pub fn status_of_bucket(url: &str, mirror: &Path, ttl: Duration) -> Result<serde_json::Value> {
+    crate::mirror::pull_where(url, mirror, &|rel| !(rel.starts_with("frame/") || rel.starts_with("video/")))?;
+    let plan = PlanSettings::load(mirror)?;
+    let sizes = crate::mirror::remote_sizes(url)?;
+    let mut s = status_with(mirror, &plan, ttl, &|name| super::done_in_bucket(mirror, &plan, &sizes, name))?;
+    s["plan"] = json!(url);
+    Ok(s)
+}
+
+fn status_with(dir: &Path, plan: &PlanSettings, ttl: Duration, done_marker: &dyn Fn(&str) -> Option<super::DoneMarker>) -> Result<serde_json::Value> {
     let mut shards = vec![];
     let (mut done, mut running, mut stale, mut pending) = (0u64, 0u64, 0u64, 0u64);
     let (mut videos, mut failed, mut rows) = (0u64, 0u64, 0u64);
@@ -23,7 +38,7 @@ pub fn status(dir: &Path, ttl: Duration) -> Result<serde_json::Value> {
     for (split, _, name) in plan.shard_list() {
         let paths = shard_paths(dir, &name)?;
         let (lease, journal) = (paths.lease, paths.journal);
-        let entry = if let Some(d) = read_done(dir, &name, plan.key(&name)) {
+        let entry = if let Some(d) = done_marker(&name) {
             done += 1;
             videos += d.videos;
             failed += d.failed;

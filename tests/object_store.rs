@@ -569,8 +569,49 @@ fn workers_that_share_only_a_bucket_finish_a_plan_exactly_once() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(shards_of(&objects), local_shards(&local));
 
-    // --claim on a bucket is refused, naming static slots.
-    let o = vidfeat(s, ADMIN, &["work", "--plan", ds, "--claim"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--worker-index"), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same plan again, by workers that claim shards through lease objects: one is killed
+    // in the middle of a shard (its lease goes stale and is taken over), three more run at
+    // once. Every shard is done once, to the same bytes.
+    let ds2 = "s3://vidfeat/w/claimed";
+    let o = vidfeat(s, ADMIN, &[&["plan", "s3://vidfeat/w/l.csv", "--vocab", "kinetics-400", "--shards", "3", "--pca", &format!("{ds}/pca.npz"), "--out", ds2, "--work-dir"][..], &[d.path().join("planner2").to_str().unwrap()], &common[..2]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let claim = |scratch: &str, crash: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vidfeat"));
+        c.args(["work", "--plan", ds2, "--claim", "--lease-ttl", "4", "--json", "--work-dir"]).arg(d.path().join(scratch)).args(&common[2..]).envs(env(s, ADMIN));
+        if let Some(p) = crash {
+            c.env("VIDFEAT_CRASH_AT", p);
+        }
+        c
+    };
+    let o = claim("c-killed", Some("after_journal_entry:1")).output().unwrap();
+    assert_eq!(o.status.code(), None, "killed: {}", String::from_utf8_lossy(&o.stderr));
+    let leases: Vec<String> = vidfeat_store::list(&format!("{ds2}/leases/")).unwrap().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(leases.len(), 1, "the killed worker's lease stays behind: {leases:?}");
+    std::thread::sleep(Duration::from_secs(5));
+    let kids: Vec<_> = (0..3).map(|i| claim(&format!("c{i}"), None).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    let mut processed = 0;
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        processed += r["processed"].as_array().unwrap().len();
+    }
+    assert_eq!(processed, 6, "each shard processed by one worker");
+    let claimed = bucket_files(ds2);
+    assert_eq!(shards_of(&claimed), shards_of(&objects));
+    assert!(claimed.keys().all(|k| !k.starts_with("leases/")), "leases released: {:?}", claimed.keys().collect::<Vec<_>>());
+    let summary: serde_json::Value = serde_json::from_slice(&claimed["summary.json"]).unwrap();
+    assert_eq!(summary["videos_ok"], 6, "{summary}");
+}
+
+#[test]
+fn the_s3_server_honours_conditional_writes() {
+    let Some(_) = servers() else { return };
+    assert!(vidfeat_store::conditional_writes_work("s3://vidfeat/probe").unwrap());
+    let u = "s3://vidfeat/probe/lease";
+    let Some(Some(tag)) = vidfeat_store::create(u, b"a".to_vec()).unwrap() else { panic!("created") };
+    assert_eq!(vidfeat_store::create(u, b"b".to_vec()).unwrap(), None, "create-if-absent");
+    let Some(Some(tag2)) = vidfeat_store::replace_if(u, b"c".to_vec(), &tag).unwrap() else { panic!("swap with the current ETag") };
+    assert_eq!(vidfeat_store::replace_if(u, b"d".to_vec(), &tag).unwrap(), None, "a stale ETag loses");
+    assert_eq!(vidfeat_store::read_versioned(u, 10).unwrap(), (b"c".to_vec(), vidfeat_store::Meta { size: 1, etag: Some(tag2) }));
 }

@@ -216,17 +216,66 @@ pub fn put(url: &str, bytes: Vec<u8>) -> Result<Option<String>, StoreError> {
 }
 
 /// Creates the object only if no object has that name (a conditional write: S3's and GCS's
-/// create-if-absent). `Ok(false)` when one exists; kind `not_supported` where the store cannot.
-pub fn create(url: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
+/// create-if-absent). `Ok(None)` when one exists, else its ETag; kind `not_supported` where
+/// the store cannot.
+pub fn create(url: &str, bytes: Vec<u8>) -> Result<Option<Option<String>>, StoreError> {
+    conditional(url, bytes, PutMode::Create)
+}
+
+/// Replaces the object only if it is still the version with `etag` (compare-and-swap).
+/// `Ok(None)` when it changed (or is gone), else the new ETag.
+pub fn replace_if(url: &str, bytes: Vec<u8>, etag: &str) -> Result<Option<Option<String>>, StoreError> {
+    conditional(url, bytes, PutMode::Update(object_store::UpdateVersion { e_tag: Some(etag.to_string()), version: None }))
+}
+
+fn conditional(url: &str, bytes: Vec<u8>, mode: PutMode) -> Result<Option<Option<String>>, StoreError> {
     let t = target(url)?;
-    let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+    let opts = PutOptions { mode, ..Default::default() };
     match runtime().block_on(t.store.put_opts(&t.path, PutPayload::from(bytes), opts)) {
-        Ok(_) => Ok(true),
+        Ok(r) => Ok(Some(r.e_tag)),
         Err(e) => match map(url, e) {
-            e if e.kind == "already_exists" => Ok(false),
+            e if e.kind == "already_exists" || e.kind == "not_found" => Ok(None),
             e => Err(e),
         },
     }
+}
+
+/// A whole object and its ETag (at most `max_bytes`).
+pub fn read_versioned(url: &str, max_bytes: u64) -> Result<(Vec<u8>, Meta), StoreError> {
+    let t = target(url)?;
+    runtime().block_on(async {
+        let got = t.store.get(&t.path).await.map_err(|e| map(&t.url, e))?;
+        if got.meta.size > max_bytes {
+            return Err(err("too_large", format!("{url} is {} bytes, over the {max_bytes} byte cap", got.meta.size)));
+        }
+        let meta = Meta { size: got.meta.size, etag: got.meta.e_tag.clone() };
+        Ok((got.bytes().await.map_err(|e| map(&t.url, e))?.to_vec(), meta))
+    })
+}
+
+/// Whether the store honours conditional writes (create-if-absent and compare-and-swap), tried
+/// on a probe object under `prefix_url`: a store that ignored them would let two writers both
+/// win. Leaves nothing behind.
+pub fn conditional_writes_work(prefix_url: &str) -> Result<bool, StoreError> {
+    let probe = format!("{}/.vidfeat-probe-{}-{}", prefix_url.trim_end_matches('/'), std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    let first = match create(&probe, b"1".to_vec()) {
+        Ok(r) => r,
+        Err(e) if e.kind == "not_supported" => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let ok = (|| -> Result<bool, StoreError> {
+        let Some(Some(etag)) = first else { return Ok(false) };
+        if create(&probe, b"2".to_vec())?.is_some() {
+            return Ok(false);
+        }
+        let wrong = format!("\"{}\"", "0".repeat(32));
+        if replace_if(&probe, b"3".to_vec(), &wrong)?.is_some() {
+            return Ok(false);
+        }
+        Ok(replace_if(&probe, b"4".to_vec(), &etag)?.is_some())
+    })();
+    let _ = delete(&probe);
+    ok.or_else(|e| if e.kind == "not_supported" { Ok(false) } else { Err(e) })
 }
 
 /// Uploads a local file as the object `url`: one request up to [`MULTIPART_ABOVE`], else a

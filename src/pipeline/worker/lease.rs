@@ -1,6 +1,11 @@
 //! Who works on a shard: `DIR/leases/NAME.lease`, created exclusively (O_EXCL), kept alive by a
 //! heartbeat thread (mtime), taken over when older than the TTL or left by a dead process on
 //! this host (a rename aside first: one taker wins).
+//!
+//! On a bucket the lease is an object, `URL/leases/NAME.lease`: created with create-if-absent,
+//! its heartbeat a time in its body rewritten with compare-and-swap on its ETag, taken over
+//! (when its heartbeat is older than the TTL) by a compare-and-swap too, so one taker wins.
+//! Heartbeats are the workers' clocks: keep the nodes' clocks within a fraction of the TTL.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +23,9 @@ struct LeaseBody {
     host: String,
     pid: u32,
     acquired: u64,
+    /// Last heartbeat, seconds since the epoch (lease objects; files use their mtime).
+    #[serde(default)]
+    beat: u64,
 }
 
 /// Age of a lease file (time since its last heartbeat), if it exists.
@@ -52,10 +60,18 @@ fn zombie(pid: u32) -> bool {
     stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s == "Z" || s == "X")
 }
 
+/// Where a lease lives.
+enum Place {
+    File(PathBuf),
+    Object(String),
+    /// None: a static slot on a bucket, whose shards are its own by construction.
+    Nowhere,
+}
+
 /// A held lease: a heartbeat thread touches it; dropping it stops the heartbeat and removes
-/// the file if it is still ours.
+/// the file (or object) if it is still ours.
 pub struct Lease {
-    path: PathBuf,
+    place: Place,
     owner: String,
     stop: Arc<AtomicBool>,
     lost: Arc<AtomicBool>,
@@ -72,7 +88,7 @@ impl Lease {
     pub fn try_acquire(path: &Path, owner: &str, ttl: Duration) -> Result<TryLease> {
         std::fs::create_dir_all(path.parent().unwrap())?;
         for _ in 0..3 {
-            let body = LeaseBody { owner: owner.into(), host: hostname(), pid: std::process::id(), acquired: now_s() };
+            let body = LeaseBody { owner: owner.into(), host: hostname(), pid: std::process::id(), acquired: now_s(), beat: 0 };
             match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(mut f) => {
                     f.write_all(&serde_json::to_vec(&body)?)?;
@@ -125,12 +141,85 @@ impl Lease {
                 }
             }
         });
-        Lease { path: path.to_path_buf(), owner: owner.into(), stop, lost, beat: Some(beat) }
+        Lease { place: Place::File(path.to_path_buf()), owner: owner.into(), stop, lost, beat: Some(beat) }
+    }
+
+    /// A lease nobody else competes for (a static slot's shard on a bucket: a worker restarted
+    /// on another node must not wait for its own old lease; two workers given one index are
+    /// not detected there).
+    pub fn unguarded(owner: &str) -> Lease {
+        Lease { place: Place::Nowhere, owner: owner.into(), stop: Arc::default(), lost: Arc::default(), beat: None }
+    }
+
+    /// The lease object `url` (see the module): `Got` when created or taken over from a
+    /// holder whose heartbeat is older than `ttl`, else `Busy`.
+    pub fn try_acquire_object(url: &str, owner: &str, ttl: Duration) -> Result<TryLease> {
+        let body = || {
+            let now = now_s();
+            serde_json::to_vec(&LeaseBody { owner: owner.into(), host: hostname(), pid: std::process::id(), acquired: now, beat: now }).expect("lease body")
+        };
+        for _ in 0..3 {
+            if let Some(Some(etag)) = vidfeat_store::create(url, body()).map_err(anyhow::Error::msg)? {
+                return Ok(TryLease::Got(Lease::start_object(url, owner, ttl, etag)));
+            }
+            let (bytes, meta) = match vidfeat_store::read_versioned(url, 1 << 20) {
+                Ok(x) => x,
+                Err(e) if e.kind == "not_found" => continue, // released meanwhile: try again
+                Err(e) => return Err(anyhow::Error::msg(e)),
+            };
+            let held: Option<LeaseBody> = serde_json::from_slice(&bytes).ok();
+            let age = now_s().saturating_sub(held.as_ref().map_or(0, |b| b.beat.max(b.acquired)));
+            let holder = held.map_or_else(|| "?".to_string(), |b| b.owner);
+            if age < ttl.as_secs() {
+                return Ok(TryLease::Busy(holder, age));
+            }
+            let Some(etag) = meta.etag else { return Ok(TryLease::Busy(holder, age)) };
+            if let Some(Some(new)) = vidfeat_store::replace_if(url, body(), &etag).map_err(anyhow::Error::msg)? {
+                tracing::info!("taking over {url} from {holder} (no heartbeat for {age} s)");
+                return Ok(TryLease::Got(Lease::start_object(url, owner, ttl, new)));
+            }
+        }
+        Ok(TryLease::Busy("?".into(), 0))
+    }
+
+    fn start_object(url: &str, owner: &str, ttl: Duration, etag: String) -> Lease {
+        let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let (u, o, st, lo) = (url.to_string(), owner.to_string(), stop.clone(), lost.clone());
+        let every = (ttl / 4).max(Duration::from_millis(100));
+        let beat = std::thread::spawn(move || {
+            let mut etag = etag;
+            let mut last = std::time::Instant::now();
+            while !st.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50).min(every));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                let now = now_s();
+                let body = LeaseBody { owner: o.clone(), host: hostname(), pid: std::process::id(), acquired: now, beat: now };
+                // Our version or nothing: another worker's takeover changed the ETag.
+                match vidfeat_store::replace_if(&u, serde_json::to_vec(&body).expect("lease body"), &etag) {
+                    Ok(Some(Some(new))) => etag = new,
+                    Ok(_) => {
+                        lo.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => tracing::warn!("lease heartbeat {u}: {e} (trying again)"),
+                }
+            }
+        });
+        Lease { place: Place::Object(url.to_string()), owner: owner.into(), stop, lost, beat: Some(beat) }
     }
 
     /// Still ours (no other worker took it over)?
     pub fn held(&self) -> bool {
-        !self.lost.load(Ordering::SeqCst) && lease_owner(&self.path).as_deref() == Some(self.owner.as_str())
+        !self.lost.load(Ordering::SeqCst)
+            && match &self.place {
+                Place::File(p) => lease_owner(p).as_deref() == Some(self.owner.as_str()),
+                // The heartbeat's compare-and-swap finds a takeover.
+                Place::Object(_) | Place::Nowhere => true,
+            }
     }
 }
 
@@ -140,8 +229,19 @@ impl Drop for Lease {
         if let Some(b) = self.beat.take() {
             let _ = b.join();
         }
-        if lease_owner(&self.path).as_deref() == Some(self.owner.as_str()) {
-            let _ = std::fs::remove_file(&self.path);
+        match &self.place {
+            Place::File(p) => {
+                if lease_owner(p).as_deref() == Some(self.owner.as_str()) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Place::Object(u) => {
+                let ours = vidfeat_store::read(u, 1 << 20).ok().and_then(|b| serde_json::from_slice::<LeaseBody>(&b).ok()).is_some_and(|b| b.owner == self.owner);
+                if ours && !self.lost.load(Ordering::SeqCst) {
+                    let _ = vidfeat_store::delete(u);
+                }
+            }
+            Place::Nowhere => {}
         }
     }
 }

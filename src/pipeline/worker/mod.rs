@@ -116,7 +116,7 @@ pub struct WorkConfig {
     /// Where to decode (CPU or NVDEC): a worker's choice, not the plan's.
     pub hwdec: vidfeat_decode::HwDecode,
     /// The plan folder's bucket URL when it lives in one; `dir` is then this worker's mirror
-    /// of it (see [`crate::mirror`]): the plan and this worker's own shards are pulled, each
+    /// of it (see [`crate::mirror`]): the plan and the markers are pulled (done-ness is asked of the bucket), each
     /// shard is published as soon as it is done, and the worker that finds every marker in
     /// the bucket writes the summary there.
     pub bucket: Option<String>,
@@ -126,17 +126,16 @@ pub struct WorkConfig {
 pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     use crate::pipeline::plan::PlanSettings;
     if let Some(url) = &cfg.bucket {
-        anyhow::ensure!(
-            !matches!(cfg.assignment, Assignment::Claim),
-            "--claim needs leases that every worker sees, which a bucket does not give here: give each worker a static slot (--worker-index I --num-workers N, or the Slurm / Kubernetes Indexed Job variables)"
-        );
         let shard_file = |rel: &str| rel.starts_with("frame/") || rel.starts_with("video/");
         crate::mirror::pull_where(url, &cfg.dir, &|rel| !shard_file(rel)).with_context(|| format!("reading the plan {url}"))?;
-        let plan = PlanSettings::load(&cfg.dir)?;
-        let list = plan.shard_list();
-        let mine: std::collections::BTreeSet<String> = shards::assigned(&list, &cfg.assignment).into_iter().map(|(_, _, n)| n.clone()).collect();
-        // This worker's finished shards, so that they count as done here.
-        crate::mirror::pull_where(url, &cfg.dir, &|rel| shard_file(rel) && rel.split_once('/').is_some_and(|(_, n)| mine.contains(n)))?;
+        if matches!(cfg.assignment, Assignment::Claim) {
+            // Leases are objects made with create-if-absent and kept with compare-and-swap: a
+            // store that ignores those conditions would let two workers hold one shard.
+            anyhow::ensure!(
+                vidfeat_store::conditional_writes_work(&format!("{url}/leases")).map_err(anyhow::Error::msg)?,
+                "--claim on {url}: this store does not honour conditional writes (create-if-absent, compare-and-swap), which shard leases need; give each worker a static slot instead (--worker-index I --num-workers N, or the Slurm / Kubernetes Indexed Job variables)"
+            );
+        }
     }
     let plan = PlanSettings::load(&cfg.dir)?;
     // What `run` decoded to fit its PCA is not this worker's progress.
@@ -234,6 +233,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         compute: &compute,
         process: &process,
         after_commit: cfg.bucket.as_ref().map(|_| &publish as &dyn Fn(&str) -> Result<()>),
+        bucket: cfg.bucket.as_deref(),
     };
     let mut r = work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
     if let Some(url) = &cfg.bucket {

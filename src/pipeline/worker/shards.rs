@@ -232,6 +232,19 @@ pub struct ShardCtx<'a> {
     /// Called with each shard's name once it is committed and marked done (a worker on a
     /// bucket publishes it there).
     pub after_commit: Option<&'a dyn Fn(&str) -> Result<()>>,
+    /// The plan folder's bucket URL when `dir` mirrors one: leases are objects there, and a
+    /// shard is done when the bucket says so (its marker, beside shard objects of the sizes
+    /// it records), looked up afresh each time.
+    pub bucket: Option<&'a str>,
+}
+
+/// A shard's done marker as the bucket holds it now (see [`ShardCtx::bucket`]).
+fn done_in_bucket_now(url: &str, plan: &PlanSettings, name: &str) -> Option<DoneMarker> {
+    let stem = name.trim_end_matches(".tfrecord");
+    let m: DoneMarker = serde_json::from_slice(&vidfeat_store::read(&format!("{url}/done/{stem}.json"), 1 << 28).ok()?).ok()?;
+    let key = plan.key(name);
+    let size = |sub: &str| vidfeat_store::head(&format!("{url}/{sub}/{name}")).ok().map(|m| m.size);
+    (!key.is_empty() && m.key == key && size("frame") == Some(m.frame_bytes) && size("video") == Some(m.video_bytes)).then_some(m)
 }
 
 /// Entries for a retry of a done shard: every video whose failure is not retried is taken from
@@ -428,7 +441,11 @@ enum Todo {
 }
 
 fn todo_of(ctx: &ShardCtx, name: &str) -> Todo {
-    match read_done(ctx.dir, name, ctx.plan.key(name)) {
+    let done = match ctx.bucket {
+        Some(url) => done_in_bucket_now(url, ctx.plan, name),
+        None => read_done(ctx.dir, name, ctx.plan.key(name)),
+    };
+    match done {
         Some(m) if m.failures.iter().any(|f| ctx.retry.contains(&f.kind)) => Todo::Retry(Box::new(m)),
         Some(_) => Todo::Done,
         None => Todo::Build,
@@ -459,7 +476,12 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
             continue;
         }
         crash_point("before_lease");
-        let lease = match Lease::try_acquire(&paths.lease, ctx.owner, ttl)? {
+        let acquired = match (ctx.bucket, assignment) {
+            (Some(_), Assignment::Static { .. }) => TryLease::Got(Lease::unguarded(ctx.owner)),
+            (Some(url), Assignment::Claim) => Lease::try_acquire_object(&format!("{url}/leases/{}.lease", name.trim_end_matches(".tfrecord")), ctx.owner, ttl)?,
+            (None, _) => Lease::try_acquire(&paths.lease, ctx.owner, ttl)?,
+        };
+        let lease = match acquired {
             TryLease::Got(l) => l,
             TryLease::Busy(owner, age) => {
                 if let Assignment::Static { index, .. } = assignment {
@@ -489,6 +511,10 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
             Todo::Retry(m) => Some(m.as_ref()),
             _ => None,
         };
+        if let (Some(url), Some(_)) = (ctx.bucket, retry_of) {
+            // A retry rebuilds the shard from its own records: fetch them.
+            crate::mirror::pull_where(url, ctx.dir, &|rel| rel == format!("frame/{name}") || rel == format!("video/{name}") || rel == format!("done/{}.json", name.trim_end_matches(".tfrecord")))?;
+        }
         let m = run_shard(ctx, name, jobs, &lease, retry_of)?;
         if let Some(publish) = ctx.after_commit {
             publish(name)?;

@@ -23,16 +23,7 @@ pub struct CnnBenchConfig {
 
 /// Times each precision and batch size; `emit` gets one JSON object per measurement.
 pub fn cnn_bench(cfg: &CnnBenchConfig, emit: &mut dyn FnMut(serde_json::Value)) -> Result<()> {
-    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
-    if let Some(n) = note {
-        tracing::warn!("{n}");
-    }
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
-    if cfg.cudnn_benchmark {
-        vidfeat_features::Model::set_cudnn_benchmark(true);
-    }
+    let device = crate::pipeline::torch_setup(&cfg.device, cfg.torch_threads, cfg.cudnn_benchmark)?;
     let precisions: &[bool] = if cfg.fp16 { &[false, true] } else { &[false] };
     for &half in precisions {
         let mut m = vidfeat_features::Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;

@@ -60,16 +60,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
     let out = &cfg.consume.out;
     let prepared = cache.prepared()?;
     // Device, model and settings are checked before any work.
-    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
-    if let Some(n) = note {
-        tracing::warn!("{n}");
-    }
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
-    if cfg.cudnn_benchmark {
-        Model::set_cudnn_benchmark(true);
-    }
+    let device = crate::pipeline::torch_setup(&cfg.device, cfg.torch_threads, cfg.cudnn_benchmark)?;
     let mut model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
     if cfg.fp16 {
         model.use_half()?;

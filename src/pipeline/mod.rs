@@ -35,6 +35,22 @@ pub mod worker;
 pub use consume::{ConsumeConfig, Outcome, RunReport};
 pub use jobs::JobSpec;
 
+/// The device to run the model on (a note logged where `auto` fell back), libtorch's intra-op
+/// threads (0: libtorch's choice) and cuDNN autotuning, set once per process.
+pub fn torch_setup(device: &str, torch_threads: usize, cudnn_benchmark: bool) -> anyhow::Result<tch::Device> {
+    let (device, note) = vidfeat_features::resolve_device(device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = note {
+        tracing::warn!("{n}");
+    }
+    if torch_threads > 0 {
+        tch::set_num_threads(torch_threads as i32);
+    }
+    if cudnn_benchmark {
+        vidfeat_features::Model::set_cudnn_benchmark(true);
+    }
+    Ok(device)
+}
+
 /// Writes a small file whole or not at all: a temporary file beside it, fsynced, renamed over
 /// it, the folder fsynced.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -120,11 +120,26 @@ impl Lease {
     }
 
     fn start(path: &Path, owner: &str, ttl: Duration) -> Lease {
+        let (p, o) = (path.to_path_buf(), owner.to_string());
+        Lease::beating(Place::File(path.to_path_buf()), owner, ttl, move || {
+            if lease_owner(&p).as_deref() != Some(o.as_str()) {
+                return false;
+            }
+            if let Ok(f) = std::fs::File::options().append(true).open(&p) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+            true
+        })
+    }
+
+    /// A held lease whose heartbeat thread calls `beat` every TTL/4 until the lease is dropped;
+    /// `beat` returning false means another worker took the lease over.
+    fn beating(place: Place, owner: &str, ttl: Duration, mut beat: impl FnMut() -> bool + Send + 'static) -> Lease {
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicBool::new(false));
-        let (p, o, st, lo) = (path.to_path_buf(), owner.to_string(), stop.clone(), lost.clone());
+        let (st, lo) = (stop.clone(), lost.clone());
         let every = (ttl / 4).max(Duration::from_millis(100));
-        let beat = std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let mut last = std::time::Instant::now();
             while !st.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50).min(every));
@@ -132,16 +147,13 @@ impl Lease {
                     continue;
                 }
                 last = std::time::Instant::now();
-                if lease_owner(&p).as_deref() != Some(o.as_str()) {
+                if !beat() {
                     lo.store(true, Ordering::SeqCst);
                     return;
                 }
-                if let Ok(f) = std::fs::File::options().append(true).open(&p) {
-                    let _ = f.set_modified(SystemTime::now());
-                }
             }
         });
-        Lease { place: Place::File(path.to_path_buf()), owner: owner.into(), stop, lost, beat: Some(beat) }
+        Lease { place, owner: owner.into(), stop, lost, beat: Some(thread) }
     }
 
     /// A lease nobody else competes for (a static slot's shard on a bucket: a worker restarted
@@ -183,33 +195,24 @@ impl Lease {
     }
 
     fn start_object(url: &str, owner: &str, ttl: Duration, etag: String) -> Lease {
-        let stop = Arc::new(AtomicBool::new(false));
-        let lost = Arc::new(AtomicBool::new(false));
-        let (u, o, st, lo) = (url.to_string(), owner.to_string(), stop.clone(), lost.clone());
-        let every = (ttl / 4).max(Duration::from_millis(100));
-        let beat = std::thread::spawn(move || {
-            let mut etag = etag;
-            let mut last = std::time::Instant::now();
-            while !st.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50).min(every));
-                if last.elapsed() < every {
-                    continue;
+        let (u, o) = (url.to_string(), owner.to_string());
+        let mut etag = etag;
+        Lease::beating(Place::Object(url.to_string()), owner, ttl, move || {
+            let now = now_s();
+            let body = LeaseBody { owner: o.clone(), host: hostname(), pid: std::process::id(), acquired: now, beat: now };
+            // Our version or nothing: another worker's takeover changed the ETag.
+            match vidfeat_store::replace_if(&u, serde_json::to_vec(&body).expect("lease body"), &etag) {
+                Ok(Some(Some(new))) => {
+                    etag = new;
+                    true
                 }
-                last = std::time::Instant::now();
-                let now = now_s();
-                let body = LeaseBody { owner: o.clone(), host: hostname(), pid: std::process::id(), acquired: now, beat: now };
-                // Our version or nothing: another worker's takeover changed the ETag.
-                match vidfeat_store::replace_if(&u, serde_json::to_vec(&body).expect("lease body"), &etag) {
-                    Ok(Some(Some(new))) => etag = new,
-                    Ok(_) => {
-                        lo.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(e) => tracing::warn!("lease heartbeat {u}: {e} (trying again)"),
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!("lease heartbeat {u}: {e} (trying again)");
+                    true
                 }
             }
-        });
-        Lease { place: Place::Object(url.to_string()), owner: owner.into(), stop, lost, beat: Some(beat) }
+        })
     }
 
     /// Still ours (no other worker took it over)?

@@ -157,13 +157,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     let pca = vidfeat_features::Pca::load(&pca_path, Some(plan.pca_dims))?;
     check("PCA", &plan.pca, &plan.pca_sha256, Ok(pca.content_sha256()))?;
 
-    let (device, note) = vidfeat_features::resolve_device(&cfg.device).map_err(anyhow::Error::msg)?;
-    if let Some(n) = note {
-        tracing::warn!("{n}");
-    }
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
+    let device = crate::pipeline::torch_setup(&cfg.device, cfg.torch_threads, false)?;
     let model = Model::load(&model_path, Some(&sidecar_path), device)?;
     model.check()?;
     let batch = plan.batch_size.unwrap_or(if device.is_cuda() { 64 } else { 8 }).max(1);

@@ -14,7 +14,8 @@
 //!   markers of shards it will replace or remove, then removes objects that left the dataset,
 //!   then uploads the dataset's identity and settings, then shards, then their markers, then
 //!   the summary; a push cut short leaves shards without markers, which the next run rebuilds
-//!   and `verify` reports;
+//!   and `verify` reports; a frame cache's `manifest.json` likewise goes first and comes back
+//!   last, so a cache in a bucket without one is incomplete, as on disk;
 //! * the next run pulls the bucket as the truth: a mirror's files that the bucket no longer
 //!   holds are dropped, objects that changed are fetched again.
 //!
@@ -32,9 +33,37 @@ const MANIFEST: &str = ".vidfeat-mirror.json";
 /// Folders of a dataset folder that stay on local scratch.
 const LOCAL_ONLY: [&str; 3] = ["journal", "leases", "downloads"];
 
-/// Whether an `--out` (or a folder argument) names a bucket.
-pub fn is_url(p: &Path) -> bool {
-    vidfeat_store::is_url_path(p)
+/// A folder a command writes (`--out`, `--cache`): a local folder as it is, or a bucket folder
+/// worked on through its mirror, pulled by [`Folder::open`] and pushed by [`Folder::publish`].
+pub struct Folder {
+    pub url: Option<String>,
+    /// Where the command works: the folder itself, or the mirror.
+    pub local: PathBuf,
+}
+
+impl Folder {
+    /// `pull`: bring the mirror up to the bucket first (a command that rebuilds the whole
+    /// folder, such as a frame cache, need not fetch what it will replace).
+    pub fn open(p: &Path, work_dir: Option<&Path>, pull: bool) -> Result<Folder> {
+        let Some(url) = vidfeat_store::url_of(p) else { return Ok(Folder { url: None, local: p.to_path_buf() }) };
+        let local = scratch(url, work_dir);
+        if pull {
+            let n = self::pull(url, &local).with_context(|| format!("reading {url}"))?;
+            tracing::info!("{url}: mirrored in {} ({} fetched)", local.display(), crate::telemetry::count(n as u64, "object"));
+        } else {
+            std::fs::create_dir_all(&local).with_context(|| format!("scratch folder {}", local.display()))?;
+        }
+        Ok(Folder { url: Some(url.to_string()), local })
+    }
+
+    /// Pushes the mirror to its bucket (nothing for a local folder). Called whatever the
+    /// command's outcome: what it committed goes up even when it stopped early.
+    pub fn publish(&self) -> Result<()> {
+        let Some(url) = &self.url else { return Ok(()) };
+        let p = push(url, &self.local).with_context(|| format!("pushing {} to {url}", self.local.display()))?;
+        tracing::info!("{url}: {} uploaded ({} bytes), {} deleted", crate::telemetry::count(p.uploaded as u64, "object"), p.bytes, p.deleted);
+        Ok(())
+    }
 }
 
 /// The mirror folder of `url` under `work_dir` (default: `vidfeat-mirror` in the temp dir).
@@ -182,13 +211,18 @@ pub struct Pushed {
     pub bytes: u64,
 }
 
-/// Order of uploads: identity and settings, shards, markers, the rest, the summary.
+/// A frame cache's completeness mark (see `pipeline::cache`): deleted before, and uploaded
+/// after, any other change to the cache's objects.
+const CACHE_MANIFEST: &str = "manifest.json";
+
+/// Order of uploads: identity and settings, shards, markers, the rest, the summary (or a
+/// cache's manifest).
 fn rank(rel: &str) -> u8 {
     match rel {
         crate::pipeline::dataset::DATASET_FILE | "plan.json" | "plan.jsonl" | "pca.npz" | "vocabulary.csv" => 0,
         _ if rel.starts_with("frame/") || rel.starts_with("video/") => 1,
         _ if rel.starts_with("done/") => 2,
-        "summary.json" => 4,
+        "summary.json" | CACHE_MANIFEST => 4,
         _ => 3,
     }
 }
@@ -198,7 +232,7 @@ pub fn push(url: &str, local: &Path) -> Result<Pushed> {
     let b = base(url);
     let remote = remote_files(url).with_context(|| format!("reading {url}"))?;
     let mut m = manifest(local);
-    let files = local_files(local)?;
+    let files: std::collections::BTreeSet<String> = local_files(local)?.into_iter().collect();
     let changed: Vec<&String> = files
         .iter()
         .filter(|rel| {
@@ -216,15 +250,16 @@ pub fn push(url: &str, local: &Path) -> Result<Pushed> {
         .iter()
         .filter(|r| r.starts_with("frame/") || r.starts_with("video/"))
         .map(|r| stem(r))
-        .chain(remote.keys().filter(|r| (r.starts_with("frame/") || r.starts_with("video/")) && !files.contains(r)).map(|r| stem(r)))
+        .chain(remote.keys().filter(|r| (r.starts_with("frame/") || r.starts_with("video/")) && !files.contains(*r)).map(|r| stem(r)))
         .collect();
-    for rel in remote.keys().filter(|r| r.starts_with("done/") && (touched.contains(&stem(r)) || !files.contains(r))) {
+    let stale_manifest = |r: &String| r == CACHE_MANIFEST && (!changed.is_empty() || remote.keys().any(|k| !files.contains(k)));
+    for rel in remote.keys().filter(|r| (r.starts_with("done/") && (touched.contains(&stem(r)) || !files.contains(*r))) || stale_manifest(r)) {
         vidfeat_store::delete(&url_of(rel)).map_err(anyhow::Error::msg)?;
         m.remove(rel);
         out.deleted += 1;
     }
     // 2. Objects that left the dataset.
-    for rel in remote.keys().filter(|r| !r.starts_with("done/") && !files.contains(r)) {
+    for rel in remote.keys().filter(|r| !r.starts_with("done/") && !files.contains(*r)) {
         if LOCAL_ONLY.contains(&rel.split('/').next().unwrap_or("")) {
             continue;
         }
@@ -253,6 +288,39 @@ pub fn push(url: &str, local: &Path) -> Result<Pushed> {
     Ok(out)
 }
 
+/// An output file argument (or a folder of a few files, such as `pca fit`'s YouTube-8M
+/// form) that may name an object: written locally under the temp dir, then uploaded by
+/// [`OutFile::publish`], each object whole. Nothing else under the URL's folder is touched.
+pub struct OutFile {
+    pub url: Option<String>,
+    /// Where the command writes.
+    pub local: PathBuf,
+}
+
+impl OutFile {
+    pub fn open(p: &Path) -> Result<OutFile> {
+        let Some(url) = vidfeat_store::url_of(p) else { return Ok(OutFile { url: None, local: p.to_path_buf() }) };
+        let name = url.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty() && *n != "." && *n != "..").with_context(|| format!("{url}: not an object name"))?;
+        let dir = scratch(url, Some(&std::env::temp_dir().join("vidfeat-out")));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("scratch folder {}", dir.display()))?;
+        Ok(OutFile { url: Some(url.trim_end_matches('/').to_string()), local: dir.join(name) })
+    }
+
+    /// Uploads what was written (a file, or the files of a folder); nothing for a local path.
+    pub fn publish(&self) -> Result<()> {
+        let Some(url) = &self.url else { return Ok(()) };
+        if self.local.is_dir() {
+            for rel in local_files(&self.local)? {
+                vidfeat_store::upload(&self.local.join(&rel), &format!("{url}/{rel}")).map_err(anyhow::Error::msg).with_context(|| format!("uploading {url}/{rel}"))?;
+            }
+        } else if self.local.is_file() {
+            vidfeat_store::upload(&self.local, url).map_err(anyhow::Error::msg).with_context(|| format!("uploading {url}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// A local copy of one object (a model, its sidecar, a PCA), under the temp dir in a folder
 /// named after the object's bucket folder (so a model and its sidecar land side by side),
 /// fetched again only when the object's ETag changed.
@@ -276,7 +344,7 @@ pub fn local_copy(url: &str) -> Result<PathBuf> {
 
 /// `p` itself, or a local copy when it names an object.
 pub fn local(p: &Path) -> Result<PathBuf> {
-    match p.to_str().filter(|s| vidfeat_store::is_url(s)) {
+    match vidfeat_store::url_of(p) {
         Some(url) => local_copy(url),
         None => Ok(p.to_path_buf()),
     }

@@ -615,3 +615,87 @@ fn the_s3_server_honours_conditional_writes() {
     assert_eq!(vidfeat_store::replace_if(u, b"d".to_vec(), &tag).unwrap(), None, "a stale ETag loses");
     assert_eq!(vidfeat_store::read_versioned(u, 10).unwrap(), (b"c".to_vec(), vidfeat_store::Meta { size: 1, etag: Some(tag2) }));
 }
+
+/// Every file under a local folder (relative name -> bytes).
+fn folder_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                m.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn a_frame_cache_and_every_written_output_can_live_in_a_bucket() {
+    let Some(s) = servers() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let videos = root().join("data-samples/videos");
+    let lf = d.path().join("l.csv");
+    let write_list = |n: usize| {
+        let rows = [("demo", VIDEOS[0], "arm wrestling"), ("pool", VIDEOS[2], "cleaning pool")];
+        let body: String = rows[..n].iter().map(|(id, v, l)| format!("{id},{}/{v},{l}\n", videos.display())).collect();
+        std::fs::write(&lf, format!("id,source,labels\n{body}")).unwrap();
+    };
+    write_list(2);
+    let run = |args: &[&str]| {
+        let o = vidfeat(s, ADMIN, args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let (l, cache, local_cache) = (lf.to_str().unwrap(), "s3://vidfeat/caches/c", d.path().join("cache"));
+    let decode = |to: &str| run(&["decode", l, "--vocab", "kinetics-400", "--max-frames", "3", "--cache", to, "--work-dir", d.path().join("w").to_str().unwrap()]);
+
+    // decode --cache into a bucket: the same objects as a local cache's files, manifest
+    // included, and nothing of the scratch (downloads).
+    decode(cache);
+    decode(local_cache.to_str().unwrap());
+    let objects = bucket_files(cache);
+    assert_eq!(objects, folder_files(&local_cache));
+    assert!(objects.contains_key("manifest.json") && objects.keys().filter(|k| k.starts_with("frames/")).count() == 2, "{:?}", objects.keys().collect::<Vec<_>>());
+
+    // extract from the bucket's cache into a bucket: a local extract's shards.
+    let pca = pca(d.path());
+    let ds = "s3://vidfeat/datasets/from-cache";
+    run(&["extract", "--cache", cache, "--pca", pca.to_str().unwrap(), "--out", ds, "--work-dir", d.path().join("w2").to_str().unwrap()]);
+    let local_ds = d.path().join("from-cache");
+    run(&["extract", "--cache", local_cache.to_str().unwrap(), "--pca", pca.to_str().unwrap(), "--out", local_ds.to_str().unwrap()]);
+    let objects = bucket_files(ds);
+    assert_eq!(shards_of(&objects), local_shards(&local_ds));
+    assert!(objects.contains_key("summary.json") && objects.contains_key("dataset.json"), "{:?}", objects.keys().collect::<Vec<_>>());
+
+    // A smaller list: the cache is rebuilt, and the frames of the video that left go with it.
+    write_list(1);
+    decode(cache);
+    let objects = bucket_files(cache);
+    assert_eq!(objects.keys().filter(|k| k.starts_with("frames/")).count(), 1, "{:?}", objects.keys().collect::<Vec<_>>());
+    assert!(objects.contains_key("manifest.json"));
+    assert_eq!(String::from_utf8_lossy(&objects["videos.jsonl"]).lines().count(), 1);
+
+    // The readers' outputs: report, sample, a PCA fit and frames, each into the bucket.
+    run(&["report", ds, "--out", "s3://vidfeat/reports/r.html", "--sheets", "1"]);
+    let html = vidfeat_store::read("s3://vidfeat/reports/r.html", 1 << 30).unwrap();
+    assert!(String::from_utf8_lossy(&html).contains("<html") && String::from_utf8_lossy(&html).contains("demo"));
+    run(&["sample", "--from", ds, "--out", "s3://vidfeat/samples/s", "--per-class", "1", "--format", "npz"]);
+    let sample = bucket_files("s3://vidfeat/samples/s");
+    let local_sample = d.path().join("sample");
+    run(&["sample", "--from", local_ds.to_str().unwrap(), "--out", local_sample.to_str().unwrap(), "--per-class", "1", "--format", "npz"]);
+    assert_eq!(sample.keys().collect::<Vec<_>>(), folder_files(&local_sample).keys().collect::<Vec<_>>());
+    assert!(sample.contains_key("sample.json"), "{:?}", sample.keys().collect::<Vec<_>>());
+    let video = format!("data-samples/videos/{}", VIDEOS[0]);
+    // A fitted PCA (its content hash, printed, is the local fit's; the object is whole).
+    let fit = |to: &str| serde_json::from_slice::<serde_json::Value>(&run(&["pca", "fit", &video, "--dims", "4", "--out", to]).stdout).unwrap();
+    let (remote_fit, local_fit) = (fit("s3://vidfeat/models/fitted.npz"), fit(d.path().join("fitted.npz").to_str().unwrap()));
+    assert_eq!((remote_fit["sha256"].as_str(), remote_fit["out"].as_str()), (local_fit["sha256"].as_str(), Some("s3://vidfeat/models/fitted.npz")));
+    assert_eq!(vidfeat_store::head("s3://vidfeat/models/fitted.npz").unwrap().size, std::fs::metadata(d.path().join("fitted.npz")).unwrap().len());
+    run(&["frames", &video, "--max-frames", "2", "--out", "s3://vidfeat/frames/f"]);
+    let frames = bucket_files("s3://vidfeat/frames/f");
+    assert_eq!(frames.keys().collect::<Vec<_>>(), ["frame_00000.png", "frame_00001.png", "frames.json"]);
+}

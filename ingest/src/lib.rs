@@ -223,7 +223,7 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
     check_split(default_split).map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--split: {m}")))?;
     let sink = &mut |r: Row| sink(r.and_then(check_task));
     for input in inputs {
-        if let Some(url) = input.to_str().filter(|s| vidfeat_store::is_url(s)) {
+        if let Some(url) = vidfeat_store::url_of(input) {
             if url.ends_with('/') {
                 // A bucket "folder": its video objects, sorted, like a directory crawl.
                 let found = vidfeat_store::list(url).map_err(store_io)?;
@@ -255,7 +255,7 @@ pub fn read_inputs_with(inputs: &[PathBuf], opts: &Options, sink: &mut dyn FnMut
             e if VIDEO_EXTENSIONS.contains(&e) => {
                 let id = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 let origin = Origin { file: input.display().to_string().into(), line: 0 };
-                let source = match input.to_str().filter(|s| vidfeat_store::is_url(s)) {
+                let source = match vidfeat_store::url_of(input) {
                     Some(url) => Source::Url(url.to_string()),
                     None => Source::Local(input.clone()),
                 };
@@ -284,7 +284,7 @@ fn store_io(e: vidfeat_store::StoreError) -> std::io::Error {
 /// A list file to read: a local file, or an object downloaded into a temporary file that is
 /// unlinked as soon as it is open (nothing is left behind, whatever happens next).
 fn open_list(path: &Path) -> std::io::Result<std::fs::File> {
-    let Some(url) = path.to_str().filter(|s| vidfeat_store::is_url(s)) else { return std::fs::File::open(path) };
+    let Some(url) = vidfeat_store::url_of(path) else { return std::fs::File::open(path) };
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = std::env::temp_dir().join(format!("vidfeat-list-{}-{n}", std::process::id()));
@@ -387,7 +387,7 @@ fn resolve_source(list: &Path, s: &str) -> Source {
         return Source::Url(s.to_string());
     }
     // A relative source in a list that lives in a bucket is an object beside it.
-    if let Some(base) = list.to_str().filter(|l| vidfeat_store::is_url(l)) {
+    if let Some(base) = vidfeat_store::url_of(list) {
         if !s.starts_with("file://") {
             if let Ok(u) = vidfeat_store::join(base, s) {
                 return Source::Url(u);

@@ -343,7 +343,7 @@ impl ModelArgs {
     /// sidecar, the object beside it, is copied beside it).
     pub fn path(&self) -> Result<PathBuf> {
         let p = self.model.clone().unwrap_or_else(vidfeat::default_model);
-        if let (Some(url), None) = (p.to_str().filter(|s| vidfeat_store::is_url(s)), &self.sidecar) {
+        if let (Some(url), None) = (vidfeat_store::url_of(&p), &self.sidecar) {
             let side = sidecar_beside(url);
             vidfeat::mirror::local_copy(&side).with_context(|| format!("the model's sidecar {side}"))?;
         }
@@ -420,7 +420,7 @@ pub fn rate(s: &str) -> Result<String, String> {
 /// A folder (or file) argument that may name a bucket, for reading: a local copy (a folder
 /// pulled into a mirror under the temp dir, a file fetched).
 pub fn readable(p: &std::path::Path) -> Result<PathBuf> {
-    let Some(url) = p.to_str().filter(|s| vidfeat_store::is_url(s)) else { return Ok(p.to_path_buf()) };
+    let Some(url) = vidfeat_store::url_of(p) else { return Ok(p.to_path_buf()) };
     if url.ends_with(".tfrecord") || url.ends_with(".tfrecord.gz") || url.ends_with(".json") {
         return vidfeat::mirror::local_copy(url);
     }
@@ -429,20 +429,11 @@ pub fn readable(p: &std::path::Path) -> Result<PathBuf> {
     Ok(local)
 }
 
-/// A path argument that cannot name a bucket (yet).
-pub fn local_only(p: &std::path::Path, what: &str) -> Result<()> {
-    anyhow::ensure!(
-        !vidfeat_store::is_url_path(p),
-        "{what} {}: a bucket is not supported here yet (lists, sources, --model, --pca, run's and plan's --out, work's --plan and the folders read by verify, status, inspect, report and sample --from are)",
-        p.display()
-    );
-    Ok(())
-}
 
 /// The argument's text when it names an object.
 #[cfg(feature = "ffmpeg")]
 fn url_of(p: Option<&std::path::Path>) -> Option<String> {
-    p.and_then(|p| p.to_str()).filter(|s| vidfeat_store::is_url(s)).map(str::to_string)
+    p.and_then(vidfeat_store::url_of).map(str::to_string)
 }
 
 /// A model object's default sidecar: the `.json` object beside it.

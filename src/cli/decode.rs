@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::args::{FetchArgs, ListArgs, SampleArgs};
 
@@ -11,9 +11,14 @@ use super::args::{FetchArgs, ListArgs, SampleArgs};
 pub struct DecodeArgs {
     #[command(flatten)]
     pub list: ListArgs,
-    /// The frame cache folder to write.
+    /// The frame cache folder to write, or a bucket folder (s3://bucket/cache, gs://...: written
+    /// in a local mirror under --work-dir and pushed when decoding ends, manifest.json last).
     #[arg(long)]
     pub cache: PathBuf,
+    /// Local scratch for a --cache in a bucket: the mirror and downloads (default: a folder
+    /// under the system temp dir named after the URL).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
     #[command(flatten)]
     pub fetch: FetchArgs,
     /// Sidecar of the model the frames are for (sets the frame size; default: the bundled model's).
@@ -27,17 +32,20 @@ pub struct DecodeArgs {
 }
 
 pub fn exec(a: DecodeArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.cache, "--cache")?;
+    // A cache is rebuilt whole: its bucket's objects are not fetched, only replaced.
+    let folder = vidfeat::mirror::Folder::open(&a.cache, a.work_dir.as_deref(), false).with_context(|| format!("--cache {}", a.cache.display()))?;
     let mut decode = a.sample.settings()?;
     decode.fetch = a.fetch.config(a.list.fetch_cmd.clone(), a.sample.max_input_bytes);
     let cfg = vidfeat::pipeline::decode::DecodeToCacheConfig {
-        cache: a.cache.clone(),
+        cache: folder.local.clone(),
         sidecar: a.sidecar.clone().unwrap_or_else(|| vidfeat::default_model().with_extension("json")),
         decode,
         zstd_level: a.zstd_level,
         jobs: a.list.strict_spec()?,
     };
-    let s = vidfeat::pipeline::decode::decode_to_cache(&cfg)?;
+    let s = vidfeat::pipeline::decode::decode_to_cache(&cfg);
+    folder.publish()?;
+    let s = s?;
     vidfeat::telemetry::finish_display();
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
     println!("{} decoded, {} failed, {}, into {}", vidfeat::telemetry::count(n("videos_ok"), "video"), n("videos_failed"), vidfeat::telemetry::count(n("rows"), "row"), a.cache.display());

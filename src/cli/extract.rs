@@ -2,13 +2,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::args::{ModelArgs, OutputArgs};
 
 #[derive(clap::Args)]
 pub struct ExtractArgs {
-    /// A frame cache made by `vidfeat decode`.
+    /// A frame cache made by `vidfeat decode`, or its bucket folder (fetched into the temp dir).
     #[arg(long)]
     pub cache: PathBuf,
     #[command(flatten)]
@@ -29,11 +29,14 @@ pub struct ExtractArgs {
 }
 
 pub fn exec(a: ExtractArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.cache, "--cache")?;
-    super::args::local_only(&a.output.out, "--out")?;
+    let cache = super::args::readable(&a.cache)?;
+    // An --out in a bucket: extracted into a local mirror, pulled first and pushed after.
+    let folder = vidfeat::mirror::Folder::open(&a.output.out, a.output.work_dir.as_deref(), true).with_context(|| format!("--out {}", a.output.out.display()))?;
+    let mut consume = a.output.consume()?;
+    consume.out = folder.local.clone();
     let cfg = vidfeat::pipeline::extract::ExtractConfig {
-        cache: a.cache.clone(),
-        consume: vidfeat::ConsumeConfig { threads: a.threads, ..a.output.consume()? },
+        cache,
+        consume: vidfeat::ConsumeConfig { threads: a.threads, ..consume },
         model: a.model.path()?,
         sidecar: a.model.sidecar_path()?,
         device: a.model.device.clone(),
@@ -43,6 +46,8 @@ pub fn exec(a: ExtractArgs) -> Result<ExitCode> {
         overwrite: a.output.shape.overwrite,
         provenance: super::provenance(),
     };
-    super::exit::print_run_report(vidfeat::pipeline::extract::extract(&cfg)?, a.output.json, &cfg.consume.out)
+    let report = vidfeat::pipeline::extract::extract(&cfg);
+    folder.publish()?;
+    super::exit::print_run_report(report?, a.output.json, &a.output.out)
 }
 

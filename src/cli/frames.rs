@@ -10,7 +10,8 @@ use vidfeat_decode::Rational;
 pub struct FramesArgs {
     /// The video file.
     pub video: PathBuf,
-    /// Folder for the frames and frames.json (created).
+    /// Folder for the frames and frames.json (created), or a bucket folder (written in a local
+    /// mirror under the temp dir, then pushed).
     #[arg(long)]
     pub out: PathBuf,
     /// WxH; default: the source's displayed size (rotation and sample aspect ratio applied).
@@ -43,7 +44,7 @@ pub struct FramesArgs {
 }
 
 pub fn exec(a: FramesArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.out, "--out")?;
+    let folder = vidfeat::mirror::Folder::open(&a.out, None, true).with_context(|| format!("--out {}", a.out.display()))?;
     let fps = Rational::parse(&a.fps).with_context(|| format!("--fps `{}` is not a positive number or ratio", a.fps))?;
     anyhow::ensure!(a.format == "png" || a.format == "rgb24", "--format must be png or rgb24");
     let window = match (a.start, a.end) {
@@ -52,7 +53,7 @@ pub fn exec(a: FramesArgs) -> Result<ExitCode> {
     };
     let cfg = vidfeat::pipeline::frames::FramesConfig {
         video: a.video,
-        out: a.out,
+        out: folder.local.clone(),
         size: a.size.as_deref().map(parse_size).transpose()?,
         raw: a.format == "rgb24",
         resize: a.resize.parse().map_err(anyhow::Error::msg)?,
@@ -62,8 +63,10 @@ pub fn exec(a: FramesArgs) -> Result<ExitCode> {
         max_frames: a.max_frames,
         window,
     };
-    let (rows, w, h) = vidfeat::pipeline::frames::write_frames(&cfg)?;
-    println!("{rows} rows ({w}x{h}) written to {}", cfg.out.display());
+    let written = vidfeat::pipeline::frames::write_frames(&cfg);
+    folder.publish()?;
+    let (rows, w, h) = written?;
+    println!("{rows} rows ({w}x{h}) written to {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,7 +21,8 @@ pub enum PcaCmd {
 pub struct PcaFitArgs {
     #[command(flatten)]
     pub list: ListArgs,
-    /// pca.npz, or a folder for YouTube-8M's three .npy files.
+    /// pca.npz, or a folder for YouTube-8M's three .npy files; either may be in a bucket
+    /// (s3://bucket/pca.npz, gs://...: written locally, then uploaded).
     #[arg(long)]
     pub out: PathBuf,
     /// Components fitted and written (at most the model's output dim); runs given the file
@@ -57,7 +58,7 @@ pub struct PcaSampleArgs {
 }
 
 pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.out, "--out")?;
+    let out = vidfeat::mirror::OutFile::open(&a.out)?;
     let decode = SampleArgs {
         fps: a.sample.fps.clone(),
         sampling: "exact".into(),
@@ -74,7 +75,7 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
     }
     .settings()?;
     let cfg = vidfeat::pipeline::pca::PcaFitConfig {
-        out: a.out.clone(),
+        out: out.local.clone(),
         dims: a.dims,
         max_frames: a.pca_sample_frames,
         model: a.model.path()?,
@@ -83,7 +84,11 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
         decode,
         batch_size: a.batch_size,
     };
-    let s = vidfeat::pipeline::pca::pca_fit(&cfg, &a.list.spec()?)?;
+    let mut s = vidfeat::pipeline::pca::pca_fit(&cfg, &a.list.spec()?)?;
+    out.publish()?;
+    if s["sha256"].is_string() {
+        s["out"] = a.out.display().to_string().into();
+    }
     vidfeat::telemetry::finish_display();
     println!("{s}");
     anyhow::ensure!(s["sha256"].is_string(), "no PCA written: {} decoded, at least 2 needed", vidfeat::telemetry::count(s["frames"].as_u64().unwrap_or(0), "frame"));

@@ -44,14 +44,9 @@ pub struct PlanArgs {
 
 pub fn exec(a: PlanArgs) -> Result<ExitCode> {
     // A plan folder in a bucket: made in a local mirror, pulled first and pushed after.
-    let Some(url) = a.out.to_str().filter(|s| vidfeat_store::is_url(s)).map(str::to_string) else {
-        let out = a.out.clone();
-        return exec_in(a, out, None);
-    };
-    let local = vidfeat::mirror::scratch(&url, a.work_dir.as_deref());
-    vidfeat::mirror::pull(&url, &local).with_context(|| format!("--out {url}"))?;
-    let r = exec_in(a, local.clone(), Some(url.clone()));
-    vidfeat::mirror::push(&url, &local).with_context(|| format!("pushing {} to {url}", local.display()))?;
+    let folder = vidfeat::mirror::Folder::open(&a.out, a.work_dir.as_deref(), true).with_context(|| format!("--out {}", a.out.display()))?;
+    let r = exec_in(a, folder.local.clone(), folder.url.clone());
+    folder.publish()?;
     r
 }
 

@@ -8,7 +8,7 @@ use anyhow::Result;
 pub struct ReportArgs {
     /// An output folder of run, work (a plan folder) or extract.
     pub dir: PathBuf,
-    /// The HTML file to write.
+    /// The HTML file to write (or an object: s3://bucket/report.html, gs://...).
     #[arg(long)]
     pub out: PathBuf,
     /// Videos that get a contact sheet (the first in plan order); 0 for none.
@@ -26,16 +26,17 @@ pub struct ReportArgs {
 }
 
 pub fn exec(a: ReportArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.out, "--out")?;
-    let cfg = vidfeat::outputs::report::ReportConfig { dir: super::args::readable(&a.dir)?, out: a.out, sheets: a.sheets, thumbs: a.thumbs, thumb_width: a.thumb_width };
+    let out = vidfeat::mirror::OutFile::open(&a.out)?;
+    let cfg = vidfeat::outputs::report::ReportConfig { dir: super::args::readable(&a.dir)?, out: out.local.clone(), sheets: a.sheets, thumbs: a.thumbs, thumb_width: a.thumb_width };
     let json_out = a.json;
     let r = vidfeat::outputs::report::report(&cfg)?;
+    out.publish()?;
     if json_out {
         println!("{r}");
     } else {
         println!(
             "{}: {}, {} failed, {}, {} KiB",
-            cfg.out.display(),
+            a.out.display(),
             vidfeat::telemetry::count(r["videos_ok"].as_u64().unwrap_or(0), "video"),
             r["videos_failed"],
             vidfeat::telemetry::count(r["contact_sheets"].as_u64().unwrap_or(0), "contact sheet"),

@@ -28,16 +28,8 @@ pub fn exec(mut a: RunArgs) -> Result<ExitCode> {
     let mut freeze = freeze_config(&a.model, &a.sample, &a.output.shape, fetch_cmd.clone())?;
     freeze.decode.fetch = a.fetch.config(fetch_cmd, a.sample.max_input_bytes);
     // An --out in a bucket: the run works on a local mirror, pulled first and pushed after.
-    let bucket = a.output.out.to_str().filter(|s| vidfeat_store::is_url(s)).map(str::to_string);
-    let out = match &bucket {
-        Some(url) => {
-            let local = vidfeat::mirror::scratch(url, a.output.work_dir.as_deref());
-            let n = vidfeat::mirror::pull(url, &local).with_context(|| format!("--out {url}"))?;
-            tracing::info!("{url}: mirrored in {} ({} fetched)", local.display(), vidfeat::telemetry::count(n as u64, "object"));
-            local
-        }
-        None => a.output.out.clone(),
-    };
+    let folder = vidfeat::mirror::Folder::open(&a.output.out, a.output.work_dir.as_deref(), true).with_context(|| format!("--out {}", a.output.out.display()))?;
+    let out = folder.local.clone();
     let cfg = vidfeat::pipeline::run::RunConfig {
         work: vidfeat::pipeline::worker::WorkConfig {
             dir: out.clone(),
@@ -57,11 +49,7 @@ pub fn exec(mut a: RunArgs) -> Result<ExitCode> {
         jobs: a.list.strict_spec()?,
     };
     let report = vidfeat::pipeline::run::run(&cfg);
-    if let Some(url) = &bucket {
-        // What was committed goes up even when the run stopped early: nothing written is lost.
-        let p = vidfeat::mirror::push(url, &out).with_context(|| format!("pushing {} to {url}", out.display()))?;
-        tracing::info!("{url}: {} uploaded ({} bytes), {} deleted", vidfeat::telemetry::count(p.uploaded as u64, "object"), p.bytes, p.deleted);
-    }
+    folder.publish()?;
     super::exit::print_run_report(report?, a.output.json, &a.output.out)
 }
 

@@ -2,15 +2,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
-    /// A `vidfeat run` (or extract) output folder.
-    /// An output folder of run, work (a plan folder) or extract.
+    /// An output folder of run, work (a plan folder) or extract, or its bucket folder.
     #[arg(long)]
     pub from: PathBuf,
-    /// Folder for the sample (created).
+    /// Folder for the sample (created), or a bucket folder (written in a local mirror under
+    /// the temp dir, then pushed).
     #[arg(long)]
     pub out: PathBuf,
     /// Videos per class.
@@ -34,17 +34,19 @@ pub struct SampleArgs {
 }
 
 pub fn exec(a: SampleArgs) -> Result<ExitCode> {
-    super::args::local_only(&a.out, "--out")?;
+    let folder = vidfeat::mirror::Folder::open(&a.out, None, true).with_context(|| format!("--out {}", a.out.display()))?;
     let cfg = vidfeat::outputs::sample::SampleConfig {
         from: super::args::readable(&a.from)?,
-        out: a.out.clone(),
+        out: folder.local.clone(),
         per_class: a.per_class,
         classes: a.classes,
         seed: a.seed,
         format: a.format.parse().map_err(anyhow::Error::msg)?,
         shard_size: a.shard_size,
     };
-    let m = vidfeat::outputs::sample::sample(&cfg)?;
+    let m = vidfeat::outputs::sample::sample(&cfg);
+    folder.publish()?;
+    let m = m?;
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {

@@ -19,7 +19,7 @@ pub struct StatusArgs {
 pub fn exec(a: StatusArgs) -> Result<ExitCode> {
     let (dir, json_out, ttl) = (a.dir, a.json, a.lease_ttl);
     let ttl = std::time::Duration::from_secs(ttl.max(1));
-    let s = match dir.to_str().filter(|s| vidfeat_store::is_url(s)) {
+    let s = match vidfeat_store::url_of(&dir) {
         Some(url) => vidfeat::pipeline::worker::status_of_bucket(url, &vidfeat::mirror::scratch(url, Some(&std::env::temp_dir().join("vidfeat-read"))), ttl)?,
         None => vidfeat::pipeline::worker::status(&dir, ttl)?,
     };

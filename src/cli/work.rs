@@ -61,7 +61,7 @@ pub struct WorkArgs {
 }
 
 pub fn exec(a: WorkArgs) -> Result<ExitCode> {
-    let bucket = a.plan.to_str().filter(|s| vidfeat_store::is_url(s)).map(str::to_string);
+    let bucket = vidfeat_store::url_of(&a.plan).map(str::to_string);
     let assignment = if a.claim {
         vidfeat::pipeline::worker::Assignment::Claim
     } else {

@@ -62,6 +62,8 @@ pub struct CacheWriter {
 impl CacheWriter {
     pub fn create(dir: &Path, prepared: &Prepared, sidecar: &Sidecar, decode: serde_json::Value, level: i32) -> Result<Self> {
         let _ = std::fs::remove_file(dir.join("manifest.json"));
+        // Rebuilt whole: the frames of an earlier cache in this folder go.
+        let _ = std::fs::remove_dir_all(dir.join("frames"));
         std::fs::create_dir_all(dir.join("frames"))?;
         let index = std::io::BufWriter::new(std::fs::File::create(dir.join("videos.jsonl"))?);
         let (h, w) = (sidecar.input_size[0], sidecar.input_size[1]);

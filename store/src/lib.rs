@@ -39,6 +39,11 @@ pub fn is_url_path(p: &Path) -> bool {
     p.to_str().is_some_and(is_url)
 }
 
+/// The URL a path argument names, when it names an object or a bucket folder.
+pub fn url_of(p: &Path) -> Option<&str> {
+    p.to_str().filter(|s| is_url(s))
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct StoreError {

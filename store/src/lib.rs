@@ -121,7 +121,7 @@ fn target(url: &str) -> Result<Target, StoreError> {
 
 fn retry() -> object_store::RetryConfig {
     object_store::RetryConfig {
-        max_retries: 5,
+        max_retries: 10,
         retry_timeout: Duration::from_secs(120),
         backoff: object_store::BackoffConfig { init_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(10), base: 2.0 },
     }

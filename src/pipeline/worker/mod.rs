@@ -264,7 +264,12 @@ fn bucket_summary(url: &str, dir: &std::path::Path, plan: &crate::pipeline::plan
 pub fn done_in_bucket(dir: &std::path::Path, plan: &crate::pipeline::plan::PlanSettings, sizes: &BTreeMap<String, u64>, name: &str) -> Option<DoneMarker> {
     let stem = name.trim_end_matches(".tfrecord");
     let m: DoneMarker = serde_json::from_slice(&std::fs::read(dir.join("done").join(format!("{stem}.json"))).ok()?).ok()?;
+    marker_describes(&m, plan, name, &|sub| sizes.get(&format!("{sub}/{name}")).copied()).then_some(m)
+}
+
+/// Whether a bucket's done marker describes the shard objects beside it: the plan's key for
+/// the shard, and the sizes it recorded (`size("frame")`, `size("video")`).
+pub(crate) fn marker_describes(m: &DoneMarker, plan: &crate::pipeline::plan::PlanSettings, name: &str, size: &dyn Fn(&str) -> Option<u64>) -> bool {
     let key = plan.key(name);
-    let size = |sub: &str| sizes.get(&format!("{sub}/{name}")).copied();
-    (!key.is_empty() && m.key == key && size("frame") == Some(m.frame_bytes) && size("video") == Some(m.video_bytes)).then_some(m)
+    !key.is_empty() && m.key == key && size("frame") == Some(m.frame_bytes) && size("video") == Some(m.video_bytes)
 }

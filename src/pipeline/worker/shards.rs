@@ -242,9 +242,7 @@ pub struct ShardCtx<'a> {
 fn done_in_bucket_now(url: &str, plan: &PlanSettings, name: &str) -> Option<DoneMarker> {
     let stem = name.trim_end_matches(".tfrecord");
     let m: DoneMarker = serde_json::from_slice(&vidfeat_store::read(&format!("{url}/done/{stem}.json"), 1 << 28).ok()?).ok()?;
-    let key = plan.key(name);
-    let size = |sub: &str| vidfeat_store::head(&format!("{url}/{sub}/{name}")).ok().map(|m| m.size);
-    (!key.is_empty() && m.key == key && size("frame") == Some(m.frame_bytes) && size("video") == Some(m.video_bytes)).then_some(m)
+    super::marker_describes(&m, plan, name, &|sub| vidfeat_store::head(&format!("{url}/{sub}/{name}")).ok().map(|m| m.size)).then_some(m)
 }
 
 /// Entries for a retry of a done shard: every video whose failure is not retried is taken from

@@ -27,6 +27,22 @@ pub fn default_model() -> std::path::PathBuf {
     std::path::PathBuf::from("models/efficientnet-lite0.pt")
 }
 
+/// Models known by name (`--model NAME`): where each lives, and how to get it.
+pub const NAMED_MODELS: [(&str, &str, &str); 2] = [
+    ("efficientnet-lite0", "models/efficientnet-lite0.pt", "bundled"),
+    ("i3d-kinetics-400", ".deps/models/i3d-kinetics-400.pt", "run scripts/i3d-setup.sh (fetches and converts the weights once)"),
+];
+
+/// The file of a model named on the command line (`i3d-kinetics-400`), or None when `name`
+/// is not one of [`NAMED_MODELS`]. Err: a known model that is not there, and how to get it.
+pub fn named_model(name: &str) -> Option<Result<std::path::PathBuf, String>> {
+    let (_, rel, how) = NAMED_MODELS.iter().find(|(n, _, _)| *n == name)?;
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    // A binary carried to another machine: the path under the working folder.
+    let p = if built.exists() { built } else { std::path::PathBuf::from(rel) };
+    Some(if p.exists() { Ok(p) } else { Err(format!("--model {name}: {} not found; {how}", p.display())) })
+}
+
 /// SHA-256 of bytes, hex.
 pub fn file_sha256_bytes(b: &[u8]) -> String {
     use sha2::Digest;

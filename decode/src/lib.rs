@@ -137,6 +137,9 @@ pub struct DecodeOptions {
     pub resize: Resize,
     /// Clip window [start, end) in seconds from the stream's start.
     pub window: Option<(f64, f64)>,
+    /// Clip rows: each row is this many frames at this rate, at `t_k + j / rate` (see the
+    /// sampler); the row's `rgb` holds them back to back. None: one frame per row.
+    pub clip: Option<(u32, Rational)>,
     /// Decoder threads (0 = FFmpeg's choice).
     pub threads: usize,
     /// Wall-clock limit for one video.
@@ -183,6 +186,7 @@ impl Default for DecodeOptions {
             size: None,
             resize: Resize::Squash,
             window: None,
+            clip: None,
             threads: 0,
             timeout: Some(DEFAULT_TIMEOUT),
             max_error_ratio: 0.01,
@@ -272,6 +276,9 @@ pub enum DecodeError {
     Forbidden(String),
     #[error("too large: {0}")]
     TooLarge(String),
+    /// Options that cannot sample this way (clips longer than the row spacing).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
     /// Internal: a seek landed on a frame the decoder cannot start from (the container's index
     /// marks non-keyframes as keyframes); `decode_file` retries from the start of the file.
     #[error("seek did not land on a keyframe")]
@@ -297,6 +304,7 @@ impl DecodeError {
             DecodeError::Ffmpeg(_) => "decode_error",
             DecodeError::Forbidden(_) => "forbidden_format",
             DecodeError::TooLarge(_) => "too_large",
+            DecodeError::InvalidOptions(_) => "invalid_options",
             DecodeError::SeekMissedKeyframe | DecodeError::NoKeyFrameFlags => "decode_error",
         }
     }
@@ -501,6 +509,9 @@ impl Session<'_> {
             return Ok(());
         }
         if self.sampler.done_before(pts) {
+            // A clip cut by the window end or the row cap: its rest shows the last frame.
+            let rest = self.sampler.pad_clip();
+            self.emit(rest)?;
             self.finished = true;
             return Ok(());
         }
@@ -555,13 +566,43 @@ fn duration_rows(opts: &DecodeOptions) -> u64 {
 /// about (a long GOP, or a stream with one key frame).
 pub const LONG_GOP_SECONDS: f64 = 10.0;
 
-/// Decodes `path`, calling `on_row` for each sampled row in order.
+/// Checks that clip rows can be sampled at this row rate (clips must not overlap).
+pub fn check_clip(fps: Rational, frames: u32, rate: Rational) -> Result<(), String> {
+    Sampler::new(Rational::new(1, 1), fps, None, None, None).with_clip(frames as u64, rate).map(|_| ()).map_err(|e| e.0)
+}
+
+/// Decodes `path`, calling `on_row` for each sampled row in order. With clip rows, each
+/// row carries its clip's frames back to back (`rgb` is frames x height x width x 3 bytes);
+/// its times and source frame are its first frame's. Only one clip is held at a time.
 pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
+    let Some((frames, _)) = opts.clip else { return decode_rows(path, opts, &mut on_row) };
+    let t = frames.max(1) as u64;
+    let mut clip: Option<SampledFrame> = None;
+    let mut group = |f: SampledFrame| {
+        let (k, j) = (f.index / t, f.index % t);
+        match clip.as_mut() {
+            Some(c) if j > 0 => c.rgb.extend_from_slice(&f.rgb),
+            _ => {
+                let mut rgb = Vec::with_capacity(f.rgb.len() * t as usize);
+                rgb.extend_from_slice(&f.rgb);
+                clip = Some(SampledFrame { index: k, rgb, ..f });
+            }
+        }
+        if j + 1 == t {
+            on_row(clip.take().expect("a clip in progress"));
+        }
+    };
+    let mut r = decode_rows(path, opts, &mut group)?;
+    r.rows /= t;
+    Ok(r)
+}
+
+fn decode_rows(path: &Path, opts: &DecodeOptions, mut on_row: &mut dyn FnMut(SampledFrame)) -> Result<DecodeReport, DecodeError> {
     match decode_once(path, opts, true, &mut on_row) {
         // Key frames only, but the container flags none: the exact rule, said so.
         Err(DecodeError::NoKeyFrameFlags) => {
             let exact = DecodeOptions { sampling: Sampling::Exact, ..opts.clone() };
-            let mut r = decode_file(path, &exact, on_row)?;
+            let mut r = decode_rows(path, &exact, on_row)?;
             r.warnings.push("keyframes sampling: the file flags no key frames; decoded every frame (exact sampling)".into());
             Ok(r)
         }
@@ -729,7 +770,13 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     let mut session = Session {
         // Rows are capped by --max-duration too: a crafted timestamp jump (the container's
         // declared duration may lie) cannot make the sampler emit billions of rows.
-        sampler: Sampler::new(tb, opts.fps, origin, limit, Some(opts.max_frames.unwrap_or(u64::MAX).min(duration_rows(opts)))),
+        sampler: {
+            let s = Sampler::new(tb, opts.fps, origin, limit, Some(opts.max_frames.unwrap_or(u64::MAX).min(duration_rows(opts))));
+            match opts.clip {
+                Some((frames, rate)) => s.with_clip(frames as u64, rate).map_err(|e| DecodeError::InvalidOptions(e.0))?,
+                None => s,
+            }
+        },
         tb,
         conv: Converter { ctx: None, out: VideoFrame::empty(), packed: vec![] },
         pending: None,

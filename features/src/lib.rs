@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
+pub mod i3d;
 pub mod pca;
 pub mod quant;
 mod staging;
@@ -49,6 +50,29 @@ pub struct Sidecar {
     /// Default resize mode (`squash`).
     #[serde(default = "default_resize")]
     pub resize: String,
+    /// A clip model: each row is `frames` frames `1 / fps` apart, and the network takes
+    /// [N, 3, frames, H, W]. None: an image model, one frame per row, [N, 3, H, W].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipSpec>,
+    /// The network returns class logits too, over this vocabulary, for `--predict`: its
+    /// output is then [N, output_dim + classes], the features followed by the logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ClipSpec {
+    pub frames: u32,
+    /// Frames per second within a clip (a number such as 25, or a ratio such as 30000/1001
+    /// written as a number).
+    pub fps: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassifierSpec {
+    pub classes: usize,
+    /// A vocabulary name `--vocab` knows (`kinetics-400`, `imagenet`...).
+    pub vocabulary: String,
 }
 
 fn default_resize() -> String {
@@ -69,7 +93,25 @@ impl Sidecar {
         if s.channel_order != "rgb" && s.channel_order != "bgr" {
             return Err(err(format!("channel_order must be rgb or bgr, not {}", s.channel_order)));
         }
+        if let Some(c) = s.clip {
+            if c.frames == 0 || c.frames > 1024 || !(c.fps > 0.0 && c.fps <= 1000.0) {
+                return Err(err(format!("clip: frames must be 1..=1024 and fps in (0, 1000], not {} and {}", c.frames, c.fps)));
+            }
+        }
+        if s.classifier.as_ref().is_some_and(|c| c.classes == 0) {
+            return Err(err("classifier: classes must be positive".into()));
+        }
         Ok(s)
+    }
+
+    /// Frames per row: the clip length, or 1.
+    pub fn frames_per_row(&self) -> usize {
+        self.clip.map_or(1, |c| c.frames as usize)
+    }
+
+    /// Bytes of one row of packed RGB24 at the input size (a whole clip for a clip model).
+    pub fn row_bytes(&self) -> usize {
+        self.frames_per_row() * (self.input_size[0] * self.input_size[1] * 3) as usize
     }
 }
 
@@ -186,6 +228,14 @@ pub struct Model {
     pub transfer: String,
 }
 
+/// What a batch gives: n * output_dim features, and n * classes logits for a model with a
+/// classifier head.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub features: Vec<f32>,
+    pub logits: Option<Vec<f32>>,
+}
+
 /// A batch queued on the device ([`Model::submit`]); [`Model::finish`] waits for its features.
 pub struct Pending {
     /// The features (on the device until finished); None for an empty batch.
@@ -274,6 +324,11 @@ impl Model {
         (self.sidecar.input_size[1], self.sidecar.input_size[0])
     }
 
+    /// Columns of the network's output: the features, then the logits when it has a head.
+    fn out_cols(&self) -> usize {
+        self.sidecar.output_dim + self.sidecar.classifier.as_ref().map_or(0, |c| c.classes)
+    }
+
     fn err(&self, msg: String) -> FeatureError {
         FeatureError::Model { path: self.path.display().to_string(), msg }
     }
@@ -284,11 +339,15 @@ impl Model {
     /// TorchScript error's last line, which names the problem.
     pub fn check(&self) -> Result<(), FeatureError> {
         let (w, h) = self.input_wh();
-        let frames = vec![128u8; 2 * (w * h * 3) as usize];
+        let frames = vec![128u8; 2 * self.sidecar.row_bytes()];
+        let what = match self.sidecar.clip {
+            Some(c) => format!("2 clips of {} frames", c.frames),
+            None => "2 frames".to_string(),
+        };
         let out = self.extract(&frames, 2).map_err(|e| {
             let text = e.to_string();
             let last = text.lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("").to_string();
-            self.err(format!("does not run on a batch of 2 frames of {w}x{h} (its sidecar's input size): {last}"))
+            self.err(format!("does not run on a batch of {what} of {w}x{h} (its sidecar's input size): {last}"))
         })?;
         if out.iter().any(|v| !v.is_finite()) {
             return Err(self.err("gives non-finite features on gray frames".into()));
@@ -296,7 +355,8 @@ impl Model {
         Ok(())
     }
 
-    /// Features for `n` packed RGB24 frames (n * h * w * 3 bytes): n * output_dim floats.
+    /// Features for `n` rows of packed RGB24 (n * [`Sidecar::row_bytes`] bytes: a frame each,
+    /// or a clip each for a clip model): n * output_dim floats.
     pub fn extract(&self, rgb: &[u8], n: usize) -> Result<Vec<f32>, FeatureError> {
         let p = self.submit(rgb, n)?;
         self.finish(p)
@@ -309,14 +369,23 @@ impl Model {
     /// reused as soon as this returns.
     pub fn submit(&self, rgb: &[u8], n: usize) -> Result<Pending, FeatureError> {
         let (w, h) = self.input_wh();
-        let expect = n * (w * h * 3) as usize;
+        let expect = n * self.sidecar.row_bytes();
         if rgb.len() != expect {
-            return Err(self.err(format!("got {} bytes for {n} frames, expected {expect}", rgb.len())));
+            return Err(self.err(format!("got {} bytes for {n} rows, expected {expect}", rgb.len())));
         }
         if n == 0 {
             return Ok(Pending { out: None, n, slot: None });
         }
-        let shape = [n as i64, h as i64, w as i64, 3];
+        // Clip rows: their frames go through the same preparation, then [N, 3, T, H, W].
+        let t = self.sidecar.frames_per_row();
+        let frames = n * t;
+        let to_clips = |x: Tensor| -> Tensor {
+            match self.sidecar.clip {
+                Some(_) => x.reshape([n as i64, t as i64, 3, h as i64, w as i64]).permute([0, 2, 1, 3, 4]).contiguous(),
+                None => x,
+            }
+        };
+        let shape = [frames as i64, h as i64, w as i64, 3];
         // uint8 frames -> normalised float NCHW, on the device (4x less to upload than floats).
         let prepare = |x: &Tensor| -> Tensor {
             let mut x = x.to_kind(Kind::Float);
@@ -340,11 +409,11 @@ impl Model {
                 }
                 // On the CPU, normalisation and layout in one pass (libtorch makes four).
                 None if !self.device.is_cuda() && !self.channels_last => {
-                    let x = Tensor::empty([n as i64, 3, h as i64, w as i64], (Kind::Float, Device::Cpu));
+                    let x = Tensor::empty([frames as i64, 3, h as i64, w as i64], (Kind::Float, Device::Cpu));
                     // SAFETY: `x` is a new contiguous CPU float tensor of exactly this many
                     // elements, owned here and not shared until it is filled.
                     let buf = unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel()) };
-                    normalise_nchw(&self.sidecar, rgb, n, buf);
+                    normalise_nchw(&self.sidecar, rgb, frames, buf);
                     (None, x)
                 }
                 None => {
@@ -352,10 +421,12 @@ impl Model {
                     (None, prepare(&if self.device.is_cuda() { host.to_device_(self.device, Kind::Uint8, true, false) } else { host }))
                 }
             };
+            let x = to_clips(x);
             let out = if self.half && !self.half_weights { tch::autocast(true, || self.module.forward_ts(&[x]))? } else { self.module.forward_ts(&[x])? };
             let size = out.size();
-            if size.len() != 2 || size[0] != n as i64 || size[1] != self.sidecar.output_dim as i64 {
-                return Err(err(format!("returned shape {size:?}, sidecar says [{n}, {}]", self.sidecar.output_dim)));
+            if size.len() != 2 || size[0] != n as i64 || size[1] != self.out_cols() as i64 {
+                let head = self.sidecar.classifier.as_ref().map(|c| format!(" ({} features + {} logits)", self.sidecar.output_dim, c.classes)).unwrap_or_default();
+                return Err(err(format!("returned shape {size:?}, sidecar says [{n}, {}]{head}", self.out_cols())));
             }
             let out = out.to_kind(Kind::Float).contiguous();
             if let (Some(st), Some(i)) = (&self.staging, slot) {
@@ -367,12 +438,29 @@ impl Model {
 
     /// Waits for a submitted batch and returns its features (n * output_dim floats).
     pub fn finish(&self, p: Pending) -> Result<Vec<f32>, FeatureError> {
-        let Some(out) = p.out else { return Ok(vec![]) };
-        match (&self.staging, p.slot) {
+        Ok(self.finish_all(p)?.features)
+    }
+
+    /// Waits for a submitted batch: its features, and its logits when the model has a
+    /// classifier head (n * classes floats).
+    pub fn finish_all(&self, p: Pending) -> Result<Outputs, FeatureError> {
+        let n = p.n;
+        let Some(out) = p.out else { return Ok(Outputs { features: vec![], logits: self.sidecar.classifier.as_ref().map(|_| vec![]) }) };
+        let all = match (&self.staging, p.slot) {
             // `out` lives until the copy back is done (it is dropped after `wait`).
-            (Some(st), Some(i)) => st.lock().unwrap().wait(i, p.n * self.sidecar.output_dim).map_err(|msg| self.err(msg)),
-            _ => Ok(Vec::<f32>::try_from(out.to_device(Device::Cpu).contiguous().view([-1]))?),
+            (Some(st), Some(i)) => st.lock().unwrap().wait(i, n * self.out_cols()).map_err(|msg| self.err(msg))?,
+            _ => Vec::<f32>::try_from(out.to_device(Device::Cpu).contiguous().view([-1]))?,
+        };
+        let d = self.sidecar.output_dim;
+        if self.sidecar.classifier.is_none() {
+            return Ok(Outputs { features: all, logits: None });
         }
+        let (mut features, mut logits) = (Vec::with_capacity(n * d), Vec::with_capacity(all.len() - n * d));
+        for row in all.chunks_exact(self.out_cols()) {
+            features.extend_from_slice(&row[..d]);
+            logits.extend_from_slice(&row[d..]);
+        }
+        Ok(Outputs { features, logits: Some(logits) })
     }
 
     /// Features of many batches in order, one batch in flight: `batches` yields (frames, n);
@@ -412,6 +500,8 @@ mod tests {
                 output_dim: 1,
                 fp16: false,
                 resize: "squash".into(),
+                clip: None,
+                classifier: None,
             };
             let mut x = Tensor::from_slice(&rgb).view([n as i64, h as i64, w as i64, 3]).to_kind(Kind::Float);
             if order == "bgr" {

@@ -181,7 +181,9 @@ impl SampleArgs {
 
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// TorchScript model returning pre-logit features (default: bundled EfficientNet-Lite0).
+    /// TorchScript model returning pre-logit features (default: bundled EfficientNet-Lite0),
+    /// or a model's name: efficientnet-lite0, i3d-kinetics-400 (Kinetics-400 I3D, clip rows
+    /// of 16 frames at 25 fps; made once by scripts/i3d-setup.sh).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// The model's sidecar JSON (default: the model path with .json).
@@ -343,6 +345,9 @@ impl ModelArgs {
     /// sidecar, the object beside it, is copied beside it).
     pub fn path(&self) -> Result<PathBuf> {
         let p = self.model.clone().unwrap_or_else(vidfeat::default_model);
+        if let Some(named) = p.to_str().filter(|s| !p.exists() && !s.contains('/')).and_then(vidfeat::named_model) {
+            return named.map_err(anyhow::Error::msg);
+        }
         if let (Some(url), None) = (vidfeat_store::url_of(&p), &self.sidecar) {
             let side = sidecar_beside(url);
             vidfeat::mirror::local_copy(&side).with_context(|| format!("the model's sidecar {side}"))?;

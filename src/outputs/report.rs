@@ -564,17 +564,18 @@ fn sheets_from_cache(cfg: &ReportConfig, videos: &BTreeMap<String, Video>, cache
     let c = crate::pipeline::cache::CacheReader::open(cache)?;
     let fps = c.manifest["decode"]["fps"].as_f64().filter(|f| *f > 0.0).unwrap_or(1.0);
     let (tw, th) = thumb_size(cfg);
-    let frame_bytes = (c.width * c.height * 3) as usize;
+    let (frame_bytes, row_bytes) = ((c.width * c.height * 3) as usize, c.row_bytes());
     let mut out = vec![];
     for v in c.videos.iter().filter(|v| videos.contains_key(&v.id)).take(cfg.sheets) {
         let image = match c.load(v).result {
             Ok(crate::pipeline::consume::Video { frames, .. }) => {
                 let thumbs = frames
-                    .chunks_exact(frame_bytes)
+                    .chunks_exact(row_bytes)
                     .take(cfg.thumbs)
                     .enumerate()
-                    .map(|(i, f)| {
-                        let img = image::RgbImage::from_raw(c.width, c.height, f.to_vec()).context("cached frame size")?;
+                    .map(|(i, row)| {
+                        // A clip row is shown by its first frame.
+                        let img = image::RgbImage::from_raw(c.width, c.height, row[..frame_bytes].to_vec()).context("cached frame size")?;
                         Ok((i as f64 / fps, image::imageops::resize(&img, tw, th, image::imageops::FilterType::Triangle).into_raw()))
                     })
                     .collect::<Result<Vec<_>>>()?;

@@ -79,7 +79,7 @@ impl CacheWriter {
             "videos": prepared.jobs.len(),
             "vocabulary": prepared.vocab.as_ref().map(|v| v.source.clone()),
         });
-        Ok(CacheWriter { dir: dir.to_path_buf(), index, manifest, level, frame_bytes: (w * h * 3) as usize, videos_ok: 0, rows: 0 })
+        Ok(CacheWriter { dir: dir.to_path_buf(), index, manifest, level, frame_bytes: sidecar.row_bytes(), videos_ok: 0, rows: 0 })
     }
 
     pub fn add(&mut self, job: &Job, d: Decoded, log: &mut FailureLog) -> Result<()> {
@@ -151,6 +151,8 @@ pub struct CacheReader {
     pub videos: Vec<CachedVideo>,
     pub width: u32,
     pub height: u32,
+    /// Frames per row: the model's clip length, or 1.
+    pub frames_per_row: usize,
 }
 
 impl CacheReader {
@@ -172,7 +174,8 @@ impl CacheReader {
             videos.push(v);
         }
         let (width, height) = (manifest["width"].as_u64().unwrap_or(0) as u32, manifest["height"].as_u64().unwrap_or(0) as u32);
-        Ok(CacheReader { dir: dir.to_path_buf(), manifest, videos, width, height })
+        let frames_per_row = manifest["sidecar"]["clip"]["frames"].as_u64().unwrap_or(1).max(1) as usize;
+        Ok(CacheReader { dir: dir.to_path_buf(), manifest, videos, width, height, frames_per_row })
     }
 
     /// The jobs, shard counts and vocabulary the cache was made with.
@@ -219,12 +222,17 @@ impl CacheReader {
         Ok(out)
     }
 
+    /// Bytes of one row (a clip's frames back to back for a clip model).
+    pub fn row_bytes(&self) -> usize {
+        self.frames_per_row * (self.width * self.height * 3) as usize
+    }
+
     /// Reads one video's frames back.
     pub fn load(&self, v: &CachedVideo) -> Decoded {
         let result = match (&v.error, &v.frames) {
             (Some((k, r)), _) => Err((k.clone(), r.clone())),
             (None, Some(name)) => {
-                let expect = v.rows as usize * (self.width * self.height * 3) as usize;
+                let expect = v.rows as usize * self.row_bytes();
                 match std::fs::read(self.dir.join(name)).map_err(|e| e.to_string()).and_then(|b| zstd::bulk::decompress(&b, expect).map_err(|e| e.to_string())) {
                     Ok(frames) if frames.len() == expect => Ok(Video { frames, rows: v.rows, seconds: v.seconds, warnings: v.warnings.clone(), lag: v.lag }),
                     Ok(frames) => Err(("cache_corrupt".into(), format!("{name}: {} bytes, expected {expect}", frames.len()))),

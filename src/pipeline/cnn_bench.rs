@@ -30,10 +30,9 @@ pub fn cnn_bench(cfg: &CnnBenchConfig, emit: &mut dyn FnMut(serde_json::Value)) 
         if half {
             m.use_half()?;
         }
-        let (w, h) = m.input_wh();
         for &b in &cfg.batches {
             // Deterministic synthetic frames (the network's speed does not depend on content).
-            let frames: Vec<u8> = (0..b * (w * h * 3) as usize).map(|i| (i * 7 % 251) as u8).collect();
+            let frames: Vec<u8> = (0..b * m.sidecar.row_bytes()).map(|i| (i * 7 % 251) as u8).collect();
             m.extract(&frames, b)?;
             // As the pipeline runs it: each batch is submitted before the previous one is
             // waited for (on CUDA the upload overlaps the network).

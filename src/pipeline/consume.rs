@@ -186,8 +186,8 @@ pub fn consume(
 /// concatenated frame stream; emits each video's features once all its rows are done.
 fn batch_and_extract(dec_rx: Receiver<Decoded>, ext_tx: Sender<Extracted>, model: &Model, batch: usize, progress: &Progress) {
     let _release = ReleaseOnDrop(progress);
-    let (w, h) = model.input_wh();
-    let frame_bytes = (w * h * 3) as usize;
+    // A row is a frame, or a clip of frames for a clip model.
+    let frame_bytes = model.sidecar.row_bytes();
     let dim = model.sidecar.output_dim;
     let mut reorder: BTreeMap<usize, Decoded> = BTreeMap::new();
     let mut next = 0usize;

@@ -44,6 +44,14 @@ pub struct DecodeSettings {
     pub fetch: FetchConfig,
 }
 
+/// A clip model's rows (frames, rate), checked against the row rate (clips must not overlap).
+pub(crate) fn clip_of(sidecar: &Sidecar, fps: Rational) -> Result<Option<(u32, Rational)>> {
+    let Some(c) = sidecar.clip else { return Ok(None) };
+    let rate = Rational::parse(&c.fps.to_string()).with_context(|| format!("model sidecar: clip fps {}", c.fps))?;
+    vidfeat_decode::check_clip(fps, c.frames, rate).map_err(|e| anyhow::anyhow!("{} takes clips: {e}", sidecar.name))?;
+    Ok(Some((c.frames, rate)))
+}
+
 impl DecodeSettings {
     pub(crate) fn fetch_in(&self, folder: &std::path::Path) -> FetchConfig {
         let mut f = self.fetch.clone();
@@ -71,6 +79,7 @@ impl DecodeSettings {
             max_input_bytes: self.max_input_bytes,
             max_duration: self.max_duration,
             max_decoder_bytes: self.max_decoder_bytes,
+            clip: clip_of(sidecar, self.fps)?,
             ..Default::default()
         })
     }

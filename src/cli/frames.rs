@@ -32,6 +32,13 @@ pub struct FramesArgs {
     /// exact or keyframes (see `vidfeat run --help`).
     #[arg(long, default_value = "exact", value_parser = ["exact", "keyframes"])]
     pub sampling: String,
+    /// Clip rows, as a clip model's (e.g. i3d-kinetics-400: 16): each row is this many frames
+    /// at --clip-fps, written frame_KKKKK_JJ.png (row k, frame j) or back to back in rgb24.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clip: Option<u32>,
+    /// Frames per second within a clip row (with --clip).
+    #[arg(long, default_value = "25", value_parser = super::args::rate, requires = "clip")]
+    pub clip_fps: String,
     /// Cap on rows (0 = no cap).
     #[arg(long, default_value_t = 0)]
     pub max_frames: u64,
@@ -62,6 +69,7 @@ pub fn exec(a: FramesArgs) -> Result<ExitCode> {
         hwdec: a.hwdec.parse().map_err(anyhow::Error::msg)?,
         max_frames: a.max_frames,
         window,
+        clip: a.clip.map(|n| (n, Rational::parse(&a.clip_fps).expect("checked at parse time"))),
     };
     let written = vidfeat::pipeline::frames::write_frames(&cfg);
     folder.publish()?;

@@ -25,6 +25,8 @@ pub struct FramesConfig {
     /// 0 = no cap.
     pub max_frames: u64,
     pub window: Option<(f64, f64)>,
+    /// Clip rows: frames per clip and their rate (as a clip model's rows).
+    pub clip: Option<(u32, Rational)>,
 }
 
 /// Writes the frames and frames.json; returns (rows, width, height).
@@ -37,8 +39,12 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
         size: cfg.size,
         resize: cfg.resize,
         window: cfg.window,
+        clip: cfg.clip,
         ..Default::default()
     };
+    if let Some((n, rate)) = cfg.clip {
+        vidfeat_decode::check_clip(cfg.fps, n, rate).map_err(anyhow::Error::msg)?;
+    }
     std::fs::create_dir_all(&cfg.out)?;
     let mut raw = if cfg.raw { Some(std::io::BufWriter::new(std::fs::File::create(cfg.out.join("frames.rgb24"))?)) } else { None };
     let mut rows = vec![];
@@ -50,11 +56,14 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
             return;
         }
         (w, h) = (f.width, f.height);
+        let frame = (f.width * f.height * 3) as usize;
         let r = match raw.as_mut() {
             Some(out) => out.write_all(&f.rgb).map_err(anyhow::Error::from),
-            None => image::RgbImage::from_raw(f.width, f.height, f.rgb.clone())
-                .context("frame buffer size")
-                .and_then(|img| img.save(cfg.out.join(format!("frame_{:05}.png", f.index))).map_err(anyhow::Error::from)),
+            // A clip row: one PNG per frame, frame_KKKKK_JJ.png.
+            None => f.rgb.chunks_exact(frame).enumerate().try_for_each(|(j, px)| {
+                let name = if f.clip_frames.is_empty() { format!("frame_{:05}.png", f.index) } else { format!("frame_{:05}_{j:02}.png", f.index) };
+                image::RgbImage::from_raw(f.width, f.height, px.to_vec()).context("frame buffer size").and_then(|img| img.save(cfg.out.join(name)).map_err(anyhow::Error::from))
+            }),
         };
         if let Err(e) = r {
             err = Some(e);
@@ -62,14 +71,18 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
         // Times in the source's media timeline (what a player or ffprobe shows), and relative to
         // row 0 (what the row index means: time = index / fps).
         let r = |x: f64| (x * 1e6).round() / 1e6;
-        rows.push(json!({
+        let mut row = json!({
             "index": f.index,
             "time": r(f.origin + f.time),
             "pts": r(f.origin + f.source_pts),
             "time_from_origin": r(f.time),
             "pts_from_origin": r(f.source_pts),
             "source_frame": f.source_frame,
-        }));
+        });
+        if !f.clip_frames.is_empty() {
+            row["clip"] = f.clip_frames.iter().map(|(t, p, n)| json!({"time": r(f.origin + t), "pts": r(f.origin + p), "source_frame": n})).collect();
+        }
+        rows.push(row);
         origin.get_or_insert(f.origin);
     })
     .map_err(|e| anyhow::anyhow!("{} ({}): {e}", cfg.video.display(), e.kind()))?;
@@ -85,6 +98,7 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
         "width": w,
         "height": h,
         "fps": cfg.fps.to_f64(),
+        "clip": cfg.clip.map(|(n, rate)| json!({"frames": n, "fps": rate.to_f64()})),
         "sampling": report.sampling.name(),
         "lag_mean_s": report.lag_mean,
         "lag_max_s": report.lag_max,

@@ -1,0 +1,160 @@
+//! Kinetics-400 I3D (`--model i3d-kinetics-400`, made by `scripts/i3d-setup.sh`) on the
+//! bundled real Kinetics clips:
+//!
+//! * the tch port against an independent numpy forward pass (`tests/i3d/reference.py`) on
+//!   each clip's first 16 frames: the same features and logits;
+//! * proof that it is the Kinetics-trained network: over a video's clip rows, the labelled
+//!   class is in the top 5 of the averaged logits;
+//! * clip rows through the whole pipeline: `vidfeat frames --clip` shows a clip row's frames,
+//!   and they are the 25 fps frame rows at the same times; a run writes one row per second.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vidfeat_decode::{decode_file, DecodeOptions, Rational, Resize};
+use vidfeat_features::Model;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The model, or None (the test is skipped, loudly) where it was not made and
+/// `VIDFEAT_REQUIRE_I3D` is not set (`make test` sets it and makes it).
+fn model_path() -> Option<PathBuf> {
+    let p = root().join(".deps/models/i3d-kinetics-400.pt");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(std::env::var_os("VIDFEAT_REQUIRE_I3D").is_none(), "{} missing: run scripts/i3d-setup.sh", p.display());
+    eprintln!("SKIPPED: {} not made (scripts/i3d-setup.sh)", p.display());
+    None
+}
+
+const CLIPS: [(&str, &str); 3] = [("mmaction2__demo.mp4", "arm wrestling"), ("decord__flipping_a_pancake.mkv", "flipping pancake"), ("mmaction2__rawvideo_part_0.mp4", "cleaning pool")];
+
+fn labels() -> Vec<String> {
+    std::fs::read_to_string(root().join("labels/vocab/kinetics400_label_map.txt")).unwrap().lines().map(str::to_string).collect()
+}
+
+/// The clip rows of a video as the pipeline decodes them for this model.
+fn clip_rows(video: &Path, max: u64) -> Vec<Vec<u8>> {
+    let opts = DecodeOptions { size: Some((224, 224)), resize: Resize::CenterCrop, max_frames: Some(max), clip: Some((16, Rational::new(25, 1))), ..Default::default() };
+    let mut rows = vec![];
+    decode_file(video, &opts, |f| {
+        assert_eq!(f.rgb.len(), 16 * 224 * 224 * 3);
+        rows.push(f.rgb);
+    })
+    .unwrap();
+    rows
+}
+
+fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn the_port_matches_an_independent_numpy_forward_pass() {
+    let Some(m) = model_path() else { return };
+    let python = root().join(".deps/i3d-venv/bin/python");
+    let weights = root().join(".deps/i3d/i3d-kinetics-400.npz");
+    assert!(python.is_file() && weights.is_file(), "scripts/i3d-setup.sh leaves its numpy venv and the flattened weights in .deps");
+    let model = Model::load(&m, None, tch::Device::Cpu).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    for (video, _) in CLIPS {
+        let clip = clip_rows(&root().join("data-samples/videos").join(video), 1).remove(0);
+        let f = d.path().join("clip.rgb24");
+        std::fs::write(&f, &clip).unwrap();
+        let o = Command::new(&python).arg(root().join("tests/i3d/reference.py")).arg(&weights).arg(&f).arg("16").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let want = |k: &str| -> Vec<f64> { r[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+        let (wf, wl) = (want("features"), want("logits"));
+        let out = model.finish_all(model.submit(&clip, 1).unwrap()).unwrap();
+        let logits = out.logits.unwrap();
+        assert_eq!((out.features.len(), logits.len()), (1024, 400));
+        // Folded batch norm and libtorch's summation order against numpy's: float32 noise.
+        let scale = wl.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let (df, dl) = (max_abs_diff(&out.features, &wf), max_abs_diff(&logits, &wl));
+        println!("{video}: max |features - numpy| {df:.2e}, max |logits - numpy| {dl:.2e} (logits up to {scale:.1})");
+        assert!(df < 1e-3 && dl < 1e-3 * scale.max(1.0), "{video}: features differ by {df}, logits by {dl}");
+        // And the same class ranking.
+        let top = |v: &mut dyn Iterator<Item = f64>| {
+            let mut i: Vec<(usize, f64)> = v.enumerate().collect();
+            i.sort_by(|a, b| b.1.total_cmp(&a.1));
+            i.into_iter().take(5).map(|(i, _)| i).collect::<Vec<_>>()
+        };
+        assert_eq!(top(&mut logits.iter().map(|v| *v as f64)), top(&mut wl.iter().copied()), "{video}");
+    }
+}
+
+#[test]
+fn the_labelled_kinetics_class_is_in_the_top_5() {
+    let Some(m) = model_path() else { return };
+    let model = Model::load(&m, None, tch::Device::Cpu).unwrap();
+    let names = labels();
+    for (video, label) in CLIPS {
+        let rows = clip_rows(&root().join("data-samples/videos").join(video), 6);
+        let n = rows.len();
+        let logits = model.finish_all(model.submit(&rows.concat(), n).unwrap()).unwrap().logits.unwrap();
+        // The video's prediction: logits averaged over its clip rows.
+        let mut mean = vec![0f64; 400];
+        for row in logits.chunks_exact(400) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += *v as f64 / n as f64;
+            }
+        }
+        let mut order: Vec<usize> = (0..400).collect();
+        order.sort_by(|a, b| mean[*b].total_cmp(&mean[*a]));
+        let top5: Vec<&str> = order[..5].iter().map(|&i| names[i].as_str()).collect();
+        println!("{video} ({label}, {n} clips): top-5 {top5:?}");
+        assert!(top5.contains(&label), "{video}: {label} not in the top 5 {top5:?}");
+    }
+}
+
+#[test]
+fn clip_rows_are_the_frames_at_their_times_and_runs_write_one_row_per_second() {
+    let Some(_) = model_path() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let video = root().join("data-samples/videos/mmaction2__demo.mp4");
+    let frames = |out: &Path, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
+            .arg("frames")
+            .arg(&video)
+            .args(["--size", "224x224", "--resize", "center-crop", "--format", "rgb24", "--out"])
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out.join("frames.rgb24")).unwrap()
+    };
+    // Clip rows of 16 frames at 25 fps, rows at 1/s, against frame rows at 25/s.
+    let clips = frames(&d.path().join("clips"), &["--clip", "16", "--clip-fps", "25", "--max-frames", "3"]);
+    let at25 = frames(&d.path().join("at25"), &["--fps", "25", "--max-frames", "66"]);
+    let f = 224 * 224 * 3;
+    assert_eq!(clips.len(), 3 * 16 * f);
+    for k in 0..3 {
+        for j in 0..16 {
+            let got = &clips[(k * 16 + j) * f..][..f];
+            assert!(got == &at25[(k * 25 + j) * f..][..f], "clip row {k} frame {j} is not the 25 fps frame row {}", k * 25 + j);
+        }
+    }
+    // The library's clip rows are the CLI's.
+    assert_eq!(clip_rows(&video, 3).concat(), clips);
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("clips/frames.json")).unwrap()).unwrap();
+    assert_eq!(meta["rows"].as_array().unwrap().len(), 3, "{meta}");
+
+    // A run: one frame-level row per second (a 10 s video, 10 clip rows), 1024-d I3D features.
+    let list = d.path().join("l.csv");
+    std::fs::write(&list, format!("id,source,labels\ndemo,{},arm wrestling\n", video.display())).unwrap();
+    let out = d.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
+        .args(["run", list.to_str().unwrap(), "--vocab", "kinetics-400", "--model", "i3d-kinetics-400", "--pca-dims", "8", "--json", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["rows"], 10, "{s}");
+    let shard = std::fs::read_dir(out.join("frame")).unwrap().next().unwrap().unwrap().path();
+    let rec = vidfeat_export::parse_record(&vidfeat_export::read_file(&shard).unwrap()[0]).unwrap();
+    assert_eq!((rec.rgb.len(), rec.rgb[0].len()), (10, 8));
+}

@@ -157,4 +157,63 @@ fn clip_rows_are_the_frames_at_their_times_and_runs_write_one_row_per_second() {
     let shard = std::fs::read_dir(out.join("frame")).unwrap().next().unwrap().unwrap().path();
     let rec = vidfeat_export::parse_record(&vidfeat_export::read_file(&shard).unwrap()[0]).unwrap();
     assert_eq!((rec.rgb.len(), rec.rgb[0].len()), (10, 8));
+    assert!(!out.join("predictions.jsonl").exists() && s.get("predictions").is_none(), "no predictions unless asked");
+}
+
+#[test]
+fn predict_writes_each_videos_top_classes_and_the_accuracy_on_its_labels() {
+    let Some(_) = model_path() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let videos = root().join("data-samples/videos");
+    // The pancake video labelled wrongly, on purpose: accuracy must see it.
+    let list = d.path().join("l.csv");
+    std::fs::write(
+        &list,
+        format!("id,source,labels\ndemo,{0}/{1},arm wrestling\npancake,{0}/{2},arm wrestling\npool,{0}/{3},cleaning pool\n", videos.display(), CLIPS[0].0, CLIPS[1].0, CLIPS[2].0),
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
+        .args(["run", list.to_str().unwrap(), "--vocab", "kinetics-400", "--model", "i3d-kinetics-400", "--max-frames", "6", "--predict", "3", "--pca-dims", "8", "--json", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for (l, (id, (_, truth))) in lines.iter().zip(["demo", "pancake", "pool"].iter().zip(CLIPS)) {
+        assert_eq!(l["id"], *id);
+        let top = l["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["name"], truth, "{l}");
+        let scores: Vec<f64> = top.iter().map(|t| t["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores.iter().sum::<f64>() <= 1.0 + 1e-6, "{l}");
+        assert_eq!(labels()[top[0]["index"].as_u64().unwrap() as usize], truth);
+    }
+    let p = &s["predictions"];
+    assert_eq!((p["videos"].as_u64(), p["labelled"].as_u64()), (Some(3), Some(3)), "{p}");
+    assert_eq!((p["top1"].as_f64(), p["top5"].as_f64()), (Some(0.6667), Some(0.6667)), "{p}");
+    assert_eq!(p["most_confused"], serde_json::json!([{"label": "arm wrestling", "predicted": "flipping pancake", "videos": 1}]));
+    // The logits live in the video-level records (and so with their shard).
+    let shard = std::fs::read_dir(out.join("video")).unwrap().next().unwrap().unwrap().path();
+    let rec = vidfeat_export::parse_record(&vidfeat_export::read_file(&shard).unwrap()[0]).unwrap();
+    assert_eq!(rec.floats["logits"].len(), 400);
+    // The report shows them.
+    let o = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(["report", out.to_str().unwrap(), "--out", d.path().join("r.html").to_str().unwrap(), "--sheets", "0"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(d.path().join("r.html")).unwrap();
+    assert!(html.contains("top-1 66.7%") && html.contains("arm wrestling &rarr; flipping pancake"), "report lacks the predictions");
+}
+
+#[test]
+fn predict_needs_a_classifier_head() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vidfeat"))
+        .args(["run", "data-samples/samples.csv", "--vocab", "kinetics-400", "--predict", "5", "--out", d.path().join("o").to_str().unwrap()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--predict needs a model with a classifier head"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!d.path().join("o/frame").exists());
 }

@@ -15,6 +15,8 @@ pub struct VideoRecord {
     pub rgb: Vec<Vec<u8>>,
     /// Mean over rows of the (PCA'd, unquantized) features.
     pub mean_rgb: Vec<f32>,
+    /// A classifier's logits averaged over the rows (`--predict`); empty: not written.
+    pub logits: Vec<f32>,
     /// YouTube-8M 2019 segment labels (frame level only; none: no segment keys).
     pub segments: Vec<SegmentLabel>,
 }
@@ -87,6 +89,9 @@ pub fn encode_video_level(r: &VideoRecord, schema: &Schema) -> Vec<u8> {
     f.insert(schema.id_key().to_string(), Feature::bytes(vec![r.id.as_bytes().to_vec()]));
     f.insert("labels".to_string(), Feature::int64s(r.labels.clone()));
     f.insert("mean_rgb".to_string(), Feature::floats(r.mean_rgb.clone()));
+    if !r.logits.is_empty() {
+        f.insert("logits".to_string(), Feature::floats(r.logits.clone()));
+    }
     if schema.audio_zero {
         f.insert("mean_audio".to_string(), Feature::floats(vec![0.0; AUDIO_DIMS]));
     }
@@ -206,6 +211,7 @@ mod tests {
             labels: vec![3, 400],
             rgb: vec![vec![0, 255, 128], vec![1, 2, 3]],
             mean_rgb: vec![0.5, -1.25, 2.0],
+            logits: vec![],
             segments: vec![],
         };
         let sc = Schema::default();
@@ -228,6 +234,7 @@ mod tests {
             labels: vec![7],
             rgb: vec![vec![9; 4]; 3],
             mean_rgb: vec![0.25; 4],
+            logits: vec![],
             segments: vec![SegmentLabel { start: 0, label: 7, score: 1.0 }, SegmentLabel { start: 5, label: 3, score: 0.0 }],
         };
         let sc = Schema { legacy_2017: true, audio_zero: true };

@@ -463,18 +463,18 @@ impl Model {
         Ok(Outputs { features, logits: Some(logits) })
     }
 
-    /// Features of many batches in order, one batch in flight: `batches` yields (frames, n);
-    /// `f` gets each batch's features as they finish.
-    pub fn extract_all<'a>(&self, batches: impl IntoIterator<Item = (&'a [u8], usize)>, mut f: impl FnMut(Vec<f32>) -> Result<(), FeatureError>) -> Result<(), FeatureError> {
+    /// Outputs of many batches in order, one batch in flight: `batches` yields (rows, n); `f`
+    /// gets each batch's [`Outputs`] as they finish.
+    pub fn extract_all<'a>(&self, batches: impl IntoIterator<Item = (&'a [u8], usize)>, mut f: impl FnMut(Outputs) -> Result<(), FeatureError>) -> Result<(), FeatureError> {
         let mut in_flight: Option<Pending> = None;
         for (rgb, n) in batches {
             let next = self.submit(rgb, n)?;
             if let Some(p) = in_flight.replace(next) {
-                f(self.finish(p)?)?;
+                f(self.finish_all(p)?)?;
             }
         }
         if let Some(p) = in_flight {
-            f(self.finish(p)?)?;
+            f(self.finish_all(p)?)?;
         }
         Ok(())
     }

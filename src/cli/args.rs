@@ -251,6 +251,13 @@ pub struct ShapeArgs {
     /// setting, or output of unknown provenance), remove it first instead of stopping.
     #[arg(long)]
     pub overwrite: bool,
+    /// Kinetics-style predictions from a model with a classifier head (i3d-kinetics-400):
+    /// the logits averaged over each video's rows go into its video-level record (`logits`),
+    /// OUT/predictions.jsonl lists each video's top K classes with softmax scores, and when
+    /// the list's labels are in the classifier's vocabulary, summary.json gets top-1/top-5
+    /// accuracy. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub predict: usize,
 }
 
 impl ShapeArgs {
@@ -301,6 +308,7 @@ pub fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, 
         compression: shape.compression.clone(),
         legacy_2017: shape.legacy_2017,
         audio_zero: shape.audio_zero()?,
+        predict: shape.predict,
         fetch_cmd,
         overwrite: shape.overwrite,
         provenance: super::provenance(),

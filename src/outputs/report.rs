@@ -189,6 +189,20 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     for p in problems.iter().take(10) {
         writeln!(h, "<p class=\"warn\">shard problem: {}</p>", esc(p))?;
     }
+    // --predict: the classifier's accuracy on the labelled videos, and what it confuses.
+    let pred = &summary["predictions"];
+    if let Some(n) = pred["videos"].as_u64() {
+        let pct = |k: &str| pred[k].as_f64().map(|x| format!("{:.1}%", x * 100.0));
+        let acc = match (pct("top1"), pct("top5")) {
+            (Some(a), Some(b)) => format!(": top-1 {a}, top-5 {b} of the {} labelled", pred["labelled"]),
+            _ => " (labels not in its vocabulary: no accuracy)".to_string(),
+        };
+        writeln!(h, "<p class=\"facts\"><b>predictions</b> {n} videos, {}{} (predictions.jsonl)</p>", esc(pred["vocabulary"].as_str().unwrap_or("")), esc(&acc))?;
+        if let Some(c) = pred["most_confused"].as_array().filter(|c| !c.is_empty()) {
+            let items: Vec<String> = c.iter().map(|p| format!("{} &rarr; {} ({})", esc(p["label"].as_str().unwrap_or("")), esc(p["predicted"].as_str().unwrap_or("")), p["videos"])).collect();
+            writeln!(h, "<p class=\"facts\"><b>most confused</b> {}</p>", items.join(" &middot; "))?;
+        }
+    }
     let prov = &summary["provenance"];
     if prov.is_object() {
         let mut made = vec![format!("<b>made by</b> vidfeat {}", esc(prov["vidfeat"].as_str().unwrap_or("?")))];
@@ -311,6 +325,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
         "shard_problems": problems,
         "sampling": sampling,
         "row_lag": summary["row_lag"].clone(),
+        "predictions": summary["predictions"].clone(),
     }))
 }
 

@@ -28,6 +28,7 @@ pub mod layout;
 #[cfg(feature = "ffmpeg")]
 pub mod pca;
 pub mod plan;
+pub mod predictions;
 #[cfg(feature = "ffmpeg")]
 pub mod run;
 pub mod worker;

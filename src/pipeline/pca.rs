@@ -82,8 +82,8 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
                     videos += 1;
                     let take = (rows as usize).min(cfg.max_frames - acc.rows());
                     let batches = frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes).map(|c| (c, c.len() / frame_bytes));
-                    model.extract_all(batches, |f| {
-                        acc.add(&f, f.len() / dim);
+                    model.extract_all(batches, |o| {
+                        acc.add(&o.features, o.features.len() / dim);
                         Ok(())
                     })?;
                 }

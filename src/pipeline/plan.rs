@@ -60,6 +60,13 @@ pub struct PlanSettings {
     /// The --fetch-cmd template of id-only sources, if any.
     pub fetch_cmd: Option<String>,
     pub vocabulary: Option<Named>,
+    /// `--predict K`: the model's classifier logits, averaged over each video's rows, go into
+    /// its video-level record (`logits`), and predictions.jsonl lists the top K. 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub predict: usize,
+    /// The classifier head predictions come from (the model sidecar's), with --predict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<vidfeat_features::ClassifierSpec>,
     /// Shards per split.
     pub shards: BTreeMap<String, u32>,
     pub tasks: usize,
@@ -415,6 +422,8 @@ pub struct FreezeConfig {
     pub legacy_2017: bool,
     pub audio_zero: bool,
     pub fetch_cmd: Option<String>,
+    /// `--predict K` (0: off).
+    pub predict: usize,
     /// Replace another dataset found in the folder.
     pub overwrite: bool,
     /// The command and settings that made this plan (see [`crate::pipeline::provenance`]).
@@ -453,6 +462,12 @@ pub fn draft(f: &FreezeConfig, spec: &JobSpec) -> Result<crate::pipeline::datase
     model.check()?;
     let side = model.sidecar.clone();
     drop(model);
+    if f.predict > 0 {
+        let Some(head) = &side.classifier else {
+            anyhow::bail!("--predict needs a model with a classifier head (its sidecar's \"classifier\"): {} has none (i3d-kinetics-400 has one)", side.name);
+        };
+        anyhow::ensure!(f.predict <= head.classes, "--predict {}: {} has {} classes", f.predict, side.name, head.classes);
+    }
     let dims = f.pca_dims.unwrap_or(1024).min(side.output_dim);
     let pca = match &f.pca {
         Some(p) => {
@@ -574,6 +589,8 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
         batch_size: f.batch_size,
         fetch_cmd: f.fetch_cmd.clone(),
         vocabulary: draft.vocabulary.clone(),
+        predict: f.predict,
+        classifier: if f.predict > 0 { vidfeat_features::Sidecar::load(&sidecar)?.classifier } else { None },
         shards: serde_json::from_value(planned.summary["shards"].clone())?,
         tasks: planned.resolved() as usize,
         settings_sha256: String::new(),
@@ -606,4 +623,8 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
         tracing::info!("{} rebuilt: their downloaded sources now hold other content", crate::telemetry::count(refetched as u64, "shard"));
     }
     Ok(Frozen::Plan { plan, removed })
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

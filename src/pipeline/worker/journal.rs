@@ -14,7 +14,8 @@ const JOURNAL_MAGIC: &[u8; 4] = b"VFJ2";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
     /// `lag`: how far the rows' frames lie from their times, (mean, max) seconds.
-    Ok { idx: u32, rgb: Vec<Vec<u8>>, mean_rgb: Vec<f32>, seconds: f64, lag: (f64, f64) },
+    /// `logits`: a classifier's logits averaged over the rows (`--predict`), else empty.
+    Ok { idx: u32, rgb: Vec<Vec<u8>>, mean_rgb: Vec<f32>, seconds: f64, lag: (f64, f64), logits: Vec<f32> },
     Failed { idx: u32, kind: String, reason: String },
 }
 
@@ -28,7 +29,7 @@ impl Entry {
     fn encode(&self) -> Vec<u8> {
         let mut b = vec![];
         match self {
-            Entry::Ok { idx, rgb, mean_rgb, seconds, lag } => {
+            Entry::Ok { idx, rgb, mean_rgb, seconds, lag, logits } => {
                 b.extend_from_slice(&idx.to_le_bytes());
                 b.push(1);
                 b.extend_from_slice(&(rgb.len() as u32).to_le_bytes());
@@ -41,6 +42,13 @@ impl Entry {
                 }
                 for m in mean_rgb {
                     b.extend_from_slice(&m.to_le_bytes());
+                }
+                // Appended last: entries written without it read as having none.
+                if !logits.is_empty() {
+                    b.extend_from_slice(&(logits.len() as u32).to_le_bytes());
+                    for v in logits {
+                        b.extend_from_slice(&v.to_le_bytes());
+                    }
                 }
             }
             Entry::Failed { idx, kind, reason } => {
@@ -66,7 +74,12 @@ impl Entry {
                 let rgb_end = 37 + rows.checked_mul(d)?;
                 let rgb = b.get(37..rgb_end)?.chunks(d.max(1)).map(<[u8]>::to_vec).collect();
                 let mean = b.get(rgb_end..rgb_end + 4 * d)?.chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect();
-                Some(Entry::Ok { idx, rgb, mean_rgb: mean, seconds, lag })
+                let l = rgb_end + 4 * d;
+                let logits = match u32_at(l) {
+                    Some(n) => b.get(l + 4..l + 4 + 4 * n as usize)?.chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect(),
+                    None => vec![],
+                };
+                Some(Entry::Ok { idx, rgb, mean_rgb: mean, seconds, lag, logits })
             }
             0 => {
                 let kl = u32_at(5)? as usize;
@@ -152,7 +165,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("j/x.journal");
         let hash = "ab".repeat(32);
-        let a = Entry::Ok { idx: 0, rgb: vec![vec![1, 2, 3], vec![4, 5, 6]], mean_rgb: vec![0.5, -1.0, 2.0], seconds: 2.0, lag: (0.25, 0.5) };
+        let a = Entry::Ok { idx: 0, rgb: vec![vec![1, 2, 3], vec![4, 5, 6]], mean_rgb: vec![0.5, -1.0, 2.0], seconds: 2.0, lag: (0.25, 0.5), logits: vec![] };
         let b = Entry::Failed { idx: 2, kind: "corrupt".into(), reason: "bad NAL".into() };
         {
             let (mut j, e) = Journal::open(&p, &hash).unwrap();
@@ -175,6 +188,10 @@ mod tests {
         bad[n - 3] ^= 0x40;
         std::fs::write(&p, &bad).unwrap();
         assert_eq!(Journal::open(&p, &hash).unwrap().1, vec![a.clone()]);
+        // Logits (with --predict) round-trip; entries without them read as having none.
+        let c = Entry::Ok { idx: 3, rgb: vec![vec![7; 3]], mean_rgb: vec![1.0; 3], seconds: 1.0, lag: (0.0, 0.0), logits: vec![1.5, -2.0, 0.25] };
+        assert_eq!(Entry::decode(&c.encode()), Some(c.clone()));
+        assert_eq!(Entry::decode(&a.encode()), Some(a.clone()));
         // Another plan's journal is discarded.
         std::fs::write(&p, &full).unwrap();
         assert!(Journal::open(&p, &"cd".repeat(32)).unwrap().1.is_empty());

@@ -191,16 +191,25 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
                     Ok(crate::pipeline::consume::Video { frames, rows, seconds, lag, .. }) => {
                         // Batches within the video only: features do not depend on neighbours.
                         let mut raw = Vec::with_capacity(rows as usize * model.sidecar.output_dim);
+                        // --predict: the classifier's logits, summed over the rows.
+                        let mut logits: Vec<f64> = vec![];
                         let batches = frames.chunks(batch * frame_bytes).map(|c| (c, c.len() / frame_bytes));
-                        let r = model.extract_all(batches, |f| {
-                            crate::telemetry::extracted((f.len() / model.sidecar.output_dim) as u64);
-                            raw.extend_from_slice(&f);
+                        let r = model.extract_all(batches, |o| {
+                            crate::telemetry::extracted((o.features.len() / model.sidecar.output_dim) as u64);
+                            raw.extend_from_slice(&o.features);
+                            if let (true, Some(l), Some(head)) = (plan.predict > 0, &o.logits, &model.sidecar.classifier) {
+                                logits.resize(head.classes, 0.0);
+                                for row in l.chunks_exact(head.classes) {
+                                    logits.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
+                                }
+                            }
                             Ok(())
                         });
                         match r.err().map(|e| e.to_string()) {
                             None => {
                                 let (rgb, mean_rgb) = crate::pipeline::consume::reduce_video(&pca, &raw, rows as usize);
-                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds, lag }
+                                let logits = logits.iter().map(|s| (s / rows.max(1) as f64) as f32).collect();
+                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds, lag, logits }
                             }
                             Some(e) => Entry::Failed { idx: 0, kind: "model_error".into(), reason: e },
                         }
@@ -249,10 +258,14 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
 /// it. Whether the plan is complete.
 #[cfg(feature = "ffmpeg")]
 fn bucket_summary(url: &str, dir: &std::path::Path, plan: &crate::pipeline::plan::PlanSettings) -> Result<bool> {
-    crate::mirror::pull_where(url, dir, &|rel| rel.starts_with("done/"))?;
+    // Predictions are read from every video shard (one small record per video).
+    crate::mirror::pull_where(url, dir, &|rel| rel.starts_with("done/") || (plan.predict > 0 && rel.starts_with("video/")))?;
     let sizes = crate::mirror::remote_sizes(url)?;
     if !shards::write_summary_with(dir, plan, &|name| done_in_bucket(dir, plan, &sizes, name))? {
         return Ok(false);
+    }
+    if plan.predict > 0 {
+        crate::mirror::push_file(url, dir, "predictions.jsonl")?;
     }
     crate::mirror::push_file(url, dir, "summary.json")?;
     Ok(true)

@@ -126,6 +126,13 @@ pub fn write_summary_with(dir: &Path, plan: &PlanSettings, done: &dyn Fn(&str) -
         "provenance": provenance,
         "made_by": "vidfeat work",
     });
+    let mut summary = summary;
+    if plan.predict > 0 {
+        summary["predictions"] = crate::pipeline::predictions::write(dir, plan)?;
+    } else {
+        // An earlier build's predictions do not describe these shards.
+        let _ = std::fs::remove_file(dir.join("predictions.jsonl"));
+    }
     crate::pipeline::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&summary)?)?;
     Ok(true)
 }
@@ -251,15 +258,16 @@ fn done_in_bucket_now(url: &str, plan: &PlanSettings, name: &str) -> Option<Done
 /// succeeded the first time.
 fn retry_entries(p: &ShardPaths, m: &DoneMarker, jobs: &[Job], retry: &BTreeSet<String>) -> Result<Vec<Entry>> {
     let failed: BTreeMap<&str, &Failure> = m.failures.iter().filter_map(|f| Some((f.id.as_deref()?, f))).collect();
-    let mut records: BTreeMap<String, (Vec<Vec<u8>>, Vec<f32>)> = BTreeMap::new();
+    let mut records: BTreeMap<String, (Vec<Vec<u8>>, Vec<f32>, Vec<f32>)> = BTreeMap::new();
     for r in vidfeat_export::read_file(&p.frame)? {
         let f = vidfeat_export::parse_record(&r)?;
-        records.insert(f.id, (f.rgb, vec![]));
+        records.insert(f.id, (f.rgb, vec![], vec![]));
     }
     for r in vidfeat_export::read_file(&p.video)? {
-        let v = vidfeat_export::parse_record(&r)?;
-        if let (Some(e), Some(mean)) = (records.get_mut(&v.id), v.floats.get("mean_rgb")) {
-            e.1 = mean.clone();
+        let mut v = vidfeat_export::parse_record(&r)?;
+        if let (Some(e), Some(mean)) = (records.get_mut(&v.id), v.floats.remove("mean_rgb")) {
+            e.1 = mean;
+            e.2 = v.floats.remove("logits").unwrap_or_default();
         }
     }
     let mut out = vec![];
@@ -268,10 +276,11 @@ fn retry_entries(p: &ShardPaths, m: &DoneMarker, jobs: &[Job], retry: &BTreeSet<
         match (failed.get(job.task.id.as_str()), records.remove(&job.task.id)) {
             (Some(f), _) if retry.contains(&f.kind) => {}
             (Some(f), _) => out.push(Entry::Failed { idx, kind: f.kind.clone(), reason: f.reason.clone() }),
-            (None, Some((rgb, mean_rgb))) => out.push(Entry::Ok {
+            (None, Some((rgb, mean_rgb, logits))) => out.push(Entry::Ok {
                 idx,
                 rgb,
                 mean_rgb,
+                logits,
                 seconds: m.video_seconds.get(i).copied().unwrap_or(0.0),
                 lag: m.video_lags.get(i).copied().unwrap_or_default(),
             }),
@@ -306,7 +315,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
     let sub: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
     (ctx.process)(&sub, &mut |k, e| {
         let e = match e {
-            Entry::Ok { rgb, mean_rgb, seconds, lag, .. } => Entry::Ok { idx: todo[k] as u32, rgb, mean_rgb, seconds, lag },
+            Entry::Ok { rgb, mean_rgb, seconds, lag, logits, .. } => Entry::Ok { idx: todo[k] as u32, rgb, mean_rgb, seconds, lag, logits },
             Entry::Failed { kind, reason, .. } => Entry::Failed { idx: todo[k] as u32, kind, reason },
         };
         if !lease.held() {
@@ -354,7 +363,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
             fetched.insert(job.task.source.to_string(), sha);
         }
         match &have[&(i as u32)] {
-            Entry::Ok { rgb, mean_rgb, seconds, lag, .. } => {
+            Entry::Ok { rgb, mean_rgb, seconds, lag, logits, .. } => {
                 job.warn_segments_beyond(rgb.len());
                 video_lags.push(*lag);
                 video_rows.push(rgb.len() as u64);
@@ -363,6 +372,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
                     labels: job.labels.clone(),
                     rgb: rgb.clone(),
                     mean_rgb: mean_rgb.clone(),
+                    logits: logits.clone(),
                     segments: job.segments().to_vec(),
                 };
                 frame.write_record(&vidfeat_export::encode_frame_level(&rec, &schema))?;

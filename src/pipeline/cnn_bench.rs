@@ -1,5 +1,6 @@
 //! `vidfeat cnn-bench`: frames/s of the model alone, on synthetic frames, at given batch sizes,
-//! with one batch in flight as the pipeline runs it.
+//! with one batch in flight as the pipeline runs it (a clip model's batches are of clips: its
+//! frames/s counts their frames, and clips/s is given too).
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -46,9 +47,17 @@ pub fn cnn_bench(cfg: &CnnBenchConfig, emit: &mut dyn FnMut(serde_json::Value)) 
             }
             m.finish(in_flight)?;
             n += b;
-            let fps = n as f64 / t.elapsed().as_secs_f64();
-            emit(json!({"model": m.sidecar.name, "device": format!("{device:?}"), "precision": m.precision(), "cudnn_benchmark": cfg.cudnn_benchmark,
-                        "batch": b, "frames": n, "frames_per_s": (fps * 10.0).round() / 10.0, "threads": tch::get_num_threads(), "transfer": m.transfer}));
+            let rps = n as f64 / t.elapsed().as_secs_f64();
+            // A clip model's rows are clips: frames/s counts the frames they hold.
+            let per = m.sidecar.frames_per_row();
+            let mut r = json!({"model": m.sidecar.name, "device": format!("{device:?}"), "precision": m.precision(), "cudnn_benchmark": cfg.cudnn_benchmark,
+                        "batch": b, "frames": n * per, "frames_per_s": (rps * per as f64 * 10.0).round() / 10.0, "threads": tch::get_num_threads(), "transfer": m.transfer});
+            if per > 1 {
+                r["clips"] = json!(n);
+                r["clips_per_s"] = json!((rps * 100.0).round() / 100.0);
+                r["frames_per_clip"] = json!(per);
+            }
+            emit(r);
         }
     }
     Ok(())

@@ -51,6 +51,13 @@ $PY scripts/export_model.py --arch inception_v3 --random-weights --out "$WORK/mo
   && "$BIN" cnn-bench --device cuda --model "$WORK/models/inception_v3.pt" --batch 64,256 --fp16 --seconds 4 \
   || echo "inception_v3 export failed (torchvision missing?)"
 
+echo "== Kinetics-400 I3D clips/s (scripts/i3d-setup.sh makes it; carry .deps/models)"
+if [[ -f .deps/models/i3d-kinetics-400.pt ]]; then
+  "$BIN" cnn-bench --device cuda --model .deps/models/i3d-kinetics-400.pt --batch 8,32 --fp16 --cudnn-benchmark --seconds 4
+else
+  echo "no .deps/models/i3d-kinetics-400.pt"
+fi
+
 echo "== model speed: cuDNN autotuning, bigger batches (fp32 and fp16)"
 "$BIN" cnn-bench --device cuda --model $LITE0 --batch 64,256,512 --fp16 --cudnn-benchmark --seconds 4
 [[ -f "$WORK/models/inception_v3.pt" ]] && "$BIN" cnn-bench --device cuda --model "$WORK/models/inception_v3.pt" --batch 256,512 --fp16 --cudnn-benchmark --seconds 4

@@ -217,3 +217,41 @@ fn predict_needs_a_classifier_head() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--predict needs a model with a classifier head"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!d.path().join("o/frame").exists());
 }
+
+#[test]
+fn clip_rows_go_through_the_frame_cache() {
+    let Some(_) = model_path() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(args).current_dir(root()).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |name: &str| d.path().join(name).to_str().unwrap().to_string();
+    let list = ["data-samples/samples.csv", "--vocab", "kinetics-400", "--max-frames", "2"];
+    run(&[&["run"][..], &list, &["--model", "i3d-kinetics-400", "--pca-dims", "8", "--torch-threads", "1", "--out", &p("run")]].concat());
+    run(&[&["decode"][..], &list, &["--sidecar", "i3d-kinetics-400", "--cache", &p("cache")]].concat());
+    let pca = p("run/pca.npz");
+    run(&["extract", "--cache", &p("cache"), "--model", "i3d-kinetics-400", "--pca", &pca, "--torch-threads", "1", "--out", &p("extract")]);
+    // The same rows; features within one quantization bin (extract batches across videos).
+    let recs = |dir: &str| -> Vec<vidfeat_export::Parsed> {
+        let mut v = vec![];
+        let mut names: Vec<PathBuf> = std::fs::read_dir(d.path().join(dir).join("frame")).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for n in names {
+            v.extend(vidfeat_export::read_file(&n).unwrap().iter().map(|r| vidfeat_export::parse_record(r).unwrap()));
+        }
+        v
+    };
+    let (a, b) = (recs("run"), recs("extract"));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.id, x.rgb.len()), (&y.id, y.rgb.len()));
+        for (rx, ry) in x.rgb.iter().zip(&y.rgb) {
+            assert!(rx.iter().zip(ry).all(|(p, q)| p.abs_diff(*q) <= 1), "{}", x.id);
+        }
+    }
+    // An image model refuses the clip cache, saying why.
+    let o = Command::new(env!("CARGO_BIN_EXE_vidfeat")).args(["extract", "--cache", &p("cache"), "--pca", &pca, "--out", &p("x2")]).current_dir(root()).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("rows of 16 frames"), "{}", String::from_utf8_lossy(&o.stderr));
+}

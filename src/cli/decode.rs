@@ -21,7 +21,8 @@ pub struct DecodeArgs {
     pub work_dir: Option<PathBuf>,
     #[command(flatten)]
     pub fetch: FetchArgs,
-    /// Sidecar of the model the frames are for (sets the frame size; default: the bundled model's).
+    /// Sidecar of the model the frames are for (sets the frame size, and clip rows for a clip
+    /// model), or a model's name (i3d-kinetics-400); default: the bundled model's.
     #[arg(long)]
     pub sidecar: Option<PathBuf>,
     /// zstd level of the cache (1-22; negative levels are faster).
@@ -38,7 +39,10 @@ pub fn exec(a: DecodeArgs) -> Result<ExitCode> {
     decode.fetch = a.fetch.config(a.list.fetch_cmd.clone(), a.sample.max_input_bytes);
     let cfg = vidfeat::pipeline::decode::DecodeToCacheConfig {
         cache: folder.local.clone(),
-        sidecar: a.sidecar.clone().unwrap_or_else(|| vidfeat::default_model().with_extension("json")),
+        sidecar: match a.sidecar.as_deref().and_then(|p| p.to_str().filter(|s| !p.exists() && !s.contains('/'))).and_then(vidfeat::named_model) {
+            Some(named) => named.map_err(anyhow::Error::msg)?.with_extension("json"),
+            None => a.sidecar.clone().unwrap_or_else(|| vidfeat::default_model().with_extension("json")),
+        },
         decode,
         zstd_level: a.zstd_level,
         jobs: a.list.strict_spec()?,

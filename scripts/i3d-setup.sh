@@ -27,7 +27,7 @@ if [ ! -f .deps/i3d/i3d-kinetics-400.npz ]; then
   mv .deps/i3d/i3d-kinetics-400.npz.tmp.npz .deps/i3d/i3d-kinetics-400.npz
 fi
 rm -rf .deps/models/.i3d-tmp && mkdir -p .deps/models/.i3d-tmp
-cargo run --release -q -p vidfeat-features --example make_i3d -- .deps/i3d/i3d-kinetics-400.npz .deps/models/.i3d-tmp/i3d-kinetics-400.pt
+cargo run -q -p vidfeat-features --example make_i3d -- .deps/i3d/i3d-kinetics-400.npz .deps/models/.i3d-tmp/i3d-kinetics-400.pt
 mv .deps/models/.i3d-tmp/i3d-kinetics-400.json .deps/models/
 mv .deps/models/.i3d-tmp/i3d-kinetics-400.pt .deps/models/
 rmdir .deps/models/.i3d-tmp

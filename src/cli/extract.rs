@@ -29,6 +29,7 @@ pub struct ExtractArgs {
 }
 
 pub fn exec(a: ExtractArgs) -> Result<ExitCode> {
+    anyhow::ensure!(a.output.shape.predict == 0, "--predict: extract does not write predictions yet; run (or plan + work) does");
     let cache = super::args::readable(&a.cache)?;
     // An --out in a bucket: extracted into a local mirror, pulled first and pushed after.
     let folder = vidfeat::mirror::Folder::open(&a.output.out, a.output.work_dir.as_deref(), true).with_context(|| format!("--out {}", a.output.out.display()))?;

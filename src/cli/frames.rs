@@ -74,7 +74,8 @@ pub fn exec(a: FramesArgs) -> Result<ExitCode> {
     let written = vidfeat::pipeline::frames::write_frames(&cfg);
     folder.publish()?;
     let (rows, w, h) = written?;
-    println!("{rows} rows ({w}x{h}) written to {}", a.out.display());
+    let what = if a.clip.is_some() { "clip row" } else { "row" };
+    println!("{} ({w}x{h}) written to {}", vidfeat::telemetry::count(rows, what), a.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

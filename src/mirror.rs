@@ -48,7 +48,7 @@ impl Folder {
         let Some(url) = vidfeat_store::url_of(p) else { return Ok(Folder { url: None, local: p.to_path_buf() }) };
         let local = scratch(url, work_dir);
         if pull {
-            let n = self::pull(url, &local).with_context(|| format!("reading {url}"))?;
+            let n = self::pull(url, &local)?;
             tracing::info!("{url}: mirrored in {} ({} fetched)", local.display(), crate::telemetry::count(n as u64, "object"));
         } else {
             std::fs::create_dir_all(&local).with_context(|| format!("scratch folder {}", local.display()))?;

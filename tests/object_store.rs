@@ -250,6 +250,10 @@ fn s3_lists_and_videos_give_a_local_runs_bytes() {
     assert!(f[0].2.contains("s3://vidfeat/videos/missing.mp4"), "{f:?}");
     assert!(f[1].2.contains("s3://private/secret.mp4") && f[1].2.contains("access denied"), "{f:?}");
     assert_eq!(ids(&out), ["demo", "pancake", "pool"]);
+    // status counts each failure once (run also lists the shards' failures in failures.jsonl).
+    let o = vidfeat(s, READER, &["status", out.to_str().unwrap(), "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((st["videos_failed"].as_u64(), st["failed_videos"].as_array().map(Vec::len)), (Some(2), Some(2)), "{st}");
 
     // The same rows from disk: the same shard bytes.
     let local = local_run(

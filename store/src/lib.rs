@@ -152,6 +152,10 @@ fn map(url: &str, e: object_store::Error) -> StoreError {
             let m = e.to_string();
             if m.contains("403") || m.contains("AccessDenied") || m.contains("InvalidAccessKeyId") || m.contains("SignatureDoesNotMatch") {
                 err("forbidden", format!("{url}: access denied ({m})"))
+            } else if m.contains("NoSuchBucket") {
+                // A listing of a bucket that is not there: say so, not the server's XML.
+                let bucket = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("");
+                err("not_found", format!("{url}: the bucket {bucket} does not exist (vidfeat does not create buckets)"))
             } else {
                 err("storage_error", format!("{url}: {m}"))
             }

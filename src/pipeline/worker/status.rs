@@ -65,11 +65,14 @@ fn status_with(dir: &Path, plan: &PlanSettings, ttl: Duration, done_marker: &dyn
         };
         shards.push(entry);
     }
-    // Failures found while planning (bad rows, unknown labels, missing files).
+    // Failures found while planning (bad rows, unknown labels, missing files). A folder made by
+    // `run` also lists each shard's failures there: those are counted from the markers once.
+    let in_shards: std::collections::BTreeSet<String> = failures.iter().map(|f| serde_json::to_string(f).unwrap_or_default()).collect();
     let plan_failures: Vec<Failure> = std::fs::read_to_string(dir.join("failures.jsonl"))
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<Failure>(l).ok())
+        .filter(|f| !in_shards.contains(&serde_json::to_string(f).unwrap_or_default()))
         .collect();
     for f in &plan_failures {
         *by_kind.entry(f.kind.clone()).or_default() += 1;

@@ -43,6 +43,12 @@ pub fn named_model(name: &str) -> Option<Result<std::path::PathBuf, String>> {
     Some(if p.exists() { Ok(p) } else { Err(format!("--model {name}: {} not found; {how}", p.display())) })
 }
 
+/// A `--model`/`--sidecar` argument that names a model rather than a file: not an existing
+/// path, no `/`, and one of [`NAMED_MODELS`]. None: take the argument as a path.
+pub fn named_model_arg(p: &std::path::Path) -> Option<Result<std::path::PathBuf, String>> {
+    p.to_str().filter(|s| !p.exists() && !s.contains('/')).and_then(named_model)
+}
+
 /// SHA-256 of bytes, hex.
 pub fn file_sha256_bytes(b: &[u8]) -> String {
     use sha2::Digest;

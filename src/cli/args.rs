@@ -353,7 +353,7 @@ impl ModelArgs {
     /// sidecar, the object beside it, is copied beside it).
     pub fn path(&self) -> Result<PathBuf> {
         let p = self.model.clone().unwrap_or_else(vidfeat::default_model);
-        if let Some(named) = p.to_str().filter(|s| !p.exists() && !s.contains('/')).and_then(vidfeat::named_model) {
+        if let Some(named) = vidfeat::named_model_arg(&p) {
             return named.map_err(anyhow::Error::msg);
         }
         if let (Some(url), None) = (vidfeat_store::url_of(&p), &self.sidecar) {

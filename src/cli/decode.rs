@@ -39,7 +39,7 @@ pub fn exec(a: DecodeArgs) -> Result<ExitCode> {
     decode.fetch = a.fetch.config(a.list.fetch_cmd.clone(), a.sample.max_input_bytes);
     let cfg = vidfeat::pipeline::decode::DecodeToCacheConfig {
         cache: folder.local.clone(),
-        sidecar: match a.sidecar.as_deref().and_then(|p| p.to_str().filter(|s| !p.exists() && !s.contains('/'))).and_then(vidfeat::named_model) {
+        sidecar: match a.sidecar.as_deref().and_then(vidfeat::named_model_arg) {
             Some(named) => named.map_err(anyhow::Error::msg)?.with_extension("json"),
             None => a.sidecar.clone().unwrap_or_else(|| vidfeat::default_model().with_extension("json")),
         },

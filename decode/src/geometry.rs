@@ -12,6 +12,17 @@ pub enum Resize {
     Letterbox,
 }
 
+impl Resize {
+    /// The mode's name as `--resize` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Resize::Squash => "squash",
+            Resize::CenterCrop => "center-crop",
+            Resize::Letterbox => "letterbox",
+        }
+    }
+}
+
 impl std::str::FromStr for Resize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

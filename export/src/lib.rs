@@ -7,7 +7,7 @@ pub mod yt8m;
 
 pub use shard::{shard_name, shard_of, AtomicShard, Compression};
 pub use tfrecord::{masked_crc, RecordReader, RecordWriter};
-pub use yt8m::{encode_frame_level, encode_video_level, parse_record, Parsed, Schema, SegmentLabel, VideoRecord, AUDIO_DIMS, SEGMENT_ROWS};
+pub use yt8m::{check_feature_name, encode_frame_level, encode_video_level, parse_record, NamedFeature, Parsed, Schema, SegmentLabel, VideoRecord, AUDIO_DIMS, SEGMENT_ROWS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -17,8 +17,36 @@ pub struct VideoRecord {
     pub mean_rgb: Vec<f32>,
     /// A classifier's logits averaged over the rows (`--predict`); empty: not written.
     pub logits: Vec<f32>,
+    /// Further models' features in the same record (`--model A --model B`): each a frame-level
+    /// feature list `NAME` (one row per rgb row) and a video-level `mean_NAME`.
+    pub extra: Vec<NamedFeature>,
     /// YouTube-8M 2019 segment labels (frame level only; none: no segment keys).
     pub segments: Vec<SegmentLabel>,
+}
+
+/// One more model's features in a record: quantized rows and the mean of the unquantized ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedFeature {
+    pub name: String,
+    pub rows: Vec<Vec<u8>>,
+    pub mean: Vec<f32>,
+}
+
+/// Feature names a record already uses (or YouTube-8M readers expect), which another model's
+/// features may not take: `NAME` and `mean_NAME` must be free.
+pub const RESERVED_FEATURE_NAMES: &[&str] = &["rgb", "audio", "id", "video_id", "labels", "logits", "segment_start_times", "segment_end_times", "segment_labels", "segment_scores"];
+
+/// Whether `name` can name another model's features: 1 to 64 ASCII letters, digits, `_`, `-`,
+/// `.`, not reserved, not starting with `mean_` (the video-level key is `mean_NAME`).
+pub fn check_feature_name(name: &str) -> Result<(), String> {
+    let chars_ok = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if name.is_empty() || name.len() > 64 || !chars_ok {
+        return Err(format!("feature name `{}`: 1 to 64 ASCII letters, digits, `_`, `-` or `.`", name.escape_debug()));
+    }
+    if RESERVED_FEATURE_NAMES.contains(&name) || name.starts_with("mean_") {
+        return Err(format!("feature name `{name}`: taken by the YouTube-8M schema (rgb, audio, id, labels, logits, segment_*, mean_*)"));
+    }
+    Ok(())
 }
 
 /// One rated segment: rows `start .. start + SEGMENT_ROWS` carry (or not, score 0) `label`.
@@ -73,6 +101,9 @@ pub fn encode_frame_level(r: &VideoRecord, schema: &Schema) -> Vec<u8> {
     let rows = r.rgb.iter().map(|row| Feature::bytes(vec![row.clone()])).collect();
     let mut lists = BTreeMap::new();
     lists.insert("rgb".to_string(), FeatureList { feature: rows });
+    for x in &r.extra {
+        lists.insert(x.name.clone(), FeatureList { feature: x.rows.iter().map(|row| Feature::bytes(vec![row.clone()])).collect() });
+    }
     if schema.audio_zero {
         let row = Feature::bytes(vec![vec![AUDIO_PLACEHOLDER_BYTE; AUDIO_DIMS]]);
         lists.insert("audio".to_string(), FeatureList { feature: vec![row; r.rgb.len()] });
@@ -92,6 +123,9 @@ pub fn encode_video_level(r: &VideoRecord, schema: &Schema) -> Vec<u8> {
     if !r.logits.is_empty() {
         f.insert("logits".to_string(), Feature::floats(r.logits.clone()));
     }
+    for x in &r.extra {
+        f.insert(format!("mean_{}", x.name), Feature::floats(x.mean.clone()));
+    }
     if schema.audio_zero {
         f.insert("mean_audio".to_string(), Feature::floats(vec![0.0; AUDIO_DIMS]));
     }
@@ -110,6 +144,8 @@ pub struct Parsed {
     pub floats: BTreeMap<String, Vec<f32>>,
     /// Frame level: the rgb rows themselves.
     pub rgb: Vec<Vec<u8>>,
+    /// Frame level: the rows of the other feature lists but `audio` (further models').
+    pub other: BTreeMap<String, Vec<Vec<u8>>>,
     /// Frame level: the 2019 segment labels, if any.
     pub segments: Vec<SegmentLabel>,
 }
@@ -170,6 +206,7 @@ pub fn parse_record(data: &[u8]) -> Result<Parsed, ExportError> {
                     lists: BTreeMap::new(),
                     floats: BTreeMap::new(),
                     rgb: vec![],
+                    other: BTreeMap::new(),
                     segments: segments_of(&ctx.feature)?,
                 };
                 for (name, fl) in &lists.feature_list {
@@ -179,8 +216,10 @@ pub fn parse_record(data: &[u8]) -> Result<Parsed, ExportError> {
                             ExportError::Schema(format!("feature list `{name}` holds a non-bytes row"))
                         })?;
                         width = b.len();
-                        if name == "rgb" {
-                            out.rgb.push(b.clone());
+                        match name.as_str() {
+                            "rgb" => out.rgb.push(b.clone()),
+                            "audio" => {}
+                            _ => out.other.entry(name.clone()).or_default().push(b.clone()),
                         }
                     }
                     out.lists.insert(name.clone(), (fl.feature.len(), width));
@@ -197,7 +236,7 @@ pub fn parse_record(data: &[u8]) -> Result<Parsed, ExportError> {
             floats.insert(k.clone(), x.to_vec());
         }
     }
-    Ok(Parsed { level: "video", id: id_of(&f)?, labels: labels_of(&f)?, lists: BTreeMap::new(), floats, rgb: vec![], segments: vec![] })
+    Ok(Parsed { level: "video", id: id_of(&f)?, labels: labels_of(&f)?, lists: BTreeMap::new(), floats, rgb: vec![], other: BTreeMap::new(), segments: vec![] })
 }
 
 #[cfg(test)]
@@ -212,6 +251,7 @@ mod tests {
             rgb: vec![vec![0, 255, 128], vec![1, 2, 3]],
             mean_rgb: vec![0.5, -1.25, 2.0],
             logits: vec![],
+            extra: vec![NamedFeature { name: "i3d".into(), rows: vec![vec![7, 8], vec![9, 10]], mean: vec![0.125, 4.0] }],
             segments: vec![],
         };
         let sc = Schema::default();
@@ -222,6 +262,9 @@ mod tests {
         let v = parse_record(&encode_video_level(&r, &sc)).unwrap();
         assert_eq!((v.level, v.id.as_str()), ("video", "vid-1"));
         assert_eq!(v.floats["mean_rgb"], r.mean_rgb);
+        // Another model's features: its own list and mean, beside rgb.
+        assert_eq!((f.other["i3d"].clone(), f.lists["i3d"]), (r.extra[0].rows.clone(), (2, 2)));
+        assert_eq!(v.floats["mean_i3d"], r.extra[0].mean);
         // Deterministic bytes.
         assert_eq!(encode_frame_level(&r, &sc), encode_frame_level(&r.clone(), &sc));
         assert!(!f.lists.contains_key("audio") && !v.floats.contains_key("mean_audio"));
@@ -235,6 +278,7 @@ mod tests {
             rgb: vec![vec![9; 4]; 3],
             mean_rgb: vec![0.25; 4],
             logits: vec![],
+            extra: vec![],
             segments: vec![SegmentLabel { start: 0, label: 7, score: 1.0 }, SegmentLabel { start: 5, label: 3, score: 0.0 }],
         };
         let sc = Schema { legacy_2017: true, audio_zero: true };
@@ -253,5 +297,15 @@ mod tests {
         let v = parse_record(&encode_video_level(&r, &sc)).unwrap();
         assert_eq!(v.floats["mean_audio"], vec![0.0; AUDIO_DIMS]);
         assert!(v.segments.is_empty());
+    }
+
+    #[test]
+    fn feature_names_stay_clear_of_the_schema() {
+        for ok in ["i3d", "i3d-kinetics-400", "clip_vit.b32", "A1"] {
+            assert!(check_feature_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "rgb", "audio", "labels", "logits", "id", "video_id", "mean_x", "segment_labels", "a/b", "../x", "a b", "é", &"x".repeat(65)] {
+            assert!(check_feature_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -183,10 +183,14 @@ impl SampleArgs {
 pub struct ModelArgs {
     /// TorchScript model returning pre-logit features (default: bundled EfficientNet-Lite0),
     /// or a model's name: efficientnet-lite0, i3d-kinetics-400 (Kinetics-400 I3D, clip rows
-    /// of 16 frames at 25 fps; made once by scripts/i3d-setup.sh).
+    /// of 16 frames at 25 fps; made once by scripts/i3d-setup.sh). run and plan take several
+    /// (`--model A --model B`): each video is decoded once for all of them, and each writes
+    /// its features into the same records (the first as rgb, see --feature-name); they must
+    /// take frames of one size.
     #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// The model's sidecar JSON (default: the model path with .json).
+    pub model: Vec<PathBuf>,
+    /// The (first) model's sidecar JSON (default: the model path with .json; further models
+    /// take theirs from beside them).
     #[arg(long)]
     pub sidecar: Option<PathBuf>,
     /// auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N (no CUDA device there
@@ -222,9 +226,15 @@ pub struct OutputArgs {
 pub struct ShapeArgs {
     /// A fitted PCA: our .npz, or a folder with YouTube-8M's mean.npy/eigenvals.npy/eigenvecs.npy.
     /// Without it, one is fitted on the first frames (run: in-stream; plan: before freezing)
-    /// and saved as OUT/pca.npz.
+    /// and saved as OUT/pca.npz. With several --model, one per model in order (`fit`: fit
+    /// that model's, into OUT/pca-NAME.npz; models after the last given are fitted).
     #[arg(long)]
-    pub pca: Option<PathBuf>,
+    pub pca: Vec<PathBuf>,
+    /// Feature names of the models, in --model order: the first model's are `rgb` (and
+    /// `mean_rgb`), what YouTube-8M readers read; each further model's default to its name
+    /// (e.g. `i3d-kinetics-400` and `mean_i3d-kinetics-400`).
+    #[arg(long)]
+    pub feature_name: Vec<String>,
     /// Dimensions kept after PCA (default: all the given PCA's components up to 1,024; a fitted
     /// one keeps 1,024, or the model's dim if smaller).
     #[arg(long, value_parser = positive)]
@@ -261,9 +271,15 @@ pub struct ShapeArgs {
 }
 
 impl ShapeArgs {
-    /// --pca (a local copy of an object).
+    /// --pca of a command with one model (a local copy of an object).
     pub fn pca_path(&self) -> Result<Option<PathBuf>> {
-        self.pca.as_deref().map(|p| vidfeat::mirror::local(p).with_context(|| format!("--pca {}", p.display()))).transpose()
+        anyhow::ensure!(self.pca.len() <= 1 && self.feature_name.is_empty(), "--pca given {} times, or --feature-name: only run and plan take several models", self.pca.len());
+        Ok(self.pca_paths()?.into_iter().next().flatten())
+    }
+
+    /// Every --pca in order (local copies of objects; `fit`: None).
+    pub fn pca_paths(&self) -> Result<Vec<Option<PathBuf>>> {
+        self.pca.iter().map(|p| if p.as_os_str() == "fit" { Ok(None) } else { vidfeat::mirror::local(p).with_context(|| format!("--pca {}", p.display())).map(Some) }).collect()
     }
 
     pub fn audio_zero(&self) -> Result<bool> {
@@ -294,14 +310,44 @@ impl OutputArgs {
 /// What shapes the output, from the flags of run and plan.
 #[cfg(feature = "ffmpeg")]
 pub fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, fetch_cmd: Option<String>) -> Result<vidfeat::pipeline::plan::FreezeConfig> {
+    let first = model.path_of(model.model.first().cloned().unwrap_or_else(vidfeat::default_model), model.sidecar.is_some())?;
+    let sidecar = model.sidecar_path()?;
+    let extra_paths = model.model.iter().skip(1).map(|p| Ok((p, model.path_of(p.clone(), false)?))).collect::<Result<Vec<_>>>()?;
+    // Feature names from the sidecars' model names.
+    let name_of = |s: &std::path::Path| vidfeat_features::Sidecar::load(s).map(|s| s.name).map_err(anyhow::Error::from);
+    let mut names = vec![name_of(&sidecar.clone().unwrap_or_else(|| first.with_extension("json")))?];
+    for (_, p) in &extra_paths {
+        names.push(name_of(&p.with_extension("json"))?);
+    }
+    let features = vidfeat::pipeline::models::feature_names(&names.iter().map(String::as_str).collect::<Vec<_>>(), &shape.feature_name)?;
+    let mut pcas = shape.pca_paths()?;
+    anyhow::ensure!(pcas.len() <= names.len(), "{} --pca values for {}", pcas.len(), vidfeat::telemetry::count(names.len() as u64, "model"));
+    pcas.resize(names.len(), None);
+    let pca_urls: Vec<Option<String>> = shape.pca.iter().map(|p| url_of(Some(p))).collect();
+    let extra = extra_paths
+        .into_iter()
+        .zip(features.into_iter().skip(1))
+        .enumerate()
+        .map(|(i, ((given, path), feature))| vidfeat::pipeline::plan::ExtraModel {
+            feature,
+            sidecar: path.with_extension("json"),
+            model: path,
+            pca: pcas[i + 1].clone(),
+            sources: vidfeat::pipeline::plan::Sources {
+                model: url_of(Some(given)),
+                sidecar: url_of(Some(given)).map(|u| sidecar_beside(&u)),
+                pca: pca_urls.get(i + 1).cloned().flatten(),
+            },
+        })
+        .collect();
     Ok(vidfeat::pipeline::plan::FreezeConfig {
-        model: model.path()?,
-        sidecar: model.sidecar_path()?,
+        model: first,
+        sidecar,
         device: model.device.clone(),
         decode: sample.settings()?,
         fps: sample.fps.clone(),
         resize: sample.resize.clone(),
-        pca: shape.pca_path()?,
+        pca: pcas[0].clone(),
         pca_dims: shape.pca_dims,
         pca_sample_frames: shape.pca_sample_frames.max(2),
         batch_size: shape.batch_size,
@@ -313,11 +359,12 @@ pub fn freeze_config(model: &ModelArgs, sample: &SampleArgs, shape: &ShapeArgs, 
         overwrite: shape.overwrite,
         provenance: super::provenance(),
         sources: vidfeat::pipeline::plan::Sources {
-            model: url_of(model.model.as_deref()),
-            sidecar: url_of(model.sidecar.as_deref()).or_else(|| url_of(model.model.as_deref()).map(|u| sidecar_beside(&u))),
-            pca: url_of(shape.pca.as_deref()),
+            model: url_of(model.model.first().map(PathBuf::as_path)),
+            sidecar: url_of(model.sidecar.as_deref()).or_else(|| url_of(model.model.first().map(PathBuf::as_path)).map(|u| sidecar_beside(&u))),
+            pca: pca_urls.first().cloned().flatten(),
         },
         out_url: None,
+        extra,
     })
 }
 
@@ -349,14 +396,20 @@ impl RetryArgs {
 
 
 impl ModelArgs {
-    /// The model file: --model, else the bundled one (a local copy of an object; its default
-    /// sidecar, the object beside it, is copied beside it).
+    /// The model file of a command with one model: --model, else the bundled one (a local
+    /// copy of an object; its default sidecar, the object beside it, is copied beside it).
     pub fn path(&self) -> Result<PathBuf> {
-        let p = self.model.clone().unwrap_or_else(vidfeat::default_model);
+        anyhow::ensure!(self.model.len() <= 1, "--model given {} times: only run and plan take several models", self.model.len());
+        self.path_of(self.model.first().cloned().unwrap_or_else(vidfeat::default_model), self.sidecar.is_some())
+    }
+
+    /// A --model value as a local file (`own_sidecar`: its sidecar is given apart, else the
+    /// one beside an object is fetched too).
+    fn path_of(&self, p: PathBuf, own_sidecar: bool) -> Result<PathBuf> {
         if let Some(named) = vidfeat::named_model_arg(&p) {
             return named.map_err(anyhow::Error::msg);
         }
-        if let (Some(url), None) = (vidfeat_store::url_of(&p), &self.sidecar) {
+        if let (Some(url), false) = (vidfeat_store::url_of(&p), own_sidecar) {
             let side = sidecar_beside(url);
             vidfeat::mirror::local_copy(&side).with_context(|| format!("the model's sidecar {side}"))?;
         }

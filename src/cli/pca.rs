@@ -75,11 +75,8 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
     }
     .settings()?;
     let cfg = vidfeat::pipeline::pca::PcaFitConfig {
-        out: out.local.clone(),
-        dims: a.dims,
+        models: vec![vidfeat::pipeline::pca::FitModel { model: a.model.path()?, sidecar: a.model.sidecar_path()?, out: out.local.clone(), dims: a.dims }],
         max_frames: a.pca_sample_frames,
-        model: a.model.path()?,
-        sidecar: a.model.sidecar_path()?,
         device: a.model.device.clone(),
         decode,
         batch_size: a.batch_size,

@@ -64,9 +64,7 @@ fn exec_in(a: PlanArgs, out: PathBuf, out_url: Option<String>) -> Result<ExitCod
         f.out_url = out_url;
         f.decode.fetch = a.fetch.config(fetch_cmd, a.sample.max_input_bytes);
         let draft = vidfeat::pipeline::plan::draft(&f, &spec)?;
-        if let Some(p) = vidfeat::pipeline::dataset::check_out(&out, &draft, f.overwrite)? {
-            f.pca = Some(p);
-        }
+        f.reuse(vidfeat::pipeline::dataset::check_out(&out, &draft, f.overwrite)?);
         Some((f, draft))
     };
     #[cfg(not(feature = "ffmpeg"))]

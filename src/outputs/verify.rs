@@ -20,8 +20,9 @@ pub struct ShardCheck {
 }
 
 /// Reads one shard, checking framing, CRCs and the YouTube-8M schema (`dims`: the expected
-/// feature width, when known).
-pub fn check_shard(path: &Path, dims: Option<usize>) -> ShardCheck {
+/// feature width, when known; `extra`: further models' features the records must hold, with
+/// their widths).
+pub fn check_shard(path: &Path, dims: Option<usize>, extra: &[(String, usize)]) -> ShardCheck {
     let mut out = ShardCheck::default();
     let name = path.display().to_string();
     let mut rdr = match vidfeat_export::open_records(path) {
@@ -67,6 +68,16 @@ pub fn check_shard(path: &Path, dims: Option<usize>) -> ShardCheck {
                     if let Some(d) = dims.filter(|&d| rows > 0 && width != d) {
                         out.problems.push(bad(format!("rgb rows are {width} bytes, expected {d}")));
                     }
+                    for (f, d) in extra {
+                        match p.lists.get(f) {
+                            None => out.problems.push(bad(format!("no `{f}` feature list (another model's features)"))),
+                            Some(&(frows, fwidth)) if frows != rows || (frows > 0 && fwidth != *d) => {
+                                out.problems.push(bad(format!("{f} has {frows} rows of {fwidth} bytes, rgb {rows} rows ({d} bytes expected)")))
+                            }
+                            Some(_) if p.other.get(f).is_some_and(|r| r.iter().any(|r| r.len() != *d)) => out.problems.push(bad(format!("{f} rows of different widths"))),
+                            Some(_) => {}
+                        }
+                    }
                     if let Some(&(arows, awidth)) = p.lists.get("audio") {
                         if arows != rows || (arows > 0 && awidth != vidfeat_export::AUDIO_DIMS) {
                             out.problems.push(bad(format!("audio has {arows} rows of {awidth} bytes, rgb {rows} rows (audio rows are 128 bytes)")));
@@ -82,6 +93,13 @@ pub fn check_shard(path: &Path, dims: Option<usize>) -> ShardCheck {
                     }
                     if m.iter().any(|v| !v.is_finite()) {
                         out.problems.push(bad("mean_rgb is not finite".into()));
+                    }
+                    for (f, d) in extra {
+                        match p.floats.get(&format!("mean_{f}")) {
+                            None => out.problems.push(bad(format!("no `mean_{f}` (another model's features)"))),
+                            Some(m) if m.len() != *d || m.iter().any(|v| !v.is_finite()) => out.problems.push(bad(format!("mean_{f} has {} values, expected {d} finite ones", m.len()))),
+                            Some(_) => {}
+                        }
                     }
                     if p.floats.get("mean_audio").is_some_and(|a| a.len() != vidfeat_export::AUDIO_DIMS) {
                         out.problems.push(bad("mean_audio is not 128 values".into()));
@@ -135,7 +153,7 @@ pub fn verify(paths: &[PathBuf]) -> Result<(serde_json::Value, bool)> {
     let mut total = 0u64;
     for path in paths {
         if !path.is_dir() {
-            let c = check_shard(path, None);
+            let c = check_shard(path, None, &[]);
             total += c.records;
             shards.insert(path.display().to_string(), c.records);
             problems.extend(c.problems);
@@ -150,6 +168,15 @@ pub fn verify(paths: &[PathBuf]) -> Result<(serde_json::Value, bool)> {
             problems.extend(check_plan_shards(path));
         }
         let dims = summary.as_ref().and_then(|s| s["pca"]["dims"].as_u64()).map(|d| d as usize);
+        // Further models' features (a run with several --model), with their widths.
+        let extra: Vec<(String, usize)> = summary
+            .as_ref()
+            .and_then(|s| s["features"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|f| Some((f["name"].as_str()?.to_string(), f["dims"].as_u64()? as usize)))
+            .filter(|(n, _)| n != "rgb")
+            .collect();
         // Expected shards and counts from the summary.
         let mut expected: BTreeMap<String, u64> = BTreeMap::new();
         if let Some(s) = &summary {
@@ -162,8 +189,8 @@ pub fn verify(paths: &[PathBuf]) -> Result<(serde_json::Value, bool)> {
             }
         }
         for (name, want) in &expected {
-            let f = check_shard(&path.join("frame").join(name), dims);
-            let v = check_shard(&path.join("video").join(name), dims);
+            let f = check_shard(&path.join("frame").join(name), dims, &extra);
+            let v = check_shard(&path.join("video").join(name), dims, &extra);
             for (level, c) in [("frame", &f), ("video", &v)] {
                 if c.records != *want {
                     problems.push(format!("{level}/{name}: {} records, summary.json says {want}", c.records));

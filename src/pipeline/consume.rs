@@ -372,7 +372,7 @@ impl ReducePool {
                     let (rgb, mean_rgb) = reduce_video(&pca, &raw, rows as usize);
                     job.warn_segments_beyond(rgb.len());
                     let n = rgb.len();
-                    let rec = VideoRecord { id: job.task.id.clone(), labels: job.labels.clone(), rgb, mean_rgb, logits: vec![], segments: job.segments().to_vec() };
+                    let rec = VideoRecord { id: job.task.id.clone(), labels: job.labels.clone(), rgb, mean_rgb, logits: vec![], extra: vec![], segments: job.segments().to_vec() };
                     if done_tx.send((seq, idx, encode_frame_level(&rec, &schema), encode_video_level(&rec, &schema), n)).is_err() {
                         return;
                     }

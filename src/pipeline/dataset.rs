@@ -34,6 +34,18 @@ pub struct Identity {
     pub pca: PcaIdentity,
     pub vocabulary: Option<Named>,
     pub schema: SchemaIdentity,
+    /// Further models whose features the records hold (`--model A --model B`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_models: Vec<ExtraIdentity>,
+}
+
+/// Another model of a dataset: the features it writes, the model, its sidecar and its PCA.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExtraIdentity {
+    pub feature: String,
+    pub model: Named,
+    pub sidecar_sha256: String,
+    pub pca: PcaIdentity,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -90,11 +102,40 @@ pub struct Draft {
     pub pca: PcaChoice,
     pub vocabulary: Option<Named>,
     pub schema: SchemaIdentity,
+    /// Further models, in `--model` order.
+    pub extra: Vec<ExtraDraft>,
+}
+
+/// Another model as known before any work.
+#[derive(Debug, Clone)]
+pub struct ExtraDraft {
+    pub feature: String,
+    pub model: Named,
+    pub sidecar_sha256: String,
+    pub pca: PcaChoice,
+}
+
+impl PcaChoice {
+    pub fn dims(&self) -> usize {
+        match self {
+            PcaChoice::Fit { dims } | PcaChoice::Given { dims, .. } => *dims,
+        }
+    }
+}
+
+/// Where a PCA fitted into the folder is kept: `pca.npz` for the first model, `pca-NAME.npz`
+/// for the model writing the features NAME.
+pub fn fitted_pca_file(feature: &str) -> String {
+    if feature == "rgb" {
+        "pca.npz".into()
+    } else {
+        format!("pca-{feature}.npz")
+    }
 }
 
 impl Draft {
-    /// The identity once the PCA is known.
-    pub fn identity(&self, pca: PcaIdentity) -> Identity {
+    /// The identity once the PCAs are known (`extra`: the further models', in order).
+    pub fn identity(&self, pca: PcaIdentity, extra: Vec<PcaIdentity>) -> Identity {
         Identity {
             format: FORMAT.into(),
             version: VERSION,
@@ -104,6 +145,12 @@ impl Draft {
             pca,
             vocabulary: self.vocabulary.clone(),
             schema: self.schema.clone(),
+            extra_models: self
+                .extra
+                .iter()
+                .zip(extra)
+                .map(|(e, pca)| ExtraIdentity { feature: e.feature.clone(), model: e.model.clone(), sidecar_sha256: e.sidecar_sha256.clone(), pca })
+                .collect(),
         }
     }
 }
@@ -160,9 +207,17 @@ const OWNED: &[&str] = &[
 ];
 
 /// Removes the dataset in `out`: `dataset.json` first (so an interrupted removal leaves a
-/// folder that claims nothing), then everything else vidfeat wrote there.
+/// folder that claims nothing), then everything else vidfeat wrote there (further models'
+/// fitted `pca-NAME.npz` too).
 fn remove_dataset(out: &Path) -> Result<()> {
-    for name in OWNED {
+    let fitted: Vec<String> = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pca-") && n.ends_with(".npz"))
+        .collect();
+    for name in OWNED.iter().copied().chain(fitted.iter().map(String::as_str)) {
         let p = out.join(name);
         let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
         match r {
@@ -170,7 +225,7 @@ fn remove_dataset(out: &Path) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
         }
-        if *name == DATASET_FILE {
+        if name == DATASET_FILE {
             crate::pipeline::sync_dir(out);
         }
     }
@@ -179,22 +234,22 @@ fn remove_dataset(out: &Path) -> Result<()> {
 
 /// Checks `out` before any work: a fresh folder, or one holding the same dataset, is fine; one
 /// holding another dataset (or output of unknown provenance) stops the run, naming what
-/// differs, unless `overwrite`, which removes that dataset first. Returns the PCA to reuse: the
-/// one an earlier run fitted in this folder, when none is given.
-pub fn check_out(out: &Path, draft: &Draft, overwrite: bool) -> Result<Option<PathBuf>> {
+/// differs, unless `overwrite`, which removes that dataset first. Returns the PCAs to reuse:
+/// the ones an earlier run fitted in this folder, when none is given.
+pub fn check_out(out: &Path, draft: &Draft, overwrite: bool) -> Result<Reuse> {
     let Some(old) = read_identity(out) else {
         if holds_output(out) {
             if overwrite {
                 tracing::info!("--overwrite: removing the output in {}", out.display());
                 remove_dataset(out)?;
-                return Ok(None);
+                return Ok(Reuse::default());
             }
             bail!(
                 "{} holds vidfeat output without a dataset.json (written by an older vidfeat, or a folder made by hand): its provenance is unknown, so nothing is added to it; give --overwrite to replace it, or another --out",
                 out.display()
             );
         }
-        return Ok(None);
+        return Ok(Reuse::default());
     };
     let mut diffs = vec![];
     if old.layout != draft.layout {
@@ -218,41 +273,81 @@ pub fn check_out(out: &Path, draft: &Draft, overwrite: bool) -> Result<Option<Pa
         }
     }
     let mut reuse = None;
-    match &draft.pca {
-        PcaChoice::Given { path, sha256, dims } => {
-            if *sha256 != old.pca.sha256 || *dims != old.pca.dims {
-                diffs.push(format!("PCA: {} (sha256 {}, {} dims) in the folder, {} (sha256 {}, {dims} dims) here", old.pca.source, short(&old.pca.sha256), old.pca.dims, path.display(), short(sha256)));
+    match pca_diff(out, draft.layout, "rgb", &old.pca, &draft.pca) {
+        Ok(r) => reuse = r,
+        Err(d) => diffs.push(d),
+    }
+    let features = |v: Vec<(&str, &str)>| if v.is_empty() { "none".to_string() } else { v.iter().map(|(f, m)| format!("{f} ({m})")).collect::<Vec<_>>().join(", ") };
+    let old_extra: Vec<(&str, &str)> = old.extra_models.iter().map(|e| (e.feature.as_str(), e.model.name.as_str())).collect();
+    let new_extra: Vec<(&str, &str)> = draft.extra.iter().map(|e| (e.feature.as_str(), e.model.name.as_str())).collect();
+    let mut reuse_extra = vec![];
+    if old_extra != new_extra {
+        diffs.push(format!("further models: {} in the folder, {} here", features(old_extra), features(new_extra)));
+    } else {
+        for (o, d) in old.extra_models.iter().zip(&draft.extra) {
+            if o.model.sha256 != d.model.sha256 || o.sidecar_sha256 != d.sidecar_sha256 {
+                diffs.push(format!("model of `{}`: {} (sha256 {}) in the folder, sha256 {} here", o.feature, o.model.name, short(&o.model.sha256), short(&d.model.sha256)));
             }
-        }
-        PcaChoice::Fit { dims } => {
-            if !old.pca.fitted_here {
-                diffs.push(format!("PCA: the folder's dataset was made with --pca {} (sha256 {}); this run gives none and would fit another (give that --pca again)", old.pca.source, short(&old.pca.sha256)));
-            } else if *dims != old.pca.dims {
-                diffs.push(format!("PCA dims: {} in the folder, {dims} here", old.pca.dims));
-            } else if draft.layout == "plan" {
-                // Reused, as long as it is the one the folder's shards were made with.
-                let p = out.join("pca.npz");
-                match vidfeat_features::Pca::load(&p, Some(*dims)).map(|x| x.content_sha256()) {
-                    Ok(sha) if sha == old.pca.sha256 => reuse = Some(p),
-                    Ok(sha) => diffs.push(format!("PCA: pca.npz has changed since the folder's shards were made (sha256 {}, dataset.json says {})", short(&sha), short(&old.pca.sha256))),
-                    Err(e) => diffs.push(format!("PCA: the folder's pca.npz cannot be read ({e})")),
-                }
+            match pca_diff(out, draft.layout, &o.feature, &o.pca, &d.pca) {
+                Ok(r) => reuse_extra.push(r),
+                Err(x) => diffs.push(x),
             }
         }
     }
     if diffs.is_empty() {
-        return Ok(reuse);
+        return Ok(Reuse { pca: reuse, extra: reuse_extra });
     }
     if overwrite {
         tracing::info!("--overwrite: removing the dataset in {} ({})", out.display(), diffs.join("; "));
         remove_dataset(out)?;
-        return Ok(None);
+        return Ok(Reuse::default());
     }
     bail!(
         "{} holds another dataset, so nothing was done:\n  {}\ngive --overwrite to replace it, or another --out",
         out.display(),
         diffs.join("\n  ")
     )
+}
+
+/// PCAs fitted by an earlier run in the folder, to use again: the first model's, and each
+/// further model's (in order; None where it is given or fitted anew).
+#[derive(Debug, Default)]
+pub struct Reuse {
+    pub pca: Option<PathBuf>,
+    pub extra: Vec<Option<PathBuf>>,
+}
+
+/// How the PCA the folder's dataset used for the features `feature` (`old`) compares with the
+/// one this run will use: the fitted file to reuse (or None), or what differs.
+fn pca_diff(out: &Path, layout: &str, feature: &str, old: &PcaIdentity, choice: &PcaChoice) -> std::result::Result<Option<PathBuf>, String> {
+    let of = if feature == "rgb" { String::new() } else { format!(" of `{feature}`") };
+    match choice {
+        PcaChoice::Given { path, sha256, dims } => {
+            if *sha256 != old.sha256 || *dims != old.dims {
+                return Err(format!("PCA{of}: {} (sha256 {}, {} dims) in the folder, {} (sha256 {}, {dims} dims) here", old.source, short(&old.sha256), old.dims, path.display(), short(sha256)));
+            }
+            Ok(None)
+        }
+        PcaChoice::Fit { dims } => {
+            if !old.fitted_here {
+                return Err(format!("PCA{of}: the folder's dataset was made with --pca {} (sha256 {}); this run gives none and would fit another (give that --pca again)", old.source, short(&old.sha256)));
+            }
+            if *dims != old.dims {
+                return Err(format!("PCA dims{of}: {} in the folder, {dims} here", old.dims));
+            }
+            if layout != "plan" {
+                return Ok(None);
+            }
+            // Reused, as long as it is the one the folder's shards were made with.
+            let file = fitted_pca_file(feature);
+            let p = out.join(&file);
+            match vidfeat_features::Pca::load(&p, Some(*dims)).map(|x| x.content_sha256()) {
+                Ok(sha) if sha == old.sha256 => Ok(Some(p)),
+                Ok(sha) => Err(format!("PCA{of}: {file} has changed since the folder's shards were made (sha256 {}, dataset.json says {})", short(&sha), short(&old.sha256))),
+                Err(e) => Err(format!("PCA{of}: the folder's {file} cannot be read ({e})")),
+            }
+        }
+    }
 }
 
 /// A file name made from data, checked before anything is created under it: one plain path

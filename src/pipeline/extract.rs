@@ -51,6 +51,7 @@ fn draft(cfg: &ExtractConfig, prepared: &crate::pipeline::jobs::Prepared) -> Res
         pca,
         vocabulary: prepared.vocab.as_ref().map(vocabulary_identity),
         schema: SchemaIdentity::new(cfg.consume.schema.legacy_2017, cfg.consume.schema.audio_zero, cfg.consume.compression),
+        extra: vec![],
     })
 }
 
@@ -81,7 +82,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
         crate::pipeline::dataset::PcaChoice::Given { path, sha256, dims } => crate::pipeline::dataset::PcaIdentity { sha256: sha256.clone(), dims: *dims, fitted_here: false, source: path.display().to_string() },
         crate::pipeline::dataset::PcaChoice::Fit { dims } => crate::pipeline::dataset::PcaIdentity { sha256: String::new(), dims: *dims, fitted_here: true, source: "pca.npz".into() },
     };
-    crate::pipeline::dataset::write_identity(out, &draft.identity(pca))?;
+    crate::pipeline::dataset::write_identity(out, &draft.identity(pca, vec![]))?;
     crate::telemetry::EventLog::open(out, &crate::pipeline::worker::worker_id()).started();
     let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
     for f in cache.earlier_failures()? {
@@ -129,7 +130,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
             fitted_here: p["fitted"].as_bool().unwrap_or(false),
             source: p["source"].as_str().unwrap_or_default().to_string(),
         };
-        crate::pipeline::dataset::write_identity(out, &draft.identity(pca))?;
+        crate::pipeline::dataset::write_identity(out, &draft.identity(pca, vec![]))?;
         let names = prepared.shard_counts.iter().flat_map(|(s, &n)| (0..n).map(move |k| vidfeat_export::shard_name(s, k, n))).collect();
         crate::pipeline::dataset::remove_stale_shards(out, &names)?;
         Ok(r)

@@ -12,6 +12,7 @@
 //! cache.rs     the frame cache between `decode` and `extract`; extract.rs: `vidfeat extract`
 //! dataset.rs   the output folder's contract: dataset.json, refusal, --overwrite, stale shards
 //! layout.rs    how cores are split between decoders and the network
+//! models.rs    several models from one decode: shared decode options, each model's rows
 //! frames.rs    `vidfeat frames` (feature `ffmpeg`); cnn_bench.rs: `vidfeat cnn-bench`
 //! ```
 pub mod cache;
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod frames;
 pub mod jobs;
 pub mod layout;
+pub mod models;
 #[cfg(feature = "ffmpeg")]
 pub mod pca;
 pub mod plan;

@@ -18,15 +18,22 @@ use crate::pipeline::jobs::{prepare, Failure, FailureLog, Job, JobSpec};
 
 #[derive(Debug, Clone)]
 pub struct PcaFitConfig {
-    pub out: PathBuf,
-    pub dims: usize,
+    /// The models to fit a PCA for, all from one decode (a plan's several models).
+    pub models: Vec<FitModel>,
     pub max_frames: usize,
-    pub model: PathBuf,
-    pub sidecar: Option<PathBuf>,
     pub device: String,
     /// Decoding; `fetch.dir` must be set when sources are remote.
     pub decode: DecodeSettings,
     pub batch_size: usize,
+}
+
+/// One model to fit a PCA for: its files, where the PCA goes, the dims it keeps.
+#[derive(Debug, Clone)]
+pub struct FitModel {
+    pub model: PathBuf,
+    pub sidecar: Option<PathBuf>,
+    pub out: PathBuf,
+    pub dims: usize,
 }
 
 /// What a fit did.
@@ -37,7 +44,7 @@ pub struct Fit {
     pub videos: u64,
     /// Videos that could not be decoded.
     pub failures: Vec<Failure>,
-    /// The written PCA's description, when one was written.
+    /// The written PCA's description (the first model's), when one was written.
     pub pca: Option<serde_json::Value>,
 }
 
@@ -64,28 +71,41 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
     if let Some(n) = note {
         tracing::warn!("{n}");
     }
-    let model = Model::load(&cfg.model, cfg.sidecar.as_deref(), device)?;
-    model.check()?;
-    let opts = cfg.decode.options(&model.sidecar)?;
-    let dim = model.sidecar.output_dim;
-    let frame_bytes = model.sidecar.row_bytes();
-    let mut acc = vidfeat_features::CovarianceAccumulator::new(dim);
+    let models = cfg
+        .models
+        .iter()
+        .map(|m| {
+            let model = Model::load(&m.model, m.sidecar.as_deref(), device)?;
+            model.check()?;
+            Ok(model)
+        })
+        .collect::<Result<Vec<Model>>>()?;
+    let sides: Vec<&vidfeat_features::Sidecar> = models.iter().map(|m| &m.sidecar).collect();
+    let (opts, shape) = crate::pipeline::models::shared_options(&cfg.decode, &sides)?;
+    let decoded = models[shape].sidecar.clone();
+    let mut accs: Vec<vidfeat_features::CovarianceAccumulator> = models.iter().map(|m| vidfeat_features::CovarianceAccumulator::new(m.sidecar.output_dim)).collect();
+    let mut frames_in = 0usize;
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let mut videos = 0u64;
     let mut failures: Vec<Failure> = vec![];
-    let fetch = if cfg.decode.fetch.dir.as_os_str().is_empty() { cfg.decode.fetch_in(cfg.out.parent().unwrap_or(std::path::Path::new("."))) } else { cfg.decode.fetch.clone() };
+    let fetch = if cfg.decode.fetch.dir.as_os_str().is_empty() { cfg.decode.fetch_in(cfg.models[0].out.parent().unwrap_or(std::path::Path::new("."))) } else { cfg.decode.fetch.clone() };
     std::thread::scope(|s| -> Result<()> {
         let rx = spawn_decoders(s, jobs, &opts, cfg.decode.workers, &progress, &fetch);
         in_order(rx, &progress, |idx, d| {
             match d.result {
                 Ok(crate::pipeline::consume::Video { frames, rows, .. }) => {
                     videos += 1;
-                    let take = (rows as usize).min(cfg.max_frames - acc.rows());
-                    let batches = frames[..take * frame_bytes].chunks(cfg.batch_size.max(1) * frame_bytes).map(|c| (c, c.len() / frame_bytes));
-                    model.extract_all(batches, |o| {
-                        acc.add(&o.features, o.features.len() / dim);
-                        Ok(())
-                    })?;
+                    let take = (rows as usize).min(cfg.max_frames - frames_in);
+                    frames_in += take;
+                    for (model, acc) in models.iter().zip(accs.iter_mut()) {
+                        let rows = crate::pipeline::models::rows_for(&frames, rows as usize, &decoded, &model.sidecar);
+                        let (row_bytes, dim) = (model.sidecar.row_bytes(), model.sidecar.output_dim);
+                        let batches = rows[..take * row_bytes].chunks(cfg.batch_size.max(1) * row_bytes).map(|c| (c, c.len() / row_bytes));
+                        model.extract_all(batches, |o| {
+                            acc.add(&o.features, o.features.len() / dim);
+                            Ok(())
+                        })?;
+                    }
                 }
                 Err((kind, reason)) => {
                     let job = &jobs[idx];
@@ -96,7 +116,7 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
                 }
             }
             // Stop once the sample is full.
-            Ok(acc.rows() < cfg.max_frames)
+            Ok(frames_in < cfg.max_frames)
         })
     })?;
     if !log_each && !failures.is_empty() {
@@ -107,20 +127,24 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
         let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
         tracing::info!("PCA sample: {} could not be decoded and were skipped ({}); they are reported when processed", crate::telemetry::count(failures.len() as u64, "video"), kinds.join(", "));
     }
-    let mut fit = Fit { frames: acc.rows(), videos, failures, pca: None };
-    if acc.rows() < 2 {
+    let mut fit = Fit { frames: frames_in, videos, failures, pca: None };
+    if frames_in < 2 {
         return Ok(fit);
     }
-    let pca = acc.fit(cfg.dims.min(dim)).map_err(anyhow::Error::msg)?;
-    pca.save(&cfg.out)?;
-    fit.pca = Some(json!({
-        "out": cfg.out.display().to_string(),
-        "input_dim": dim,
-        "dims": pca.dims,
-        "supported_components": pca.supported,
-        "sha256": pca.content_sha256(),
-        "model": model.sidecar.name,
-        "model_sha256": model.sha256,
-    }));
+    for ((m, model), acc) in cfg.models.iter().zip(&models).zip(&accs) {
+        let pca = acc.fit(m.dims.min(model.sidecar.output_dim)).map_err(anyhow::Error::msg)?;
+        pca.save(&m.out)?;
+        fit.pca.get_or_insert_with(|| {
+            json!({
+                "out": m.out.display().to_string(),
+                "input_dim": model.sidecar.output_dim,
+                "dims": pca.dims,
+                "supported_components": pca.supported,
+                "sha256": pca.content_sha256(),
+                "model": model.sidecar.name,
+                "model_sha256": model.sha256,
+            })
+        });
+    }
     Ok(fit)
 }

@@ -67,6 +67,13 @@ pub struct PlanSettings {
     /// The classifier head predictions come from (the model sidecar's), with --predict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier: Option<vidfeat_features::ClassifierSpec>,
+    /// Which model's head that is: 0 the first, i the i-th of `extra_models` (1-based).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub predict_model: usize,
+    /// Further models fed from the same decode (`--model A --model B`), each writing its own
+    /// features into the same records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_models: Vec<ModelPlan>,
     /// Shards per split.
     pub shards: BTreeMap<String, u32>,
     pub tasks: usize,
@@ -81,7 +88,28 @@ pub struct PlanSettings {
     pub provenance: serde_json::Value,
 }
 
+/// Another model of a plan: the features it writes, its files with their hashes, its PCA.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelPlan {
+    /// The feature list `NAME` and video-level `mean_NAME` it writes.
+    pub feature: String,
+    pub model: String,
+    pub model_sha256: String,
+    pub sidecar: String,
+    pub sidecar_sha256: String,
+    pub pca: String,
+    pub pca_sha256: String,
+    pub pca_dims: usize,
+    pub pca_frames: Option<u64>,
+    pub pca_supported: usize,
+}
+
 impl PlanSettings {
+    /// Every model's (feature name, PCA dims), the first's (`rgb`) first.
+    pub fn features(&self) -> Vec<(String, usize)> {
+        std::iter::once(("rgb".to_string(), self.pca_dims)).chain(self.extra_models.iter().map(|m| (m.feature.clone(), m.pca_dims))).collect()
+    }
+
     pub fn load(dir: &Path) -> Result<Self> {
         let p = dir.join("plan.json");
         let bytes = std::fs::read(&p).with_context(|| {
@@ -116,6 +144,11 @@ impl PlanSettings {
         s.model.clear();
         s.sidecar.clear();
         s.pca.clear();
+        for m in &mut s.extra_models {
+            m.model.clear();
+            m.sidecar.clear();
+            m.pca.clear();
+        }
         s.shards.clear();
         s.tasks = 0;
         s.settings_sha256.clear();
@@ -434,6 +467,38 @@ pub struct FreezeConfig {
     /// The plan folder's bucket URL when it lives in one (a PCA fitted into it is recorded as
     /// the object `URL/pca.npz`).
     pub out_url: Option<String>,
+    /// Further models (`--model A --model B`), fed from the same decode.
+    pub extra: Vec<ExtraModel>,
+}
+
+/// Another `--model` of a run or plan.
+#[cfg(feature = "ffmpeg")]
+#[derive(Debug, Clone)]
+pub struct ExtraModel {
+    /// The features it writes (`--feature-name`, default its name).
+    pub feature: String,
+    pub model: PathBuf,
+    /// Its sidecar (the model path with .json).
+    pub sidecar: PathBuf,
+    /// Its `--pca` (in --model order); None: fitted.
+    pub pca: Option<PathBuf>,
+    /// Where they were given from when they are objects.
+    pub sources: Sources,
+}
+
+#[cfg(feature = "ffmpeg")]
+impl FreezeConfig {
+    /// Uses the PCAs an earlier run fitted in the folder ([`crate::pipeline::dataset::check_out`]).
+    pub fn reuse(&mut self, r: crate::pipeline::dataset::Reuse) {
+        if let Some(p) = r.pca {
+            self.pca = Some(p);
+        }
+        for (e, p) in self.extra.iter_mut().zip(r.extra) {
+            if let Some(p) = p {
+                e.pca = Some(p);
+            }
+        }
+    }
 }
 
 /// See [`FreezeConfig::sources`].
@@ -444,49 +509,80 @@ pub struct Sources {
     pub pca: Option<String>,
 }
 
-/// What a plan freezes before any work: the dataset's identity (model, sidecar, PCA choice,
-/// vocabulary, schema), checked against the folder's. Loads the model's sidecar, a given PCA
-/// and the vocabulary; hashes the model files.
+/// What a plan freezes before any work: the dataset's identity (models, sidecars, PCA choices,
+/// vocabulary, schema), checked against the folder's. Loads and runs every model once (one
+/// decode must be able to feed them all), loads a given PCA and the vocabulary; hashes the
+/// model files.
 #[cfg(feature = "ffmpeg")]
 pub fn draft(f: &FreezeConfig, spec: &JobSpec) -> Result<crate::pipeline::dataset::Draft> {
-    use crate::pipeline::dataset::{vocabulary_identity, Draft, PcaChoice, SchemaIdentity};
+    use crate::pipeline::dataset::{vocabulary_identity, Draft, ExtraDraft, SchemaIdentity};
     let model_path = std::fs::canonicalize(&f.model).with_context(|| format!("model {}", f.model.display()))?;
     let sidecar = sidecar_path(f, &model_path)?;
-    // The device and the model are checked before any work: an explicit CUDA device that is
+    // The device and the models are checked before any work: an explicit CUDA device that is
     // not there, or a model that loads but does not run with its sidecar, stops here.
     let (device, note) = vidfeat_features::resolve_device(&f.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = note {
         tracing::warn!("{n}");
     }
-    let model = vidfeat_features::Model::load(&model_path, Some(&sidecar), device)?;
-    model.check()?;
-    let side = model.sidecar.clone();
-    drop(model);
-    if f.predict > 0 {
-        let Some(head) = &side.classifier else {
-            anyhow::bail!("--predict needs a model with a classifier head (its sidecar's \"classifier\"): {} has none (i3d-kinetics-400 has one)", side.name);
-        };
-        anyhow::ensure!(f.predict <= head.classes, "--predict {}: {} has {} classes", f.predict, side.name, head.classes);
-    }
-    let dims = f.pca_dims.unwrap_or(1024).min(side.output_dim);
-    let pca = match &f.pca {
-        Some(p) => {
-            // A given PCA keeps all its components (up to 1,024) unless --pca-dims says otherwise.
-            let pca = vidfeat_features::Pca::load(p, f.pca_dims)?;
-            anyhow::ensure!(pca.input_dim() == side.output_dim, "PCA {} takes {}-d features, the model gives {}-d", p.display(), pca.input_dim(), side.output_dim);
-            PcaChoice::Given { path: std::fs::canonicalize(p)?, sha256: pca.content_sha256(), dims: pca.dims }
-        }
-        None => PcaChoice::Fit { dims },
+    let checked = |model: &Path, sidecar: &Path| -> Result<vidfeat_features::Sidecar> {
+        let m = vidfeat_features::Model::load(model, Some(sidecar), device)?;
+        m.check()?;
+        Ok(m.sidecar.clone())
     };
+    let side = checked(&model_path, &sidecar)?;
+    let mut sides = vec![side.clone()];
+    let mut extra = vec![];
+    for e in &f.extra {
+        let (m, sc) = (std::fs::canonicalize(&e.model).with_context(|| format!("model {}", e.model.display()))?, std::fs::canonicalize(&e.sidecar).with_context(|| format!("model sidecar {}", e.sidecar.display()))?);
+        let s = checked(&m, &sc)?;
+        extra.push(ExtraDraft {
+            feature: e.feature.clone(),
+            model: Named { name: s.name.clone(), sha256: vidfeat_features::file_sha256(&m)? },
+            sidecar_sha256: vidfeat_features::file_sha256(&sc)?,
+            pca: pca_choice(e.pca.as_deref(), f.pca_dims, &s)?,
+        });
+        sides.push(s);
+    }
+    crate::pipeline::models::shared_options(&f.decode, &sides.iter().collect::<Vec<_>>())?;
+    if f.predict > 0 {
+        let Some((_, head)) = predict_head(&sides) else {
+            let names: Vec<&str> = sides.iter().map(|s| s.name.as_str()).collect();
+            anyhow::bail!("--predict needs a model with a classifier head (its sidecar's \"classifier\"): {} has none (i3d-kinetics-400 has one)", names.join(", "));
+        };
+        anyhow::ensure!(f.predict <= head.classes, "--predict {}: the classifier has {} classes", f.predict, head.classes);
+    }
     let compression: vidfeat_export::Compression = f.compression.parse().map_err(anyhow::Error::msg)?;
     let vocabulary = spec.vocab.as_deref().map(vidfeat_labels::Vocabulary::load).transpose()?.map(|v| vocabulary_identity(&v));
     Ok(Draft {
         layout: "plan",
         model: Named { name: side.name.clone(), sha256: vidfeat_features::file_sha256(&model_path)? },
         sidecar_sha256: vidfeat_features::file_sha256(&sidecar)?,
-        pca,
+        pca: pca_choice(f.pca.as_deref(), f.pca_dims, &side)?,
         vocabulary,
         schema: SchemaIdentity::new(f.legacy_2017, f.audio_zero, compression),
+        extra,
+    })
+}
+
+/// The first model (in --model order) with a classifier head: its index and head.
+#[cfg(feature = "ffmpeg")]
+fn predict_head(sides: &[vidfeat_features::Sidecar]) -> Option<(usize, &vidfeat_features::ClassifierSpec)> {
+    sides.iter().enumerate().find_map(|(i, s)| s.classifier.as_ref().map(|h| (i, h)))
+}
+
+/// A model's PCA as known before any work: `given` loaded and checked against the model, or
+/// one to fit (`--pca-dims`, default 1,024, at most the model's dims).
+#[cfg(feature = "ffmpeg")]
+fn pca_choice(given: Option<&Path>, dims: Option<usize>, side: &vidfeat_features::Sidecar) -> Result<crate::pipeline::dataset::PcaChoice> {
+    use crate::pipeline::dataset::PcaChoice;
+    Ok(match given {
+        Some(p) => {
+            // A given PCA keeps all its components (up to 1,024) unless --pca-dims says otherwise.
+            let pca = vidfeat_features::Pca::load(p, dims)?;
+            anyhow::ensure!(pca.input_dim() == side.output_dim, "PCA {} takes {}-d features, {} gives {}-d", p.display(), pca.input_dim(), side.name, side.output_dim);
+            PcaChoice::Given { path: std::fs::canonicalize(p)?, sha256: pca.content_sha256(), dims: pca.dims }
+        }
+        None => PcaChoice::Fit { dims: dims.unwrap_or(1024).min(side.output_dim) },
     })
 }
 
@@ -516,60 +612,100 @@ pub enum Frozen {
 /// summary.json when anything changed (it described the folder as it was).
 #[cfg(feature = "ffmpeg")]
 pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pipeline::dataset::Draft) -> Result<Frozen> {
-    use crate::pipeline::dataset::{PcaChoice, PcaIdentity};
+    use crate::pipeline::dataset::{fitted_pca_file, PcaChoice, PcaIdentity};
     let model_path = std::fs::canonicalize(&f.model)?;
     let sidecar = sidecar_path(f, &model_path)?;
-    let (pca_path, fitted_here) = match (&f.pca, &draft.pca) {
-        (Some(p), PcaChoice::Fit { .. }) => (std::fs::canonicalize(p)?, true),
-        (Some(p), PcaChoice::Given { .. }) => (std::fs::canonicalize(p)?, false),
-        (None, choice) => {
-            let dims = match choice {
-                PcaChoice::Fit { dims } | PcaChoice::Given { dims, .. } => *dims,
-            };
-            let p = out.join("pca.npz");
-            tracing::info!("fitting a PCA on up to {} frames into {}", f.pca_sample_frames, p.display());
-            let jobs = crate::pipeline::worker::read_plan_tasks(out, &planned.plan_jsonl_sha256)?;
-            let cfg = crate::pipeline::pca::PcaFitConfig {
-                out: p.clone(),
-                dims,
-                max_frames: f.pca_sample_frames.max(2),
-                model: model_path.clone(),
-                sidecar: Some(sidecar.clone()),
-                device: f.device.clone(),
-                decode: crate::pipeline::decode::DecodeSettings { fetch: f.decode.fetch_in(out), ..f.decode.clone() },
-                batch_size: f.batch_size.unwrap_or(8),
-            };
-            let r = crate::pipeline::pca::fit_on(&cfg, &jobs, false)?;
-            if r.frames < 2 {
-                return Ok(Frozen::NoPca { failures: r.failures });
-            }
-            (std::fs::canonicalize(&p)?, true)
-        }
-    };
-    let dims = match &draft.pca {
-        PcaChoice::Fit { dims } | PcaChoice::Given { dims, .. } => *dims,
-    };
-    let pca = vidfeat_features::Pca::load(&pca_path, Some(dims))?;
-    if pca.supported < pca.dims {
-        tracing::warn!(
-            "the PCA was fitted on {} frames, which support {} of the {} dims kept: the other {} are written as zero. A real dataset's PCA needs at least dims + 1 frames, better 10 x dims (10,000 or more for 1,024 dims): give --pca with one fitted on more video",
-            pca.frames.map_or("an unknown number of".to_string(), |n| n.to_string()),
-            pca.supported,
-            pca.dims,
-            pca.dims - pca.supported
-        );
+    // Every model: features, model, sidecar, its --pca (or the fit reused), the draft's choice,
+    // where it was given from when an object.
+    struct Member<'a> {
+        feature: String,
+        model: PathBuf,
+        sidecar: PathBuf,
+        pca: Option<PathBuf>,
+        choice: &'a PcaChoice,
+        source: Option<String>,
     }
+    let mut members = vec![Member { feature: "rgb".into(), model: model_path.clone(), sidecar: sidecar.clone(), pca: f.pca.clone(), choice: &draft.pca, source: f.sources.pca.clone() }];
+    for (e, d) in f.extra.iter().zip(&draft.extra) {
+        members.push(Member { feature: e.feature.clone(), model: std::fs::canonicalize(&e.model)?, sidecar: std::fs::canonicalize(&e.sidecar)?, pca: e.pca.clone(), choice: &d.pca, source: e.sources.pca.clone() });
+    }
+    // The PCAs to fit, all from one decode of the plan's first videos.
+    let fit: Vec<crate::pipeline::pca::FitModel> = members
+        .iter()
+        .filter(|m| m.pca.is_none())
+        .map(|m| crate::pipeline::pca::FitModel { model: m.model.clone(), sidecar: Some(m.sidecar.clone()), out: out.join(fitted_pca_file(&m.feature)), dims: m.choice.dims() })
+        .collect();
+    if !fit.is_empty() {
+        let files: Vec<String> = fit.iter().map(|m| m.out.display().to_string()).collect();
+        tracing::info!("fitting {} on up to {} frames into {}", crate::telemetry::count(fit.len() as u64, "PCA"), f.pca_sample_frames, files.join(", "));
+        let jobs = crate::pipeline::worker::read_plan_tasks(out, &planned.plan_jsonl_sha256)?;
+        let cfg = crate::pipeline::pca::PcaFitConfig {
+            models: fit,
+            max_frames: f.pca_sample_frames.max(2),
+            device: f.device.clone(),
+            decode: crate::pipeline::decode::DecodeSettings { fetch: f.decode.fetch_in(out), ..f.decode.clone() },
+            batch_size: f.batch_size.unwrap_or(8),
+        };
+        let r = crate::pipeline::pca::fit_on(&cfg, &jobs, false)?;
+        if r.frames < 2 {
+            return Ok(Frozen::NoPca { failures: r.failures });
+        }
+    }
+    // Each model's PCA: (as plan.json records it, loaded, its identity).
+    let mut pcas = vec![];
+    for m in &members {
+        // Fitted here: now, or by an earlier run into this folder (then given back as --pca).
+        let fitted_here = m.pca.is_none() || matches!(m.choice, PcaChoice::Fit { .. });
+        let file = fitted_pca_file(&m.feature);
+        let path = std::fs::canonicalize(m.pca.clone().unwrap_or_else(|| out.join(&file)))?;
+        let pca = vidfeat_features::Pca::load(&path, Some(m.choice.dims()))?;
+        if pca.supported < pca.dims {
+            tracing::warn!(
+                "the PCA of `{}` was fitted on {} frames, which support {} of the {} dims kept: the other {} are written as zero. A real dataset's PCA needs at least dims + 1 frames, better 10 x dims (10,000 or more for 1,024 dims): give --pca with one fitted on more video",
+                m.feature,
+                pca.frames.map_or("an unknown number of".to_string(), |n| n.to_string()),
+                pca.supported,
+                pca.dims,
+                pca.dims - pca.supported
+            );
+        }
+        let recorded = match (&m.source, &f.out_url) {
+            (Some(u), _) => u.clone(),
+            (None, Some(url)) if m.pca.is_none() => format!("{}/{file}", url.trim_end_matches('/')),
+            _ => path.display().to_string(),
+        };
+        let identity = PcaIdentity { sha256: pca.content_sha256(), dims: pca.dims, fitted_here, source: if fitted_here { file } else { path.display().to_string() } };
+        pcas.push((recorded, pca, identity));
+    }
+    let mut pcas = pcas.into_iter();
+    let (pca_recorded, pca, pca_identity) = pcas.next().expect("the first model's PCA");
+    let mut extra_models = vec![];
+    let mut extra_identities = vec![];
+    for ((m, e), (recorded, p, identity)) in members[1..].iter().zip(&f.extra).zip(pcas) {
+        extra_models.push(ModelPlan {
+            feature: m.feature.clone(),
+            model: e.sources.model.clone().unwrap_or_else(|| m.model.display().to_string()),
+            model_sha256: vidfeat_features::file_sha256(&m.model)?,
+            sidecar: e.sources.sidecar.clone().unwrap_or_else(|| m.sidecar.display().to_string()),
+            sidecar_sha256: vidfeat_features::file_sha256(&m.sidecar)?,
+            pca: recorded,
+            pca_sha256: p.content_sha256(),
+            pca_dims: p.dims,
+            pca_frames: p.frames,
+            pca_supported: p.supported,
+        });
+        extra_identities.push(identity);
+    }
+    // --predict: the first model with a classifier head.
+    let sides = members.iter().map(|m| vidfeat_features::Sidecar::load(&m.sidecar)).collect::<Result<Vec<_>, _>>()?;
+    let head = if f.predict > 0 { predict_head(&sides).map(|(i, h)| (i, h.clone())) } else { None };
     let mut plan = PlanSettings {
         version: PLAN_VERSION,
         model: f.sources.model.clone().unwrap_or_else(|| model_path.display().to_string()),
         model_sha256: draft.model.sha256.clone(),
         sidecar: f.sources.sidecar.clone().unwrap_or_else(|| sidecar.display().to_string()),
         sidecar_sha256: draft.sidecar_sha256.clone(),
-        pca: match (&f.sources.pca, &f.out_url) {
-            (Some(u), _) => u.clone(),
-            (None, Some(out)) if fitted_here && f.pca.is_none() => format!("{}/pca.npz", out.trim_end_matches('/')),
-            _ => pca_path.display().to_string(),
-        },
+        pca: pca_recorded,
         pca_sha256: pca.content_sha256(),
         pca_dims: pca.dims,
         pca_frames: pca.frames,
@@ -590,7 +726,9 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
         fetch_cmd: f.fetch_cmd.clone(),
         vocabulary: draft.vocabulary.clone(),
         predict: f.predict,
-        classifier: if f.predict > 0 { vidfeat_features::Sidecar::load(&sidecar)?.classifier } else { None },
+        predict_model: head.as_ref().map_or(0, |h| h.0),
+        classifier: head.map(|h| h.1),
+        extra_models,
         shards: serde_json::from_value(planned.summary["shards"].clone())?,
         tasks: planned.resolved() as usize,
         settings_sha256: String::new(),
@@ -613,8 +751,7 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
             _ => {}
         }
     }
-    let source = if fitted_here { "pca.npz".to_string() } else { pca_path.display().to_string() };
-    crate::pipeline::dataset::write_identity(out, &draft.identity(PcaIdentity { sha256: plan.pca_sha256.clone(), dims: plan.pca_dims, fitted_here, source }))?;
+    crate::pipeline::dataset::write_identity(out, &draft.identity(pca_identity, extra_identities))?;
     plan.write(out)?;
     let names: std::collections::BTreeSet<String> = plan.shard_keys.keys().cloned().collect();
     let removed = crate::pipeline::dataset::remove_stale_shards(out, &names)?;

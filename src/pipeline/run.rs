@@ -31,9 +31,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let out = &cfg.out;
     let draft = draft(&cfg.freeze, &cfg.jobs)?;
     let mut fz = cfg.freeze.clone();
-    if let Some(p) = crate::pipeline::dataset::check_out(out, &draft, fz.overwrite)? {
-        fz.pca = Some(p);
-    }
+    fz.reuse(crate::pipeline::dataset::check_out(out, &draft, fz.overwrite)?);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     crate::telemetry::EventLog::open(out, &crate::pipeline::worker::worker_id()).started();
     let planned = plan(&cfg.jobs, out)?;
@@ -48,6 +46,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
                 let r = work(&cfg.work)?;
                 summary = serde_json::from_slice(&std::fs::read(out.join("summary.json")).context("summary.json after the worker")?)?;
                 model_info = json!({"name": r["model"], "path": plan.model, "sha256": plan.model_sha256, "sidecar": plan.sidecar});
+                if !plan.extra_models.is_empty() {
+                    summary["models"] = json!(r["models"]);
+                }
                 summary["device"] = r["device"].clone();
                 summary["settings"]["batch_size"] = r["batch_size"].clone();
                 let processed = r["processed"].as_array().map_or(0, Vec::len) as u64;

@@ -15,8 +15,35 @@ const JOURNAL_MAGIC: &[u8; 4] = b"VFJ2";
 pub enum Entry {
     /// `lag`: how far the rows' frames lie from their times, (mean, max) seconds.
     /// `logits`: a classifier's logits averaged over the rows (`--predict`), else empty.
-    Ok { idx: u32, rgb: Vec<Vec<u8>>, mean_rgb: Vec<f32>, seconds: f64, lag: (f64, f64), logits: Vec<f32> },
+    /// `extra`: the further models' (rows, mean), in the plan's order (`--model A --model B`).
+    Ok { idx: u32, rgb: Vec<Vec<u8>>, mean_rgb: Vec<f32>, seconds: f64, lag: (f64, f64), logits: Vec<f32>, extra: Vec<Features> },
     Failed { idx: u32, kind: String, reason: String },
+}
+
+/// One model's features of a video: quantized rows and the mean of the unquantized ones.
+pub type Features = (Vec<Vec<u8>>, Vec<f32>);
+
+fn put_features(b: &mut Vec<u8>, rows: &[Vec<u8>], mean: &[f32]) {
+    b.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(mean.len() as u32).to_le_bytes());
+    for r in rows {
+        b.extend_from_slice(r);
+    }
+    for m in mean {
+        b.extend_from_slice(&m.to_le_bytes());
+    }
+}
+
+/// (rows, mean) at `o` as [`put_features`] wrote them (rows as wide as the mean), and the
+/// offset after them.
+fn get_features(b: &[u8], o: usize) -> Option<(Features, usize)> {
+    let u32_at = |o: usize| b.get(o..o + 4).map(|x| u32::from_le_bytes(x.try_into().unwrap()) as usize);
+    let (rows, d) = (u32_at(o)?, u32_at(o + 4)?);
+    let start = o + 8;
+    let end = start + rows.checked_mul(d)?;
+    let rgb = b.get(start..end)?.chunks(d.max(1)).map(<[u8]>::to_vec).collect();
+    let mean = b.get(end..end + 4 * d)?.chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect();
+    Some(((rgb, mean), end + 4 * d))
 }
 
 impl Entry {
@@ -29,7 +56,7 @@ impl Entry {
     fn encode(&self) -> Vec<u8> {
         let mut b = vec![];
         match self {
-            Entry::Ok { idx, rgb, mean_rgb, seconds, lag, logits } => {
+            Entry::Ok { idx, rgb, mean_rgb, seconds, lag, logits, extra } => {
                 b.extend_from_slice(&idx.to_le_bytes());
                 b.push(1);
                 b.extend_from_slice(&(rgb.len() as u32).to_le_bytes());
@@ -43,11 +70,17 @@ impl Entry {
                 for m in mean_rgb {
                     b.extend_from_slice(&m.to_le_bytes());
                 }
-                // Appended last: entries written without it read as having none.
-                if !logits.is_empty() {
+                // Appended last: entries written without them read as having none.
+                if !logits.is_empty() || !extra.is_empty() {
                     b.extend_from_slice(&(logits.len() as u32).to_le_bytes());
                     for v in logits {
                         b.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+                if !extra.is_empty() {
+                    b.extend_from_slice(&(extra.len() as u32).to_le_bytes());
+                    for (rows, mean) in extra {
+                        put_features(&mut b, rows, mean);
                     }
                 }
             }
@@ -75,11 +108,20 @@ impl Entry {
                 let rgb = b.get(37..rgb_end)?.chunks(d.max(1)).map(<[u8]>::to_vec).collect();
                 let mean = b.get(rgb_end..rgb_end + 4 * d)?.chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect();
                 let l = rgb_end + 4 * d;
-                let logits = match u32_at(l) {
-                    Some(n) => b.get(l + 4..l + 4 + 4 * n as usize)?.chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect(),
-                    None => vec![],
+                let (logits, mut o) = match u32_at(l) {
+                    Some(n) => (b.get(l + 4..l + 4 + 4 * n as usize)?.chunks(4).map(|x| f32::from_le_bytes(x.try_into().unwrap())).collect(), l + 4 + 4 * n as usize),
+                    None => (vec![], l),
                 };
-                Some(Entry::Ok { idx, rgb, mean_rgb: mean, seconds, lag, logits })
+                let mut extra = vec![];
+                if let Some(n) = u32_at(o) {
+                    o += 4;
+                    for _ in 0..n {
+                        let (f, next) = get_features(b, o)?;
+                        extra.push(f);
+                        o = next;
+                    }
+                }
+                Some(Entry::Ok { idx, rgb, mean_rgb: mean, seconds, lag, logits, extra })
             }
             0 => {
                 let kl = u32_at(5)? as usize;
@@ -165,7 +207,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("j/x.journal");
         let hash = "ab".repeat(32);
-        let a = Entry::Ok { idx: 0, rgb: vec![vec![1, 2, 3], vec![4, 5, 6]], mean_rgb: vec![0.5, -1.0, 2.0], seconds: 2.0, lag: (0.25, 0.5), logits: vec![] };
+        let a = Entry::Ok { idx: 0, rgb: vec![vec![1, 2, 3], vec![4, 5, 6]], mean_rgb: vec![0.5, -1.0, 2.0], seconds: 2.0, lag: (0.25, 0.5), logits: vec![], extra: vec![] };
         let b = Entry::Failed { idx: 2, kind: "corrupt".into(), reason: "bad NAL".into() };
         {
             let (mut j, e) = Journal::open(&p, &hash).unwrap();
@@ -189,9 +231,18 @@ mod tests {
         std::fs::write(&p, &bad).unwrap();
         assert_eq!(Journal::open(&p, &hash).unwrap().1, vec![a.clone()]);
         // Logits (with --predict) round-trip; entries without them read as having none.
-        let c = Entry::Ok { idx: 3, rgb: vec![vec![7; 3]], mean_rgb: vec![1.0; 3], seconds: 1.0, lag: (0.0, 0.0), logits: vec![1.5, -2.0, 0.25] };
+        let c = Entry::Ok { idx: 3, rgb: vec![vec![7; 3]], mean_rgb: vec![1.0; 3], seconds: 1.0, lag: (0.0, 0.0), logits: vec![1.5, -2.0, 0.25], extra: vec![] };
         assert_eq!(Entry::decode(&c.encode()), Some(c.clone()));
         assert_eq!(Entry::decode(&a.encode()), Some(a.clone()));
+        // Further models' features round-trip, with logits and without.
+        for logits in [vec![], vec![0.5f32, 1.0]] {
+            let extra = vec![(vec![vec![1u8, 2], vec![3, 4]], vec![0.25f32, -0.5]), (vec![vec![9u8; 4]], vec![1.0f32; 4])];
+            let e = Entry::Ok { idx: 5, rgb: vec![vec![7; 3]; 2], mean_rgb: vec![1.0; 3], seconds: 2.0, lag: (0.1, 0.2), logits, extra };
+            assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+            // A cut inside them is not read as fewer models.
+            let b = e.encode();
+            assert_eq!(Entry::decode(&b[..b.len() - 1]), None);
+        }
         // Another plan's journal is discarded.
         std::fs::write(&p, &full).unwrap();
         assert!(Journal::open(&p, &"cd".repeat(32)).unwrap().1.is_empty());

@@ -151,15 +151,22 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     };
     // Objects (a plan made in or from a bucket) are fetched into local copies first.
     let local = |what: &str, p: &str| crate::mirror::local(std::path::Path::new(p)).with_context(|| format!("plan's {what} {p}"));
-    let (model_path, sidecar_path, pca_path) = (local("model", &plan.model)?, local("sidecar", &plan.sidecar)?, local("PCA", &plan.pca)?);
-    check("model", &plan.model, &plan.model_sha256, vidfeat_features::file_sha256(&model_path))?;
-    check("sidecar", &plan.sidecar, &plan.sidecar_sha256, vidfeat_features::file_sha256(&sidecar_path))?;
-    let pca = vidfeat_features::Pca::load(&pca_path, Some(plan.pca_dims))?;
-    check("PCA", &plan.pca, &plan.pca_sha256, Ok(pca.content_sha256()))?;
-
+    // Every model with its PCA, the first (`rgb`) first; the files checked against the plan.
     let device = crate::pipeline::torch_setup(&cfg.device, cfg.torch_threads, false)?;
-    let model = Model::load(&model_path, Some(&sidecar_path), device)?;
-    model.check()?;
+    let first = [(&plan.model, &plan.model_sha256, &plan.sidecar, &plan.sidecar_sha256, &plan.pca, &plan.pca_sha256, plan.pca_dims)];
+    let extra = plan.extra_models.iter().map(|m| (&m.model, &m.model_sha256, &m.sidecar, &m.sidecar_sha256, &m.pca, &m.pca_sha256, m.pca_dims));
+    let mut members: Vec<(Model, vidfeat_features::Pca)> = vec![];
+    for (model, model_sha, sidecar, sidecar_sha, pca, pca_sha, dims) in first.into_iter().chain(extra) {
+        let (model_path, sidecar_path, pca_path) = (local("model", model)?, local("sidecar", sidecar)?, local("PCA", pca)?);
+        check("model", model, model_sha, vidfeat_features::file_sha256(&model_path))?;
+        check("sidecar", sidecar, sidecar_sha, vidfeat_features::file_sha256(&sidecar_path))?;
+        let p = vidfeat_features::Pca::load(&pca_path, Some(dims))?;
+        check("PCA", pca, pca_sha, Ok(p.content_sha256()))?;
+        let m = Model::load(&model_path, Some(&sidecar_path), device)?;
+        m.check()?;
+        members.push((m, p));
+    }
+    let model = &members[0].0;
     let batch = plan.batch_size.unwrap_or(if device.is_cuda() { 64 } else { 8 }).max(1);
     let settings = DecodeSettings {
         fps: Rational::parse(&plan.fps).with_context(|| format!("plan fps `{}`", plan.fps))?,
@@ -176,9 +183,10 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         max_decoder_bytes: plan.max_decoder_bytes,
         fetch: FetchConfig { fetch_cmd: plan.fetch_cmd.clone(), max_bytes: plan.max_input_bytes, ..cfg.fetch.clone() },
     };
-    let opts = settings.options(&model.sidecar)?;
+    let sides: Vec<&vidfeat_features::Sidecar> = members.iter().map(|m| &m.0.sidecar).collect();
+    let (opts, shape) = crate::pipeline::models::shared_options(&settings, &sides)?;
+    let decoded = &members[shape].0.sidecar;
     let fetch = settings.fetch_in(&cfg.dir);
-    let frame_bytes = model.sidecar.row_bytes();
     let owner = worker_id();
     crate::telemetry::EventLog::open(&cfg.dir, &owner).started();
     let failed = std::sync::atomic::AtomicU64::new(0);
@@ -189,29 +197,25 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
             in_order(rx, &progress, |k, d| {
                 let entry = match d.result {
                     Ok(crate::pipeline::consume::Video { frames, rows, seconds, lag, .. }) => {
-                        // Batches within the video only: features do not depend on neighbours.
-                        let mut raw = Vec::with_capacity(rows as usize * model.sidecar.output_dim);
-                        // --predict: the classifier's logits, summed over the rows.
-                        let mut logits: Vec<f64> = vec![];
-                        let batches = frames.chunks(batch * frame_bytes).map(|c| (c, c.len() / frame_bytes));
-                        let r = model.extract_all(batches, |o| {
-                            crate::telemetry::extracted((o.features.len() / model.sidecar.output_dim) as u64);
-                            raw.extend_from_slice(&o.features);
-                            if let (true, Some(l), Some(head)) = (plan.predict > 0, &o.logits, &model.sidecar.classifier) {
-                                logits.resize(head.classes, 0.0);
-                                for row in l.chunks_exact(head.classes) {
-                                    logits.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
-                                }
+                        // Every model on this video's rows, batches within the video only
+                        // (features do not depend on neighbours).
+                        let features = members
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (model, pca))| {
+                                let predict = plan.predict > 0 && plan.predict_model == i;
+                                let input = crate::pipeline::models::rows_for(&frames, rows as usize, decoded, &model.sidecar);
+                                video_features(model, pca, &input, rows as usize, batch, predict, i == 0)
+                            })
+                            .collect::<Result<Vec<_>, String>>();
+                        match features {
+                            Ok(mut f) => {
+                                let logits = f.iter_mut().find_map(|x| x.2.take()).unwrap_or_default();
+                                let mut f = f.into_iter().map(|(rows, mean, _)| (rows, mean));
+                                let (rgb, mean_rgb) = f.next().expect("the first model's features");
+                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds, lag, logits, extra: f.collect() }
                             }
-                            Ok(())
-                        });
-                        match r.err().map(|e| e.to_string()) {
-                            None => {
-                                let (rgb, mean_rgb) = crate::pipeline::consume::reduce_video(&pca, &raw, rows as usize);
-                                let logits = logits.iter().map(|s| (s / rows.max(1) as f64) as f32).collect();
-                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds, lag, logits }
-                            }
-                            Some(e) => Entry::Failed { idx: 0, kind: "model_error".into(), reason: e },
+                            Err(e) => Entry::Failed { idx: 0, kind: "model_error".into(), reason: e },
                         }
                     }
                     Err((kind, reason)) => Entry::Failed { idx: 0, kind, reason },
@@ -248,9 +252,39 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
     r["worker"] = json!(owner);
     r["model"] = json!(model.sidecar.name);
+    r["models"] = json!(plan.features().iter().zip(&members).map(|((feature, dims), (m, _))| json!({"feature": feature, "name": m.sidecar.name, "dims": dims})).collect::<Vec<_>>());
     r["device"] = json!(format!("{device:?}"));
     r["batch_size"] = json!(batch);
     Ok(r)
+}
+
+/// One model's features of one video (`input`: its rows for this model): quantized rows, the
+/// mean of the reduced rows and, with `predict`, the classifier's logits averaged over the rows.
+/// `count`: rows go into the progress counts (one model's, not each model's).
+#[cfg(feature = "ffmpeg")]
+fn video_features(model: &Model, pca: &vidfeat_features::Pca, input: &[u8], rows: usize, batch: usize, predict: bool, count: bool) -> Result<(Vec<Vec<u8>>, Vec<f32>, Option<Vec<f32>>), String> {
+    let (row_bytes, dim) = (model.sidecar.row_bytes(), model.sidecar.output_dim);
+    let mut raw = Vec::with_capacity(rows * dim);
+    // The classifier's logits, summed over the rows.
+    let mut logits: Vec<f64> = vec![];
+    let batches = input.chunks(batch * row_bytes).map(|c| (c, c.len() / row_bytes));
+    model
+        .extract_all(batches, |o| {
+            if count {
+                crate::telemetry::extracted((o.features.len() / dim) as u64);
+            }
+            raw.extend_from_slice(&o.features);
+            if let (true, Some(l), Some(head)) = (predict, &o.logits, &model.sidecar.classifier) {
+                logits.resize(head.classes, 0.0);
+                for row in l.chunks_exact(head.classes) {
+                    logits.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let (q, mean) = crate::pipeline::consume::reduce_video(pca, &raw, rows);
+    Ok((q, mean, predict.then(|| logits.iter().map(|s| (s / rows.max(1) as f64) as f32).collect())))
 }
 
 /// On a bucket: when every shard's marker is there, with the key plan.json gives it and beside

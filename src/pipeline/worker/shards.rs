@@ -127,6 +127,15 @@ pub fn write_summary_with(dir: &Path, plan: &PlanSettings, done: &dyn Fn(&str) -
         "made_by": "vidfeat work",
     });
     let mut summary = summary;
+    if !plan.extra_models.is_empty() {
+        // Every model's features in the records (verify checks their widths).
+        summary["features"] = json!(plan
+            .features()
+            .iter()
+            .zip(std::iter::once((&plan.model, &plan.pca, plan.pca_sha256.as_str())).chain(plan.extra_models.iter().map(|m| (&m.model, &m.pca, m.pca_sha256.as_str()))))
+            .map(|((name, dims), (model, pca, sha))| json!({"name": name, "dims": dims, "model": model, "pca": {"source": pca, "sha256": sha}}))
+            .collect::<Vec<_>>());
+    }
     if plan.predict > 0 {
         summary["predictions"] = crate::pipeline::predictions::write(dir, plan)?;
     } else {
@@ -256,18 +265,24 @@ fn done_in_bucket_now(url: &str, plan: &PlanSettings, name: &str) -> Option<Done
 /// the shard as it is (records read back, or its failure), so only the retried ones are
 /// processed again; the shard written from them is byte-identical to one in which they
 /// succeeded the first time.
-fn retry_entries(p: &ShardPaths, m: &DoneMarker, jobs: &[Job], retry: &BTreeSet<String>) -> Result<Vec<Entry>> {
+fn retry_entries(p: &ShardPaths, m: &DoneMarker, jobs: &[Job], retry: &BTreeSet<String>, extra: &[String]) -> Result<Vec<Entry>> {
     let failed: BTreeMap<&str, &Failure> = m.failures.iter().filter_map(|f| Some((f.id.as_deref()?, f))).collect();
-    let mut records: BTreeMap<String, (Vec<Vec<u8>>, Vec<f32>, Vec<f32>)> = BTreeMap::new();
+    // id -> rgb rows, mean_rgb, logits, further models' (rows, mean).
+    type Read = (Vec<Vec<u8>>, Vec<f32>, Vec<f32>, Vec<super::journal::Features>);
+    let mut records: BTreeMap<String, Read> = BTreeMap::new();
     for r in vidfeat_export::read_file(&p.frame)? {
-        let f = vidfeat_export::parse_record(&r)?;
-        records.insert(f.id, (f.rgb, vec![], vec![]));
+        let mut f = vidfeat_export::parse_record(&r)?;
+        let other = extra.iter().map(|name| (f.other.remove(name).unwrap_or_default(), vec![])).collect();
+        records.insert(f.id, (f.rgb, vec![], vec![], other));
     }
     for r in vidfeat_export::read_file(&p.video)? {
         let mut v = vidfeat_export::parse_record(&r)?;
         if let (Some(e), Some(mean)) = (records.get_mut(&v.id), v.floats.remove("mean_rgb")) {
             e.1 = mean;
             e.2 = v.floats.remove("logits").unwrap_or_default();
+            for (name, x) in extra.iter().zip(e.3.iter_mut()) {
+                x.1 = v.floats.remove(&format!("mean_{name}")).unwrap_or_default();
+            }
         }
     }
     let mut out = vec![];
@@ -276,11 +291,12 @@ fn retry_entries(p: &ShardPaths, m: &DoneMarker, jobs: &[Job], retry: &BTreeSet<
         match (failed.get(job.task.id.as_str()), records.remove(&job.task.id)) {
             (Some(f), _) if retry.contains(&f.kind) => {}
             (Some(f), _) => out.push(Entry::Failed { idx, kind: f.kind.clone(), reason: f.reason.clone() }),
-            (None, Some((rgb, mean_rgb, logits))) => out.push(Entry::Ok {
+            (None, Some((rgb, mean_rgb, logits, extra))) => out.push(Entry::Ok {
                 idx,
                 rgb,
                 mean_rgb,
                 logits,
+                extra,
                 seconds: m.video_seconds.get(i).copied().unwrap_or(0.0),
                 lag: m.video_lags.get(i).copied().unwrap_or_default(),
             }),
@@ -299,7 +315,8 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
     let (mut journal, entries) = Journal::open(&p.journal, key)?;
     let mut have: BTreeMap<u32, Entry> = entries.into_iter().map(|e| (e.idx(), e)).collect();
     if let Some(m) = retry_of {
-        for e in retry_entries(&p, m, jobs, ctx.retry)? {
+        let extra: Vec<String> = ctx.plan.extra_models.iter().map(|m| m.feature.clone()).collect();
+        for e in retry_entries(&p, m, jobs, ctx.retry, &extra)? {
             if !have.contains_key(&e.idx()) {
                 journal.append(&e)?;
                 have.insert(e.idx(), e);
@@ -315,7 +332,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
     let sub: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
     (ctx.process)(&sub, &mut |k, e| {
         let e = match e {
-            Entry::Ok { rgb, mean_rgb, seconds, lag, logits, .. } => Entry::Ok { idx: todo[k] as u32, rgb, mean_rgb, seconds, lag, logits },
+            Entry::Ok { rgb, mean_rgb, seconds, lag, logits, extra, .. } => Entry::Ok { idx: todo[k] as u32, rgb, mean_rgb, seconds, lag, logits, extra },
             Entry::Failed { kind, reason, .. } => Entry::Failed { idx: todo[k] as u32, kind, reason },
         };
         if !lease.held() {
@@ -363,7 +380,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
             fetched.insert(job.task.source.to_string(), sha);
         }
         match &have[&(i as u32)] {
-            Entry::Ok { rgb, mean_rgb, seconds, lag, logits, .. } => {
+            Entry::Ok { rgb, mean_rgb, seconds, lag, logits, extra, .. } => {
                 job.warn_segments_beyond(rgb.len());
                 video_lags.push(*lag);
                 video_rows.push(rgb.len() as u64);
@@ -373,6 +390,13 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
                     rgb: rgb.clone(),
                     mean_rgb: mean_rgb.clone(),
                     logits: logits.clone(),
+                    extra: ctx
+                        .plan
+                        .extra_models
+                        .iter()
+                        .zip(extra)
+                        .map(|(m, (rows, mean))| vidfeat_export::NamedFeature { name: m.feature.clone(), rows: rows.clone(), mean: mean.clone() })
+                        .collect(),
                     segments: job.segments().to_vec(),
                 };
                 frame.write_record(&vidfeat_export::encode_frame_level(&rec, &schema))?;

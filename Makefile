@@ -43,6 +43,7 @@ test: setup
 # its venv, .deps/compat-venv, is made by scripts/compat-setup.sh: about 30 s, 1.4 GB).
 test-compat: setup
 	@bash scripts/compat-setup.sh
+	@bash scripts/i3d-setup.sh
 	$(CARGO) build --bin vidfeat
 	.deps/compat-venv/bin/python tests/compat/check.py target/debug/vidfeat
 

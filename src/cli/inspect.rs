@@ -9,7 +9,8 @@ pub struct InspectArgs {
     /// TFRecord files (plain, GZIP or ZLIB).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Also print the rgb rows (dequantized) of frame-level records.
+    /// Also print the values: rgb rows (dequantized) and mean_rgb, and under `values` each
+    /// further model's rows and mean (a run with several --model).
     #[arg(long)]
     pub values: bool,
     /// Also print each label's name (`label_names`), from the vocabulary.csv of the output the

@@ -76,6 +76,7 @@ pub fn exec(a: PcaFitArgs) -> Result<ExitCode> {
     .settings()?;
     let cfg = vidfeat::pipeline::pca::PcaFitConfig {
         models: vec![vidfeat::pipeline::pca::FitModel { model: a.model.path()?, sidecar: a.model.sidecar_path()?, out: out.local.clone(), dims: a.dims }],
+        decode_for: vec![],
         max_frames: a.pca_sample_frames,
         device: a.model.device.clone(),
         decode,

@@ -62,6 +62,10 @@ pub fn inspect(files: &[PathBuf], values: bool, names: bool, out: &mut dyn Write
                 }
                 if values {
                     v["rgb"] = json!(p.rgb.iter().map(|r| vidfeat_features::dequantize(r)).collect::<Vec<_>>());
+                    // Further models' features (a run with several --model).
+                    for (name, rows) in &p.other {
+                        v["values"][name] = json!(rows.iter().map(|r| vidfeat_features::dequantize(r)).collect::<Vec<_>>());
+                    }
                 }
             } else {
                 v["features"] = p.floats.iter().map(|(k, x)| (k.clone(), json!({"len": x.len()}))).collect();
@@ -69,6 +73,11 @@ pub fn inspect(files: &[PathBuf], values: bool, names: bool, out: &mut dyn Write
                     v["mean_rgb_len"] = json!(m.len());
                     if values {
                         v["mean_rgb"] = json!(m);
+                    }
+                }
+                if values {
+                    for (name, m) in p.floats.iter().filter(|(k, _)| k.starts_with("mean_") && !matches!(k.as_str(), "mean_rgb" | "mean_audio")) {
+                        v["values"][name] = json!(m);
                     }
                 }
             }

@@ -20,6 +20,10 @@ use crate::pipeline::jobs::{prepare, Failure, FailureLog, Job, JobSpec};
 pub struct PcaFitConfig {
     /// The models to fit a PCA for, all from one decode (a plan's several models).
     pub models: Vec<FitModel>,
+    /// The sidecars of every model the decode feeds (a plan's), when not only these: the
+    /// sample is then the frames the run decodes (a video a clip decode fails is left out
+    /// for all). Empty: the fitted models'.
+    pub decode_for: Vec<vidfeat_features::Sidecar>,
     pub max_frames: usize,
     pub device: String,
     /// Decoding; `fetch.dir` must be set when sources are remote.
@@ -80,9 +84,9 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
             Ok(model)
         })
         .collect::<Result<Vec<Model>>>()?;
-    let sides: Vec<&vidfeat_features::Sidecar> = models.iter().map(|m| &m.sidecar).collect();
+    let sides: Vec<&vidfeat_features::Sidecar> = if cfg.decode_for.is_empty() { models.iter().map(|m| &m.sidecar).collect() } else { cfg.decode_for.iter().collect() };
     let (opts, shape) = crate::pipeline::models::shared_options(&cfg.decode, &sides)?;
-    let decoded = models[shape].sidecar.clone();
+    let decoded = sides[shape].clone();
     let mut accs: Vec<vidfeat_features::CovarianceAccumulator> = models.iter().map(|m| vidfeat_features::CovarianceAccumulator::new(m.sidecar.output_dim)).collect();
     let mut frames_in = 0usize;
     let progress: Progress = (Mutex::new(0), Condvar::new());

@@ -629,7 +629,9 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     for (e, d) in f.extra.iter().zip(&draft.extra) {
         members.push(Member { feature: e.feature.clone(), model: std::fs::canonicalize(&e.model)?, sidecar: std::fs::canonicalize(&e.sidecar)?, pca: e.pca.clone(), choice: &d.pca, source: e.sources.pca.clone() });
     }
-    // The PCAs to fit, all from one decode of the plan's first videos.
+    let sides = members.iter().map(|m| vidfeat_features::Sidecar::load(&m.sidecar)).collect::<Result<Vec<_>, _>>()?;
+    // The PCAs to fit, all from one decode of the plan's first videos (the decode the run
+    // makes for all its models).
     let fit: Vec<crate::pipeline::pca::FitModel> = members
         .iter()
         .filter(|m| m.pca.is_none())
@@ -641,6 +643,7 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
         let jobs = crate::pipeline::worker::read_plan_tasks(out, &planned.plan_jsonl_sha256)?;
         let cfg = crate::pipeline::pca::PcaFitConfig {
             models: fit,
+            decode_for: sides.clone(),
             max_frames: f.pca_sample_frames.max(2),
             device: f.device.clone(),
             decode: crate::pipeline::decode::DecodeSettings { fetch: f.decode.fetch_in(out), ..f.decode.clone() },
@@ -697,7 +700,6 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
         extra_identities.push(identity);
     }
     // --predict: the first model with a classifier head.
-    let sides = members.iter().map(|m| vidfeat_features::Sidecar::load(&m.sidecar)).collect::<Result<Vec<_>, _>>()?;
     let head = if f.predict > 0 { predict_head(&sides).map(|(i, h)| (i, h.clone())) } else { None };
     let mut plan = PlanSettings {
         version: PLAN_VERSION,

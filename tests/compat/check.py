@@ -271,6 +271,48 @@ def _():
     assert acc > 0.5, acc  # four clips, four classes: chance is 0.25
 
 
+@check("tensorflow_two_model_shard")
+def _():
+    # EfficientNet (rgb) and Kinetics I3D (clip rows) from one decode into the same records;
+    # --predict puts I3D's logits beside them. TensorFlow reads both models' features with the
+    # YouTube-8M specs plus the second model's keys; the values are vidfeat's own.
+    out = WORK / "two"
+    vidfeat("run", LIST, "--vocab", "kinetics-400", "--out", out, "--max-frames", "2", "--shards", "2",
+            "--model", "efficientnet-lite0", "--model", "i3d-kinetics-400", "--feature-name", "rgb", "--feature-name", "i3d",
+            "--resize", "center-crop", "--pca-dims", "64", "--predict", "5")
+    s = json.loads((out / "summary.json").read_text())
+    assert [(f["name"], f["dims"]) for f in s["features"]] == [("rgb", 64), ("i3d", 64)], s["features"]
+    want = {}
+    for line in vidfeat("inspect", "--values", *shards(out, "frame")).splitlines():
+        r = json.loads(line)
+        want[r["id"]] = {"rgb": np.array(r["rgb"], dtype=np.float32).reshape(-1, 64),
+                         "i3d": np.array(r["values"]["i3d"], dtype=np.float32).reshape(-1, 64)}
+    for line in vidfeat("inspect", "--values", *shards(out, "video")).splitlines():
+        r = json.loads(line)
+        want[r["id"]]["mean_i3d"] = np.array(r["values"]["mean_i3d"], dtype=np.float32)
+    seq = {"rgb": tf.io.FixedLenSequenceFeature([], tf.string), "i3d": tf.io.FixedLenSequenceFeature([], tf.string)}
+    seen = 0
+    for rec in tf.data.TFRecordDataset(shards(out, "frame")):
+        c, f = tf.io.parse_single_sequence_example(rec, context_features={"id": tf.io.FixedLenFeature([], tf.string)}, sequence_features=seq)
+        i = c["id"].numpy().decode()
+        for name in ("rgb", "i3d"):
+            rows = dequantize(tf.reshape(tf.cast(tf.io.decode_raw(f[name], tf.uint8), tf.float32), [-1, 64]).numpy())
+            same_rows(rows, want[i][name], f"{i} {name}")
+        assert len(want[i]["rgb"]) == len(want[i]["i3d"]) > 0, i
+        seen += 1
+    assert seen == s["videos_ok"] == len(want), (seen, s["videos_ok"])
+    # The plain YouTube-8M video-level reader still reads it; the second model's mean and the
+    # logits are there too.
+    spec = {"id": tf.io.FixedLenFeature([], tf.string), "mean_rgb": tf.io.FixedLenFeature([64], tf.float32),
+            "mean_i3d": tf.io.FixedLenFeature([64], tf.float32), "logits": tf.io.FixedLenFeature([400], tf.float32)}
+    for rec in tf.data.TFRecordDataset(shards(out, "video")):
+        f = tf.io.parse_single_example(rec, spec)
+        i = f["id"].numpy().decode()
+        assert np.allclose(f["mean_i3d"].numpy(), want[i]["mean_i3d"]), i
+    assert tf_video_level(shards(out, "video"), 64).keys() == want.keys()
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == seen
+
+
 failed = [n for n, ok in RESULTS if not ok]
 print(f"test result: {'ok' if not failed else 'FAILED'}. {len(RESULTS) - len(failed)} passed; {len(failed)} failed; (compatibility suite, TensorFlow {tf.__version__})")
 if not failed:

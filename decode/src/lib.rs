@@ -648,9 +648,23 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     let mut dict = ffmpeg::Dictionary::new();
     dict.set("protocol_whitelist", "file");
     dict.set("format_whitelist", &opts.demuxers);
+    // The time limit counts decoding, not the time `on_row` takes (a consumer that holds the
+    // rows back while its network works on earlier videos).
+    let paused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let busy = {
+        let paused = paused.clone();
+        move || started.elapsed().saturating_sub(Duration::from_nanos(paused.load(std::sync::atomic::Ordering::Relaxed)))
+    };
+    let mut on_row = |f: SampledFrame| {
+        let t = Instant::now();
+        on_row(f);
+        paused.fetch_add(t.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    };
+    let on_row: &mut dyn FnMut(SampledFrame) = &mut on_row;
     // FFmpeg's interrupt callback enforces the time limit inside blocking reads too.
-    let deadline = opts.timeout.map(|t| started + t);
-    let mut ictx = ffmpeg::format::input_with_interrupt_and_dictionary(&path, move || deadline.is_some_and(|d| Instant::now() > d), dict)
+    let limit = opts.timeout;
+    let interrupted = busy.clone();
+    let mut ictx = ffmpeg::format::input_with_interrupt_and_dictionary(&path, move || limit.is_some_and(|t| interrupted() > t), dict)
         .map_err(|e| match (e, opts.timeout) {
             (ffmpeg::Error::Exit, Some(t)) => DecodeError::Timeout(t),
             (e, _) => DecodeError::UnsupportedFormat(e.to_string()),
@@ -822,7 +836,7 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
     let mut key_packets = 0u64;
     loop {
         if let Some(t) = opts.timeout {
-            if started.elapsed() > t {
+            if busy() > t {
                 return Err(DecodeError::Timeout(t));
             }
         }
@@ -892,7 +906,7 @@ fn decode_once(path: &Path, opts: &DecodeOptions, allow_seek: bool, on_row: &mut
         }
         session.drain(&mut decoder, last_pts)?;
     }
-    if let Some(t) = opts.timeout.filter(|&t| started.elapsed() > t) {
+    if let Some(t) = opts.timeout.filter(|&t| busy() > t) {
         return Err(DecodeError::Timeout(t));
     }
     unsafe {

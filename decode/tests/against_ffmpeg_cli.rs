@@ -303,6 +303,12 @@ fn the_time_limit_stops_a_long_decode() {
     let e = decode_file(&p, &DecodeOptions { timeout: Some(std::time::Duration::from_millis(200)), ..opts() }, |_| {}).unwrap_err();
     assert_eq!(e.kind(), "timeout");
     assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    // Time the caller holds a row (a consumer busy with earlier videos) is not decode time:
+    // 1.2 s of waiting in rows under a 1 s limit, and the video decodes.
+    let clip = here().join("../data-samples/videos/mmaction2__demo.mp4");
+    let slow = |_: vidfeat_decode::SampledFrame| std::thread::sleep(std::time::Duration::from_millis(400));
+    let r = decode_file(&clip, &DecodeOptions { timeout: Some(std::time::Duration::from_secs(1)), max_frames: Some(3), ..opts() }, slow).unwrap();
+    assert_eq!(r.rows, 3);
 }
 
 #[test]

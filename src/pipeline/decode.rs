@@ -98,7 +98,26 @@ impl DecodeSettings {
     }
 }
 
-/// Starts the feeder and W decode workers; returns the stream of decoded videos in any order.
+/// One video's rows as they are decoded ([`spawn_decoders`]): groups of whole rows, then how
+/// the video ended. A consumer holds a video's rows only while it works on them.
+pub enum Piece {
+    /// Rows, packed RGB24 back to back (a clip row's frames together), and how many.
+    Rows(Vec<u8>, u64),
+    /// The end: rows, seconds, warnings and lag as a [`Video`] has them (its `frames` empty),
+    /// or the failure (kind, reason) — possibly after some rows were sent.
+    End(Result<Video, (String, String)>),
+}
+
+/// A video being decoded: its index and its pieces.
+pub struct Streamed {
+    pub idx: usize,
+    pub pieces: Receiver<Piece>,
+}
+
+/// Starts the feeder and W decode workers; returns each video's stream of pieces (videos in
+/// any order). A worker sends at most two pieces of `piece_rows` rows ahead of the consumer
+/// (the time it waits is not decode time, see [`DecodeOptions::timeout`]), so memory does not
+/// grow with a video's length.
 pub fn spawn_decoders<'s>(
     s: &'s std::thread::Scope<'s, '_>,
     jobs: &'s [Job],
@@ -106,11 +125,12 @@ pub fn spawn_decoders<'s>(
     workers: usize,
     progress: &'s Progress,
     fetch: &'s FetchConfig,
-) -> Receiver<Decoded> {
+    piece_rows: usize,
+) -> Receiver<Streamed> {
     let workers = workers.max(1);
     let window = 2 * workers + 2;
     let (task_tx, task_rx) = bounded::<usize>(workers);
-    let (dec_tx, dec_rx) = bounded::<Decoded>(workers + 1);
+    let (dec_tx, dec_rx) = bounded::<Streamed>(workers + 1);
     let n = jobs.len();
     s.spawn(move || {
         for i in 0..n {
@@ -127,28 +147,44 @@ pub fn spawn_decoders<'s>(
     });
     for _ in 0..workers {
         let (task_rx, dec_tx) = (task_rx.clone(), dec_tx.clone());
-        s.spawn(move || decode_worker(task_rx, dec_tx, jobs, opts, fetch));
+        s.spawn(move || decode_worker(task_rx, dec_tx, jobs, opts, fetch, piece_rows.max(1)));
     }
     dec_rx
 }
 
-/// Hands decoded videos to `f` in job order, advancing `progress` so the feeder releases more
-/// work. `f` returns false to stop early; the feeder is released however this ends.
-pub(crate) fn in_order(rx: Receiver<Decoded>, progress: &Progress, mut f: impl FnMut(usize, Decoded) -> Result<bool>) -> Result<()> {
+/// Hands each video's pieces to `f` in job order, advancing `progress` so the feeder releases
+/// more work. `f` returns false to stop early; the feeder is released however this ends.
+pub(crate) fn in_order_streams(rx: Receiver<Streamed>, progress: &Progress, mut f: impl FnMut(usize, Receiver<Piece>) -> Result<bool>) -> Result<()> {
     let _release = ReleaseOnDrop(progress);
     let mut pending = std::collections::BTreeMap::new();
     let mut next = 0usize;
     for d in rx {
-        pending.insert(d.idx, d);
-        while let Some(d) = pending.remove(&next) {
+        pending.insert(d.idx, d.pieces);
+        while let Some(pieces) = pending.remove(&next) {
             next += 1;
             advance(progress, next);
-            if !f(next - 1, d)? {
+            if !f(next - 1, pieces)? {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// [`in_order_streams`] with each video whole (its rows gathered), for consumers that keep
+/// whole videos (the frame cache).
+pub(crate) fn in_order(rx: Receiver<Streamed>, progress: &Progress, mut f: impl FnMut(usize, Decoded) -> Result<bool>) -> Result<()> {
+    in_order_streams(rx, progress, |idx, pieces| {
+        let mut frames = vec![];
+        let mut result = Err(("decode_error".to_string(), "the decoder stopped without a result".to_string()));
+        for p in pieces {
+            match p {
+                Piece::Rows(r, _) => frames.extend_from_slice(&r),
+                Piece::End(r) => result = r.map(|v| Video { frames: std::mem::take(&mut frames), ..v }),
+            }
+        }
+        f(idx, Decoded { idx, result })
+    })
 }
 
 /// A video's decode warnings, logged: NVDEC's fallback once per process (it would repeat for
@@ -166,8 +202,12 @@ fn log_warnings(id: &str, warnings: &[String]) {
     }
 }
 
-fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job], opts: &DecodeOptions, fetch: &FetchConfig) {
+fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Streamed>, jobs: &[Job], opts: &DecodeOptions, fetch: &FetchConfig, piece_rows: usize) {
     for idx in task_rx {
+        let (tx, pieces) = bounded::<Piece>(2);
+        if dec_tx.send(Streamed { idx, pieces }).is_err() {
+            return;
+        }
         let job = &jobs[idx];
         let mut o = opts.clone();
         o.window = job.task.window;
@@ -180,13 +220,28 @@ fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job]
         let result = match local.map_err(|e| (e.kind.to_string(), e.message)) {
             Err(e) => Err(e),
             Ok(path) => {
-                let mut frames: Vec<u8> = vec![];
+                // Rows go out in pieces as they come; a consumer that stopped listening (its
+                // network failed on this video) is not waited for.
+                let (mut buf, mut n) = (vec![], 0u64);
+                let send = |buf: &mut Vec<u8>, n: &mut u64| {
+                    if *n > 0 {
+                        let _ = tx.send(Piece::Rows(std::mem::take(buf), std::mem::take(n)));
+                    }
+                };
+                let on_row = |f: vidfeat_decode::SampledFrame| {
+                    buf.extend_from_slice(&f.rgb);
+                    n += 1;
+                    if n as usize == piece_rows {
+                        send(&mut buf, &mut n);
+                    }
+                };
                 // A panic inside one video is that video's failure, not the run's.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_file(&path, &o, |f| frames.extend_from_slice(&f.rgb))));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_file(&path, &o, on_row)));
+                send(&mut buf, &mut n);
                 match r {
                     Ok(Ok(rep)) => {
                         log_warnings(&job.task.id, &rep.warnings);
-                        Ok(Video { frames, rows: rep.rows, seconds: rep.duration, warnings: rep.warnings, lag: (rep.lag_mean, rep.lag_max) })
+                        Ok(Video { frames: vec![], rows: rep.rows, seconds: rep.duration, warnings: rep.warnings, lag: (rep.lag_mean, rep.lag_max) })
                     }
                     Ok(Err(e)) => Err((e.kind().to_string(), e.to_string())),
                     Err(_) => Err(("panic".to_string(), "the decoder panicked on this video".to_string())),
@@ -194,9 +249,7 @@ fn decode_worker(task_rx: Receiver<usize>, dec_tx: Sender<Decoded>, jobs: &[Job]
             }
         };
         crate::telemetry::decoded(result.as_ref().map_or(0, |r| r.rows));
-        if dec_tx.send(Decoded { idx, result }).is_err() {
-            return;
-        }
+        let _ = tx.send(Piece::End(result));
     }
 }
 
@@ -226,7 +279,7 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
     let mut writer = crate::pipeline::cache::CacheWriter::create(&cfg.cache, &prepared, &sidecar, cfg.decode.describe(&opts), cfg.zstd_level)?;
     let fetch = cfg.decode.fetch_in(&cfg.cache);
     std::thread::scope(|s| -> Result<()> {
-        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch);
+        let rx = spawn_decoders(s, &prepared.jobs, &opts, cfg.decode.workers, &progress, &fetch, 64);
         // In job order, so the cache is deterministic.
         in_order(rx, &progress, |idx, d| {
             crate::telemetry::written(d.result.is_ok());

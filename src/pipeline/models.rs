@@ -58,6 +58,68 @@ pub(crate) fn rows_for<'a>(frames: &'a [u8], rows: usize, decoded: &Sidecar, mod
     Cow::Owned(frames.chunks_exact(row).flat_map(|clip| &clip[..frame]).copied().collect())
 }
 
+/// One model's features of one video, gathered piece by piece as the video is decoded, one
+/// batch in flight across pieces (on CUDA the next batch's upload overlaps the network).
+#[derive(Default)]
+pub(crate) struct VideoFeatures {
+    raw: Vec<f32>,
+    /// The classifier's logits summed over the rows (with predict).
+    logits: Vec<f64>,
+    rows: usize,
+    in_flight: Option<vidfeat_features::Pending>,
+}
+
+impl VideoFeatures {
+    /// Runs `model` on more rows of the video (`input`: its rows, see [`rows_for`]), `batch`
+    /// rows at a time; with `predict`, sums its classifier's logits. The last batch may still
+    /// be running: [`VideoFeatures::drain`] waits for it.
+    pub(crate) fn add(&mut self, model: &vidfeat_features::Model, input: &[u8], batch: usize, predict: bool) -> Result<(), String> {
+        let row_bytes = model.sidecar.row_bytes();
+        for c in input.chunks(batch.max(1) * row_bytes) {
+            let next = model.submit(c, c.len() / row_bytes).map_err(|e| e.to_string())?;
+            if let Some(p) = self.in_flight.replace(next) {
+                self.take(model, p, predict)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the batch still running.
+    pub(crate) fn drain(&mut self, model: &vidfeat_features::Model, predict: bool) -> Result<(), String> {
+        match self.in_flight.take() {
+            Some(p) => self.take(model, p, predict),
+            None => Ok(()),
+        }
+    }
+
+    fn take(&mut self, model: &vidfeat_features::Model, p: vidfeat_features::Pending, predict: bool) -> Result<(), String> {
+        let o = model.finish_all(p).map_err(|e| e.to_string())?;
+        self.rows += o.features.len() / model.sidecar.output_dim;
+        self.raw.extend_from_slice(&o.features);
+        if let (true, Some(l), Some(head)) = (predict, &o.logits, &model.sidecar.classifier) {
+            self.logits.resize(head.classes, 0.0);
+            for row in l.chunks_exact(head.classes) {
+                self.logits.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows finished so far, and their raw features (rows x the model's dims).
+    pub(crate) fn raw(&self) -> (usize, &[f32]) {
+        (self.rows, &self.raw)
+    }
+
+    /// The rows reduced by `pca` and quantized, the mean of the reduced rows, and the mean
+    /// logits when they were summed (after [`VideoFeatures::drain`]).
+    pub(crate) fn finish(self, pca: &vidfeat_features::Pca) -> (Vec<Vec<u8>>, Vec<f32>, Option<Vec<f32>>) {
+        debug_assert!(self.in_flight.is_none(), "drained");
+        let (q, mean) = crate::pipeline::consume::reduce_video(pca, &self.raw, self.rows);
+        let rows = self.rows.max(1) as f64;
+        (q, mean, (!self.logits.is_empty()).then(|| self.logits.iter().map(|s| (s / rows) as f32).collect()))
+    }
+}
+
 /// The feature names of `models` (their sidecar names) given `--feature-name` values in order:
 /// the first model's is `rgb` (what YouTube-8M readers read), the others' their name unless
 /// given. Checked: valid, unique, free of the schema's keys.

@@ -13,7 +13,8 @@ use serde_json::json;
 use vidfeat_features::Model;
 
 use crate::pipeline::consume::Progress;
-use crate::pipeline::decode::{in_order, spawn_decoders, DecodeSettings};
+use crate::pipeline::decode::{in_order_streams, spawn_decoders, DecodeSettings, Piece};
+use crate::pipeline::models::VideoFeatures;
 use crate::pipeline::jobs::{prepare, Failure, FailureLog, Job, JobSpec};
 
 #[derive(Debug, Clone)]
@@ -94,21 +95,40 @@ pub fn fit_on(cfg: &PcaFitConfig, jobs: &[Job], log_each: bool) -> Result<Fit> {
     let mut failures: Vec<Failure> = vec![];
     let fetch = if cfg.decode.fetch.dir.as_os_str().is_empty() { cfg.decode.fetch_in(cfg.models[0].out.parent().unwrap_or(std::path::Path::new("."))) } else { cfg.decode.fetch.clone() };
     std::thread::scope(|s| -> Result<()> {
-        let rx = spawn_decoders(s, jobs, &opts, cfg.decode.workers, &progress, &fetch);
-        in_order(rx, &progress, |idx, d| {
-            match d.result {
-                Ok(crate::pipeline::consume::Video { frames, rows, .. }) => {
+        let batch = cfg.batch_size.max(1);
+        let rx = spawn_decoders(s, jobs, &opts, cfg.decode.workers, &progress, &fetch, batch);
+        in_order_streams(rx, &progress, |idx, pieces| {
+            // The video's features up to the sample's size, added once it has decoded whole
+            // (a video that fails is not in the run, so not in its PCA either).
+            let mut feats: Vec<VideoFeatures> = models.iter().map(|_| VideoFeatures::default()).collect();
+            let mut taken = 0usize;
+            let mut end = Err(("decode_error".to_string(), "the decoder stopped without a result".to_string()));
+            for p in pieces.iter() {
+                match p {
+                    Piece::Rows(frames, n) => {
+                        let take = (n as usize).min(cfg.max_frames - frames_in - taken);
+                        taken += take;
+                        for (model, f) in models.iter().zip(feats.iter_mut()) {
+                            let rows = crate::pipeline::models::rows_for(&frames, n as usize, &decoded, &model.sidecar);
+                            f.add(model, &rows[..take * model.sidecar.row_bytes()], batch, false).map_err(anyhow::Error::msg)?;
+                        }
+                    }
+                    Piece::End(r) => {
+                        for (model, f) in models.iter().zip(feats.iter_mut()) {
+                            f.drain(model, false).map_err(anyhow::Error::msg)?;
+                        }
+                        end = r;
+                        break;
+                    }
+                }
+            }
+            match end {
+                Ok(_) => {
                     videos += 1;
-                    let take = (rows as usize).min(cfg.max_frames - frames_in);
-                    frames_in += take;
-                    for (model, acc) in models.iter().zip(accs.iter_mut()) {
-                        let rows = crate::pipeline::models::rows_for(&frames, rows as usize, &decoded, &model.sidecar);
-                        let (row_bytes, dim) = (model.sidecar.row_bytes(), model.sidecar.output_dim);
-                        let batches = rows[..take * row_bytes].chunks(cfg.batch_size.max(1) * row_bytes).map(|c| (c, c.len() / row_bytes));
-                        model.extract_all(batches, |o| {
-                            acc.add(&o.features, o.features.len() / dim);
-                            Ok(())
-                        })?;
+                    frames_in += taken;
+                    for (f, acc) in feats.iter().zip(accs.iter_mut()) {
+                        let (rows, raw) = f.raw();
+                        acc.add(raw, rows);
                     }
                 }
                 Err((kind, reason)) => {

@@ -47,7 +47,9 @@ use vidfeat_ingest::fetch::FetchConfig;
 #[cfg(feature = "ffmpeg")]
 use crate::pipeline::consume::Progress;
 #[cfg(feature = "ffmpeg")]
-use crate::pipeline::decode::{in_order, spawn_decoders, DecodeSettings};
+use crate::pipeline::decode::{in_order_streams, spawn_decoders, DecodeSettings, Piece};
+#[cfg(feature = "ffmpeg")]
+use crate::pipeline::models::VideoFeatures;
 #[cfg(feature = "ffmpeg")]
 use crate::pipeline::jobs::Job;
 
@@ -193,30 +195,54 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     let process = |jobs: &[Job], sink: &mut dyn FnMut(usize, Entry) -> Result<()>| -> Result<()> {
         let progress: Progress = (Mutex::new(0), Condvar::new());
         std::thread::scope(|s| -> Result<()> {
-            let rx = spawn_decoders(s, jobs, &opts, settings.workers, &progress, &fetch);
-            in_order(rx, &progress, |k, d| {
-                let entry = match d.result {
-                    Ok(crate::pipeline::consume::Video { frames, rows, seconds, lag, .. }) => {
-                        // Every model on this video's rows, batches within the video only
-                        // (features do not depend on neighbours).
-                        let features = members
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (model, pca))| {
-                                let predict = plan.predict > 0 && plan.predict_model == i;
-                                let input = crate::pipeline::models::rows_for(&frames, rows as usize, decoded, &model.sidecar);
-                                video_features(model, pca, &input, rows as usize, batch, predict, i == 0)
-                            })
-                            .collect::<Result<Vec<_>, String>>();
-                        match features {
-                            Ok(mut f) => {
-                                let logits = f.iter_mut().find_map(|x| x.2.take()).unwrap_or_default();
-                                let mut f = f.into_iter().map(|(rows, mean, _)| (rows, mean));
-                                let (rgb, mean_rgb) = f.next().expect("the first model's features");
-                                Entry::Ok { idx: 0, rgb, mean_rgb, seconds, lag, logits, extra: f.collect() }
+            // Pieces of one batch: the batches are those of a whole video (features do not
+            // depend on how the video was cut), and a clip model holds a batch, not the video.
+            let rx = spawn_decoders(s, jobs, &opts, settings.workers, &progress, &fetch, batch);
+            in_order_streams(rx, &progress, |k, pieces| {
+                // Every model on this video's rows as they come, batches within the video only
+                // (features do not depend on neighbours).
+                let mut feats: Vec<VideoFeatures> = members.iter().map(|_| VideoFeatures::default()).collect();
+                let predict = |i: usize| plan.predict > 0 && plan.predict_model == i;
+                let mut end = None;
+                for p in pieces.iter() {
+                    match p {
+                        Piece::Rows(rows, n) => {
+                            let r = members.iter().zip(feats.iter_mut()).enumerate().try_for_each(|(i, ((model, _), f))| {
+                                f.add(model, &crate::pipeline::models::rows_for(&rows, n as usize, decoded, &model.sidecar), batch, predict(i))
+                            });
+                            // A model failure fails the video; the rest of it is not waited for.
+                            if let Err(e) = r {
+                                end = Some(Err(("model_error".to_string(), e)));
+                                break;
                             }
-                            Err(e) => Entry::Failed { idx: 0, kind: "model_error".into(), reason: e },
                         }
+                        Piece::End(r) => {
+                            // The last batches still running.
+                            let drained = members.iter().zip(feats.iter_mut()).enumerate().try_for_each(|(i, ((model, _), f))| f.drain(model, predict(i)));
+                            end = Some(match (r, drained) {
+                                (Ok(_), Err(e)) => Err(("model_error".to_string(), e)),
+                                (r, _) => r,
+                            });
+                            break;
+                        }
+                    }
+                }
+                drop(pieces);
+                let entry = match end.unwrap_or_else(|| Err(("decode_error".into(), "the decoder stopped without a result".into()))) {
+                    Ok(crate::pipeline::consume::Video { seconds, lag, .. }) => {
+                        // Rows of written videos (the first model's).
+                        crate::telemetry::extracted(feats[0].raw().0 as u64);
+                        let mut logits = vec![];
+                        let mut f = feats.into_iter().zip(&members).map(|(f, (_, pca))| {
+                            let (q, mean, l) = f.finish(pca);
+                            if let Some(l) = l {
+                                logits = l;
+                            }
+                            (q, mean)
+                        });
+                        let (rgb, mean_rgb) = f.next().expect("the first model's features");
+                        let extra = f.collect();
+                        Entry::Ok { idx: 0, rgb, mean_rgb, seconds, lag, logits, extra }
                     }
                     Err((kind, reason)) => Entry::Failed { idx: 0, kind, reason },
                 };
@@ -256,35 +282,6 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     r["device"] = json!(format!("{device:?}"));
     r["batch_size"] = json!(batch);
     Ok(r)
-}
-
-/// One model's features of one video (`input`: its rows for this model): quantized rows, the
-/// mean of the reduced rows and, with `predict`, the classifier's logits averaged over the rows.
-/// `count`: rows go into the progress counts (one model's, not each model's).
-#[cfg(feature = "ffmpeg")]
-fn video_features(model: &Model, pca: &vidfeat_features::Pca, input: &[u8], rows: usize, batch: usize, predict: bool, count: bool) -> Result<(Vec<Vec<u8>>, Vec<f32>, Option<Vec<f32>>), String> {
-    let (row_bytes, dim) = (model.sidecar.row_bytes(), model.sidecar.output_dim);
-    let mut raw = Vec::with_capacity(rows * dim);
-    // The classifier's logits, summed over the rows.
-    let mut logits: Vec<f64> = vec![];
-    let batches = input.chunks(batch * row_bytes).map(|c| (c, c.len() / row_bytes));
-    model
-        .extract_all(batches, |o| {
-            if count {
-                crate::telemetry::extracted((o.features.len() / dim) as u64);
-            }
-            raw.extend_from_slice(&o.features);
-            if let (true, Some(l), Some(head)) = (predict, &o.logits, &model.sidecar.classifier) {
-                logits.resize(head.classes, 0.0);
-                for row in l.chunks_exact(head.classes) {
-                    logits.iter_mut().zip(row).for_each(|(s, v)| *s += *v as f64);
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-    let (q, mean) = crate::pipeline::consume::reduce_video(pca, &raw, rows);
-    Ok((q, mean, predict.then(|| logits.iter().map(|s| (s / rows.max(1) as f64) as f32).collect())))
 }
 
 /// On a bucket: when every shard's marker is there, with the key plan.json gives it and beside

@@ -158,6 +158,10 @@ fn clip_rows_are_the_frames_at_their_times_and_runs_write_one_row_per_second() {
     let rec = vidfeat_export::parse_record(&vidfeat_export::read_file(&shard).unwrap()[0]).unwrap();
     assert_eq!((rec.rgb.len(), rec.rgb[0].len()), (10, 8));
     assert!(!out.join("predictions.jsonl").exists() && s.get("predictions").is_none(), "no predictions unless asked");
+    // A clip model outweighs decoding: by default the network gets every core.
+    let marker = std::fs::read_dir(out.join("done")).unwrap().next().unwrap().unwrap().path();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(marker).unwrap()).unwrap();
+    assert_eq!(m["compute"]["torch_threads"].as_u64(), Some(std::thread::available_parallelism().unwrap().get() as u64), "{m}");
 }
 
 #[test]

@@ -416,6 +416,26 @@ impl ModelArgs {
         vidfeat::mirror::local(&p).with_context(|| format!("--model {}", p.display()))
     }
 
+    /// The models' sidecars, those that can be read now (local files and named models; the
+    /// others are read, and their problems reported, when the run starts).
+    pub fn sidecars(&self) -> Vec<vidfeat_features::Sidecar> {
+        let first = self.model.first().cloned().unwrap_or_else(vidfeat::default_model);
+        let mut paths: Vec<PathBuf> = vec![];
+        paths.extend(self.sidecar.clone().or_else(|| self.local_model(&first).map(|p| p.with_extension("json"))));
+        paths.extend(self.model.iter().skip(1).filter_map(|m| self.local_model(m)).map(|p| p.with_extension("json")));
+        paths.iter().filter_map(|p| vidfeat_features::Sidecar::load(p).ok()).collect()
+    }
+
+    /// A --model value as a local file without fetching anything: a named model's file, or
+    /// the path itself.
+    fn local_model(&self, p: &std::path::Path) -> Option<PathBuf> {
+        match vidfeat::named_model_arg(p) {
+            Some(named) => named.ok(),
+            None if vidfeat_store::url_of(p).is_none() => Some(p.to_path_buf()),
+            None => None,
+        }
+    }
+
     /// --sidecar (a local copy of an object).
     pub fn sidecar_path(&self) -> Result<Option<PathBuf>> {
         self.sidecar.as_deref().map(|p| vidfeat::mirror::local(p).with_context(|| format!("--sidecar {}", p.display()))).transpose()

@@ -23,7 +23,8 @@ pub struct RunArgs {
 }
 
 pub fn exec(mut a: RunArgs) -> Result<ExitCode> {
-    (a.sample.decode_workers, a.model.torch_threads) = vidfeat::pipeline::layout::cpu_split(&a.model.device, a.sample.decode_workers, a.model.torch_threads);
+    let heavy = vidfeat::pipeline::layout::network_heavy(&a.model.sidecars());
+    (a.sample.decode_workers, a.model.torch_threads) = vidfeat::pipeline::layout::cpu_split(&a.model.device, a.sample.decode_workers, a.model.torch_threads, heavy);
     let fetch_cmd = a.list.fetch_cmd.clone();
     let mut freeze = freeze_config(&a.model, &a.sample, &a.output.shape, fetch_cmd.clone())?;
     freeze.decode.fetch = a.fetch.config(fetch_cmd, a.sample.max_input_bytes);

@@ -68,7 +68,14 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
         let (index, count) = vidfeat::pipeline::worker::worker_slot(a.worker_index, a.num_workers, &|k| std::env::var(k).ok())?;
         vidfeat::pipeline::worker::Assignment::Static { index, count }
     };
-    let (decode_workers, torch_threads) = vidfeat::pipeline::layout::cpu_split(&a.device, a.decode_workers, a.torch_threads);
+    // The plan's models, where its folder is local (a bucket's plan is read later: the
+    // default split then).
+    let sidecars: Vec<vidfeat_features::Sidecar> = match (&bucket, vidfeat::pipeline::plan::PlanSettings::load(&a.plan)) {
+        (None, Ok(p)) => std::iter::once(&p.sidecar).chain(p.extra_models.iter().map(|m| &m.sidecar)).filter_map(|s| vidfeat_features::Sidecar::load(std::path::Path::new(s)).ok()).collect(),
+        _ => vec![],
+    };
+    let heavy = vidfeat::pipeline::layout::network_heavy(&sidecars);
+    let (decode_workers, torch_threads) = vidfeat::pipeline::layout::cpu_split(&a.device, a.decode_workers, a.torch_threads, heavy);
     let (workers, threads) = vidfeat::pipeline::layout::decode_layout(decode_workers, a.decode_threads);
     let cfg = vidfeat::pipeline::worker::WorkConfig {
         dir: match &bucket {

@@ -127,12 +127,12 @@ pub fn progress_line(s: &Snapshot, elapsed: Duration) -> String {
     let left = s.planned.saturating_sub(s.written);
     let eta = if vps > 0.0 && left > 0 { format!(", eta {}", hms(left as f64 / vps)) } else { String::new() };
     format!(
-        "progress: {}/{} written ({} failed), {} decoded, {} extracted; {:.2} videos/s, {:.1} frames/s{eta}",
+        "progress: {}/{} written ({} failed), {} decoded, {} extracted; {:.2} videos/s, {:.1} rows/s{eta}",
         s.written,
         count(s.planned, "video"),
         s.failed,
         s.decoded,
-        count(s.frames_extracted, "frame"),
+        count(s.frames_extracted, "row"),
         vps,
         fps
     )
@@ -247,7 +247,7 @@ fn draw_bars(multi: indicatif::MultiProgress, stop: Arc<AtomicBool>) {
     let planned = multi.add(indicatif::ProgressBar::new(0));
     planned.set_style(style("  planned {pos} videos [{elapsed_precise}] {msg}"));
     let decoded = bar("decoded", "videos", false);
-    let extracted = bar("extracted", "frames", false);
+    let extracted = bar("extracted", "rows", false);
     let written = bar("written", "videos", true);
     let mut last = None;
     while !stop.load(Relaxed) {
@@ -457,12 +457,12 @@ mod tests {
     fn progress_line_counts_rates_and_eta_without_resumed_videos() {
         let s = Snapshot { planned: 100, decoded: 60, frames_decoded: 600, frames_extracted: 500, written: 50, failed: 2, resumed: 40 };
         let l = progress_line(&s, Duration::from_secs(10));
-        assert!(l.starts_with("progress: 50/100 videos written (2 failed), 60 decoded, 500 frames extracted;"), "{l}");
+        assert!(l.starts_with("progress: 50/100 videos written (2 failed), 60 decoded, 500 rows extracted;"), "{l}");
         let one = Snapshot { planned: 1, decoded: 1, frames_decoded: 1, frames_extracted: 1, written: 1, failed: 0, resumed: 0 };
-        assert!(progress_line(&one, Duration::from_secs(1)).starts_with("progress: 1/1 video written (0 failed), 1 decoded, 1 frame extracted;"));
+        assert!(progress_line(&one, Duration::from_secs(1)).starts_with("progress: 1/1 video written (0 failed), 1 decoded, 1 row extracted;"));
         assert_eq!((count(0, "class"), count(1, "class"), count(2, "shard")), ("0 classes".to_string(), "1 class".to_string(), "2 shards".to_string()));
         // 10 fresh videos in 10 s: 1/s, 50 left -> 50 s.
-        assert!(l.contains("1.00 videos/s, 50.0 frames/s, eta 50s"), "{l}");
+        assert!(l.contains("1.00 videos/s, 50.0 rows/s, eta 50s"), "{l}");
         let done = Snapshot { written: 100, ..s };
         assert!(!progress_line(&done, Duration::from_secs(10)).contains("eta"));
         assert_eq!(hms(3725.0), "1h02m");

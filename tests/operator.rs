@@ -47,7 +47,7 @@ fn json_logs_progress_lines_and_rust_log_filtering() {
     let progress: Vec<&&str> = msgs.iter().filter(|m| m.starts_with("progress: ")).collect();
     let last = progress.last().expect("no progress line");
     // It agrees with the summary: the 3 list rows that failed before decoding count too.
-    assert!(last.starts_with("progress: 7/7 videos written (4 failed), 4 decoded, 23 frames extracted;"), "{last}");
+    assert!(last.starts_with("progress: 7/7 videos written (4 failed), 4 decoded, 23 rows extracted;"), "{last}");
     // Stdout keeps the human summary; the logs stay off it.
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("3 videos ok, 4 failed, 23 rows"));
 

@@ -35,7 +35,7 @@ pub fn print_run_report(r: RunReport, json_out: bool, out: &Path) -> Result<Exit
     } else {
         let n = |k: &str| s[k].as_u64().unwrap_or(0);
         println!(
-            "{} ok, {} failed, {} ({} s of video) in {:.1} s ({:.1} frames/s)",
+            "{} ok, {} failed, {} ({} s of video) in {:.1} s ({:.1} rows/s)",
             vidfeat::telemetry::count(n("videos_ok"), "video"),
             n("videos_failed"),
             vidfeat::telemetry::count(n("rows"), "row"),

@@ -197,3 +197,18 @@ fn inspect_names_labels_and_pca_fit_writes_the_dims_asked_for() {
     let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_else(|_| panic!("{}", err(&r)));
     assert_eq!(s["frames"], 5, "{s}");
 }
+
+#[test]
+fn a_run_whose_lists_resolved_to_nothing_can_be_run_again_with_them_fixed() {
+    // Labels that are names, without --vocab: every row fails, exit 3, no dataset made.
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let o = out.to_str().unwrap();
+    let r = vidfeat(&["run", "data-samples/samples.csv", "--max-frames", "2", "--pca-dims", "4", "--out", o]);
+    assert_eq!(r.status.code(), Some(3), "{}", err(&r));
+    assert!(std::fs::read_to_string(out.join("failures.jsonl")).unwrap().contains("label_unknown"));
+    // The same folder with the flag added: a dataset, not a refusal.
+    let r = vidfeat(&["run", "data-samples/samples.csv", "--vocab", "kinetics-400", "--max-frames", "2", "--pca-dims", "4", "--out", o]);
+    assert_eq!(r.status.code(), Some(0), "{}", err(&r));
+    assert!(!std::fs::read_to_string(out.join("failures.jsonl")).unwrap().contains("label_unknown"), "the first run's failures are not this dataset's");
+}

@@ -181,10 +181,12 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
-/// Files in `out` that only a dataset has (so a folder with them holds one).
+/// Files in `out` that only a dataset has (so a folder with them holds one): a frozen plan or
+/// shard files. A run whose lists resolved to no video leaves its summary and failures and
+/// nothing else: no dataset, so a run with the lists fixed may go there.
 fn holds_output(out: &Path) -> bool {
     let any_file = |d: &str| std::fs::read_dir(out.join(d)).into_iter().flatten().flatten().any(|e| e.file_type().is_ok_and(|t| t.is_file()));
-    ["plan.json", "summary.json"].iter().any(|f| out.join(f).exists()) || ["frame", "video", "done"].iter().any(|d| any_file(d))
+    out.join("plan.json").exists() || ["frame", "video", "done"].iter().any(|d| any_file(d))
 }
 
 /// The names a run, plan or extract writes into OUT (the download cache is kept: it holds

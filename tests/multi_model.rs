@@ -99,6 +99,23 @@ fn each_models_rows_are_its_own_runs_rows_from_one_decode() {
     let v = ok(&["verify", &p("ab"), "--json"]);
     assert_eq!(v["ok"], true, "{v}");
 
+    // Samples for trainers carry every model's features: npz arrays and WebDataset members.
+    let m = ok(&["sample", "--from", &p("ab"), "--per-class", "1", "--format", "npz", "--out", &p("npz"), "--json"]);
+    let ids: Vec<String> = m["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
+    assert_eq!(m["features"], serde_json::json!([{"name": "rgb", "dims": 16}, {"name": "i3d-kinetics-400", "dims": 16}]));
+    let mut npz = npyz::npz::NpzArchive::open(d.path().join("npz/sample.npz")).unwrap();
+    let i3d = npz.by_name("i3d-kinetics-400").unwrap().expect("the I3D rows");
+    assert_eq!(i3d.shape(), &[6, 16]);
+    let values: Vec<f32> = i3d.into_vec().unwrap();
+    let want: Vec<f32> = ids.iter().flat_map(|id| ab[id].0.other["i3d-kinetics-400"].iter().flat_map(|r| vidfeat_features::dequantize(r))).collect();
+    assert_eq!(values, want);
+    let mean: Vec<f32> = npz.by_name("mean_i3d-kinetics-400").unwrap().expect("the I3D means").into_vec().unwrap();
+    assert_eq!(mean, ids.iter().flat_map(|id| ab[id].1.floats["mean_i3d-kinetics-400"].clone()).collect::<Vec<_>>());
+    ok(&["sample", "--from", &p("ab"), "--per-class", "1", "--format", "webdataset", "--out", &p("wds"), "--json"]);
+    let tar = std::fs::read_dir(d.path().join("wds")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "tar")).unwrap();
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(tar).unwrap()).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(names.iter().filter(|n| n.ends_with(".i3d-kinetics-400.npy")).count() == 2 && names.iter().filter(|n| n.ends_with(".rgb.npy")).count() == 2, "{names:?}");
+
     // Re-run: kept. A retry of the broken file reads the other videos back from the shard,
     // both models' features, and writes the same bytes.
     let shards: Vec<PathBuf> = std::fs::read_dir(d.path().join("ab/frame")).unwrap().map(|e| e.unwrap().path()).collect();

@@ -132,10 +132,17 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
     let mut entries: Vec<Entry> = vec![];
     let mut seen = HashSet::new();
     let mut dims = 0usize;
+    // Further models' features (a run with several --model): name -> width.
+    let mut extra: BTreeMap<String, usize> = BTreeMap::new();
     each_record(&frame_files, |_, p| {
         if let Some(&(_, w)) = p.lists.get("rgb") {
             if w > 0 {
                 dims = w;
+            }
+        }
+        for name in p.other.keys() {
+            if let Some(&(_, w)) = p.lists.get(name).filter(|x| x.1 > 0) {
+                extra.insert(name.clone(), w);
             }
         }
         if seen.insert(p.id.clone()) {
@@ -209,13 +216,16 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
             let mut npz = npyz::npz::NpzWriter::create(&tmp)?;
             let big = total_rows as u64 * dims as u64 * 4 > u32::MAX as u64 / 2;
             let opts = || zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(big);
-            // rgb: dequantized rows, streamed from the shards in sample order.
-            {
-                let mut w = npz.array::<f32>("rgb", opts())?.default_dtype().shape(&[total_rows as u64, dims as u64]).begin_nd()?;
+            // rgb and each further model's features: dequantized rows, streamed from the shards
+            // in sample order.
+            for (name, width) in std::iter::once(("rgb", dims)).chain(extra.iter().map(|(n, w)| (n.as_str(), *w))) {
+                let mut w = npz.array::<f32>(name, opts())?.default_dtype().shape(&[total_rows as u64, width as u64]).begin_nd()?;
                 let mut done = HashSet::new();
                 each_record(&frame_files, |_, p| {
                     if picked_ids.contains(p.id.as_str()) && done.insert(p.id.clone()) {
-                        for r in &p.rgb {
+                        let rows = if name == "rgb" { &p.rgb } else { p.other.get(name).with_context(|| format!("`{}` has no `{name}` rows", p.id))? };
+                        anyhow::ensure!(rows.len() == p.rgb.len(), "`{}`: {} `{name}` rows, {} rgb rows", p.id, rows.len(), p.rgb.len());
+                        for r in rows {
                             w.extend(dequantize(r))?;
                         }
                     }
@@ -259,21 +269,25 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
             }
             // Video-level means of the unquantized features, when the video shards are there.
             if !video_files.is_empty() {
-                let mut means: HashMap<String, Vec<f32>> = HashMap::new();
+                let keys: Vec<String> = std::iter::once("mean_rgb".to_string()).chain(extra.keys().map(|n| format!("mean_{n}"))).collect();
+                let mut means: HashMap<(String, String), Vec<f32>> = HashMap::new();
                 each_record(&video_files, |_, mut p| {
                     if picked_ids.contains(p.id.as_str()) {
-                        if let Some(m) = p.floats.remove("mean_rgb") {
-                            means.entry(p.id).or_insert(m);
+                        for k in &keys {
+                            if let Some(m) = p.floats.remove(k) {
+                                means.entry((k.clone(), p.id.clone())).or_insert(m);
+                            }
                         }
                     }
                     Ok(())
                 })?;
-                if let Some(d) = means.values().next().map(Vec::len) {
-                    let mut w = npz.array::<f32>("mean_rgb", opts())?.default_dtype().shape(&[n as u64, d as u64]).begin_nd()?;
+                for k in &keys {
+                    let Some(d) = picked.first().and_then(|e| means.get(&(k.clone(), e.id.clone()))).map(Vec::len) else { continue };
+                    let mut w = npz.array::<f32>(k, opts())?.default_dtype().shape(&[n as u64, d as u64]).begin_nd()?;
                     for e in &picked {
-                        match means.get(&e.id) {
+                        match means.get(&(k.clone(), e.id.clone())) {
                             Some(m) if m.len() == d => w.extend(m.iter().copied())?,
-                            _ => bail!("video-level record of `{}` missing or of another width", e.id),
+                            _ => bail!("video-level `{k}` of `{}` missing or of another width", e.id),
                         }
                     }
                     w.finish()?;
@@ -324,6 +338,11 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
                 });
                 let b = &mut builder.as_mut().unwrap().0;
                 tar_add(b, &format!("{key}.rgb.npy"), &npy_bytes(&[p.rgb.len() as u64, dims as u64], &flat)?)?;
+                for (name, width) in &extra {
+                    let rows = p.other.get(name).with_context(|| format!("`{}` has no `{name}` rows", p.id))?;
+                    let flat: Vec<f32> = rows.iter().flat_map(|r| dequantize(r)).collect();
+                    tar_add(b, &format!("{key}.{name}.npy"), &npy_bytes(&[rows.len() as u64, *width as u64], &flat)?)?;
+                }
                 tar_add(b, &format!("{key}.json"), &serde_json::to_vec(&meta)?)?;
                 written += 1;
                 Ok(())
@@ -345,6 +364,7 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
         "videos": picked.len(),
         "rows": total_rows,
         "dims": dims,
+        "features": std::iter::once(json!({"name": "rgb", "dims": dims})).chain(extra.iter().map(|(n, d)| json!({"name": n, "dims": d}))).collect::<Vec<_>>(),
         "videos_in_source": entries.len(),
         "per_class_counts": counts.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "classes_short": short,

@@ -273,7 +273,8 @@ pub struct ShapeArgs {
 impl ShapeArgs {
     /// --pca of a command with one model (a local copy of an object).
     pub fn pca_path(&self) -> Result<Option<PathBuf>> {
-        anyhow::ensure!(self.pca.len() <= 1 && self.feature_name.is_empty(), "--pca given {} times, or --feature-name: only run and plan take several models", self.pca.len());
+        anyhow::ensure!(self.pca.len() <= 1, "--pca given {} times: only run and plan take several models", self.pca.len());
+        anyhow::ensure!(self.feature_name.is_empty(), "--feature-name: only run and plan take several models (this command writes `rgb`)");
         Ok(self.pca_paths()?.into_iter().next().flatten())
     }
 
@@ -416,6 +417,7 @@ impl ModelArgs {
         vidfeat::mirror::local(&p).with_context(|| format!("--model {}", p.display()))
     }
 
+    #[cfg(feature = "ffmpeg")]
     /// The models' sidecars, those that can be read now (local files and named models; the
     /// others are read, and their problems reported, when the run starts).
     pub fn sidecars(&self) -> Vec<vidfeat_features::Sidecar> {
@@ -426,6 +428,7 @@ impl ModelArgs {
         paths.iter().filter_map(|p| vidfeat_features::Sidecar::load(p).ok()).collect()
     }
 
+    #[cfg(feature = "ffmpeg")]
     /// A --model value as a local file without fetching anything: a named model's file, or
     /// the path itself.
     fn local_model(&self, p: &std::path::Path) -> Option<PathBuf> {

@@ -71,7 +71,7 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
     // The plan's models, where its folder is local (a bucket's plan is read later: the
     // default split then).
     let sidecars: Vec<vidfeat_features::Sidecar> = match (&bucket, vidfeat::pipeline::plan::PlanSettings::load(&a.plan)) {
-        (None, Ok(p)) => std::iter::once(&p.sidecar).chain(p.extra_models.iter().map(|m| &m.sidecar)).filter_map(|s| vidfeat_features::Sidecar::load(std::path::Path::new(s)).ok()).collect(),
+        (None, Ok(p)) => p.models().filter_map(|(_, m)| vidfeat_features::Sidecar::load(std::path::Path::new(&m.sidecar)).ok()).collect(),
         _ => vec![],
     };
     let heavy = vidfeat::pipeline::layout::network_heavy(&sidecars);

@@ -7,12 +7,14 @@
 //! rule picks both). So the pass decodes clip rows when one model takes clips, and an image
 //! model takes each clip's first frame: the rows it would get from a decode of its own, byte
 //! for byte. Two clip models must take the same clips.
+#[cfg(feature = "ffmpeg")]
 use std::borrow::Cow;
 
 use anyhow::{bail, Result};
 
 #[cfg(feature = "ffmpeg")]
 use vidfeat_decode::DecodeOptions;
+#[cfg(feature = "ffmpeg")]
 use vidfeat_features::Sidecar;
 
 #[cfg(feature = "ffmpeg")]
@@ -48,6 +50,7 @@ pub(crate) fn shared_options(settings: &DecodeSettings, sidecars: &[&Sidecar]) -
     Ok((opts, shape))
 }
 
+#[cfg(feature = "ffmpeg")]
 /// A model's rows out of a decoded video's `rows` rows (shaped for `decoded`): the same bytes,
 /// or the first frame of each clip row for an image model fed from a clip decode.
 pub(crate) fn rows_for<'a>(frames: &'a [u8], rows: usize, decoded: &Sidecar, model: &Sidecar) -> Cow<'a, [u8]> {
@@ -58,6 +61,7 @@ pub(crate) fn rows_for<'a>(frames: &'a [u8], rows: usize, decoded: &Sidecar, mod
     Cow::Owned(frames.chunks_exact(row).flat_map(|clip| &clip[..frame]).copied().collect())
 }
 
+#[cfg(feature = "ffmpeg")]
 /// One model's features of one video, gathered piece by piece as the video is decoded, one
 /// batch in flight across pieces (on CUDA the next batch's upload overlaps the network).
 #[derive(Default)]
@@ -69,6 +73,7 @@ pub(crate) struct VideoFeatures {
     in_flight: Option<vidfeat_features::Pending>,
 }
 
+#[cfg(feature = "ffmpeg")]
 impl VideoFeatures {
     /// Runs `model` on more rows of the video (`input`: its rows, see [`rows_for`]), `batch`
     /// rows at a time; with `predict`, sums its classifier's logits. The last batch may still
@@ -148,6 +153,7 @@ pub fn feature_names(models: &[&str], given: &[String]) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "ffmpeg")]
     fn sidecar(name: &str, size: u32, clip: Option<u32>) -> Sidecar {
         Sidecar {
             name: name.into(),
@@ -164,6 +170,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "ffmpeg")]
     #[test]
     fn an_image_model_takes_each_clips_first_frame() {
         let (img, clip) = (sidecar("a", 2, None), sidecar("b", 2, Some(3)));

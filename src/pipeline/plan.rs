@@ -31,17 +31,9 @@ pub const PLAN_VERSION: u32 = 2;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PlanSettings {
     pub version: u32,
-    pub model: String,
-    pub model_sha256: String,
-    pub sidecar: String,
-    pub sidecar_sha256: String,
-    pub pca: String,
-    pub pca_sha256: String,
-    pub pca_dims: usize,
-    /// Frames the PCA was fitted on, when known, and the components that sample supports
-    /// (the others are written as zero).
-    pub pca_frames: Option<u64>,
-    pub pca_supported: usize,
+    /// The first model's files (its features are `rgb`), inline in plan.json.
+    #[serde(flatten)]
+    pub first: ModelFiles,
     pub fps: String,
     /// `exact`, or `keyframes` (rows from key frames only).
     pub sampling: String,
@@ -88,11 +80,10 @@ pub struct PlanSettings {
     pub provenance: serde_json::Value,
 }
 
-/// Another model of a plan: the features it writes, its files with their hashes, its PCA.
+/// A model's files as a plan records them (paths or object URLs, with their hashes) and its
+/// PCA's shape.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ModelPlan {
-    /// The feature list `NAME` and video-level `mean_NAME` it writes.
-    pub feature: String,
+pub struct ModelFiles {
     pub model: String,
     pub model_sha256: String,
     pub sidecar: String,
@@ -100,14 +91,25 @@ pub struct ModelPlan {
     pub pca: String,
     pub pca_sha256: String,
     pub pca_dims: usize,
+    /// Frames the PCA was fitted on, when known, and the components that sample supports
+    /// (the others are written as zero).
     pub pca_frames: Option<u64>,
     pub pca_supported: usize,
 }
 
+/// Another model of a plan: the features it writes, its files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelPlan {
+    /// The feature list `NAME` and video-level `mean_NAME` it writes.
+    pub feature: String,
+    #[serde(flatten)]
+    pub files: ModelFiles,
+}
+
 impl PlanSettings {
-    /// Every model's (feature name, PCA dims), the first's (`rgb`) first.
-    pub fn features(&self) -> Vec<(String, usize)> {
-        std::iter::once(("rgb".to_string(), self.pca_dims)).chain(self.extra_models.iter().map(|m| (m.feature.clone(), m.pca_dims))).collect()
+    /// Every model: its feature name and files, the first's (`rgb`) first.
+    pub fn models(&self) -> impl Iterator<Item = (&str, &ModelFiles)> {
+        std::iter::once(("rgb", &self.first)).chain(self.extra_models.iter().map(|m| (m.feature.as_str(), &m.files)))
     }
 
     pub fn load(dir: &Path) -> Result<Self> {
@@ -141,10 +143,7 @@ impl PlanSettings {
     #[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
     fn settings_sha256(&self) -> String {
         let mut s = self.clone();
-        s.model.clear();
-        s.sidecar.clear();
-        s.pca.clear();
-        for m in &mut s.extra_models {
+        for m in std::iter::once(&mut s.first).chain(s.extra_models.iter_mut().map(|m| &mut m.files)) {
             m.model.clear();
             m.sidecar.clear();
             m.pca.clear();
@@ -682,36 +681,32 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     }
     let mut pcas = pcas.into_iter();
     let (pca_recorded, pca, pca_identity) = pcas.next().expect("the first model's PCA");
-    let mut extra_models = vec![];
-    let mut extra_identities = vec![];
-    for ((m, e), (recorded, p, identity)) in members[1..].iter().zip(&f.extra).zip(pcas) {
-        extra_models.push(ModelPlan {
-            feature: m.feature.clone(),
-            model: e.sources.model.clone().unwrap_or_else(|| m.model.display().to_string()),
+    // Each model's files as plan.json records them.
+    let files = |m: &Member, sources: &Sources, (recorded, p): (String, &vidfeat_features::Pca)| -> Result<ModelFiles> {
+        Ok(ModelFiles {
+            model: sources.model.clone().unwrap_or_else(|| m.model.display().to_string()),
             model_sha256: vidfeat_features::file_sha256(&m.model)?,
-            sidecar: e.sources.sidecar.clone().unwrap_or_else(|| m.sidecar.display().to_string()),
+            sidecar: sources.sidecar.clone().unwrap_or_else(|| m.sidecar.display().to_string()),
             sidecar_sha256: vidfeat_features::file_sha256(&m.sidecar)?,
             pca: recorded,
             pca_sha256: p.content_sha256(),
             pca_dims: p.dims,
             pca_frames: p.frames,
             pca_supported: p.supported,
-        });
+        })
+    };
+    let first = files(&members[0], &f.sources, (pca_recorded, &pca))?;
+    let mut extra_models = vec![];
+    let mut extra_identities = vec![];
+    for ((m, e), (recorded, p, identity)) in members[1..].iter().zip(&f.extra).zip(pcas) {
+        extra_models.push(ModelPlan { feature: m.feature.clone(), files: files(m, &e.sources, (recorded, &p))? });
         extra_identities.push(identity);
     }
     // --predict: the first model with a classifier head.
     let head = if f.predict > 0 { predict_head(&sides).map(|(i, h)| (i, h.clone())) } else { None };
     let mut plan = PlanSettings {
         version: PLAN_VERSION,
-        model: f.sources.model.clone().unwrap_or_else(|| model_path.display().to_string()),
-        model_sha256: draft.model.sha256.clone(),
-        sidecar: f.sources.sidecar.clone().unwrap_or_else(|| sidecar.display().to_string()),
-        sidecar_sha256: draft.sidecar_sha256.clone(),
-        pca: pca_recorded,
-        pca_sha256: pca.content_sha256(),
-        pca_dims: pca.dims,
-        pca_frames: pca.frames,
-        pca_supported: pca.supported,
+        first,
         fps: f.fps.clone(),
         sampling: f.decode.sampling.name().to_string(),
         max_frames: f.decode.max_frames,

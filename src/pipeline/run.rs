@@ -45,7 +45,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
             Frozen::Plan { plan, removed } => {
                 let r = work(&cfg.work)?;
                 summary = serde_json::from_slice(&std::fs::read(out.join("summary.json")).context("summary.json after the worker")?)?;
-                model_info = json!({"name": r["model"], "path": plan.model, "sha256": plan.model_sha256, "sidecar": plan.sidecar});
+                model_info = json!({"name": r["model"], "path": plan.first.model, "sha256": plan.first.model_sha256, "sidecar": plan.first.sidecar});
                 if !plan.extra_models.is_empty() {
                     summary["models"] = json!(r["models"]);
                 }

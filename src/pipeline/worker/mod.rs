@@ -155,15 +155,13 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     let local = |what: &str, p: &str| crate::mirror::local(std::path::Path::new(p)).with_context(|| format!("plan's {what} {p}"));
     // Every model with its PCA, the first (`rgb`) first; the files checked against the plan.
     let device = crate::pipeline::torch_setup(&cfg.device, cfg.torch_threads, false)?;
-    let first = [(&plan.model, &plan.model_sha256, &plan.sidecar, &plan.sidecar_sha256, &plan.pca, &plan.pca_sha256, plan.pca_dims)];
-    let extra = plan.extra_models.iter().map(|m| (&m.model, &m.model_sha256, &m.sidecar, &m.sidecar_sha256, &m.pca, &m.pca_sha256, m.pca_dims));
     let mut members: Vec<(Model, vidfeat_features::Pca)> = vec![];
-    for (model, model_sha, sidecar, sidecar_sha, pca, pca_sha, dims) in first.into_iter().chain(extra) {
-        let (model_path, sidecar_path, pca_path) = (local("model", model)?, local("sidecar", sidecar)?, local("PCA", pca)?);
-        check("model", model, model_sha, vidfeat_features::file_sha256(&model_path))?;
-        check("sidecar", sidecar, sidecar_sha, vidfeat_features::file_sha256(&sidecar_path))?;
-        let p = vidfeat_features::Pca::load(&pca_path, Some(dims))?;
-        check("PCA", pca, pca_sha, Ok(p.content_sha256()))?;
+    for (_, m) in plan.models() {
+        let (model_path, sidecar_path, pca_path) = (local("model", &m.model)?, local("sidecar", &m.sidecar)?, local("PCA", &m.pca)?);
+        check("model", &m.model, &m.model_sha256, vidfeat_features::file_sha256(&model_path))?;
+        check("sidecar", &m.sidecar, &m.sidecar_sha256, vidfeat_features::file_sha256(&sidecar_path))?;
+        let p = vidfeat_features::Pca::load(&pca_path, Some(m.pca_dims))?;
+        check("PCA", &m.pca, &m.pca_sha256, Ok(p.content_sha256()))?;
         let m = Model::load(&model_path, Some(&sidecar_path), device)?;
         m.check()?;
         members.push((m, p));
@@ -278,7 +276,7 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
     r["worker"] = json!(owner);
     r["model"] = json!(model.sidecar.name);
-    r["models"] = json!(plan.features().iter().zip(&members).map(|((feature, dims), (m, _))| json!({"feature": feature, "name": m.sidecar.name, "dims": dims})).collect::<Vec<_>>());
+    r["models"] = json!(plan.models().zip(&members).map(|((feature, f), (m, _))| json!({"feature": feature, "name": m.sidecar.name, "dims": f.pca_dims})).collect::<Vec<_>>());
     r["device"] = json!(format!("{device:?}"));
     r["batch_size"] = json!(batch);
     Ok(r)

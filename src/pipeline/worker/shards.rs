@@ -118,8 +118,8 @@ pub fn write_summary_with(dir: &Path, plan: &PlanSettings, done: &dyn Fn(&str) -
         "seconds_of_video": (secs * 1000.0).round() / 1000.0,
         "row_lag": crate::pipeline::consume::lag_json(lag_sum, rows, lag_max),
         "shards": shards,
-        "pca": {"source": plan.pca, "sha256": plan.pca_sha256, "dims": plan.pca_dims, "fitted_on_frames": plan.pca_frames, "supported_components": plan.pca_supported},
-        "model": {"path": plan.model, "sha256": plan.model_sha256},
+        "pca": {"source": plan.first.pca, "sha256": plan.first.pca_sha256, "dims": plan.first.pca_dims, "fitted_on_frames": plan.first.pca_frames, "supported_components": plan.first.pca_supported},
+        "model": {"path": plan.first.model, "sha256": plan.first.model_sha256},
         "vocabulary": plan.vocabulary,
         "settings": {"fps": plan.fps, "max_frames": plan.max_frames, "sampling": plan.sampling, "compression": plan.compression.to_uppercase(),
                      "id_key": if plan.legacy_2017 { "video_id" } else { "id" }, "audio": if plan.audio_zero { "zero" } else { "none" }},
@@ -130,10 +130,8 @@ pub fn write_summary_with(dir: &Path, plan: &PlanSettings, done: &dyn Fn(&str) -
     if !plan.extra_models.is_empty() {
         // Every model's features in the records (verify checks their widths).
         summary["features"] = json!(plan
-            .features()
-            .iter()
-            .zip(std::iter::once((&plan.model, &plan.pca, plan.pca_sha256.as_str())).chain(plan.extra_models.iter().map(|m| (&m.model, &m.pca, m.pca_sha256.as_str()))))
-            .map(|((name, dims), (model, pca, sha))| json!({"name": name, "dims": dims, "model": model, "pca": {"source": pca, "sha256": sha}}))
+            .models()
+            .map(|(name, m)| json!({"name": name, "dims": m.pca_dims, "model": m.model, "pca": {"source": m.pca, "sha256": m.pca_sha256}}))
             .collect::<Vec<_>>());
     }
     if plan.predict > 0 {
@@ -315,7 +313,7 @@ pub fn run_shard(ctx: &ShardCtx, name: &str, jobs: &[Job], lease: &Lease, retry_
     let (mut journal, entries) = Journal::open(&p.journal, key)?;
     let mut have: BTreeMap<u32, Entry> = entries.into_iter().map(|e| (e.idx(), e)).collect();
     if let Some(m) = retry_of {
-        let extra: Vec<String> = ctx.plan.extra_models.iter().map(|m| m.feature.clone()).collect();
+        let extra: Vec<String> = ctx.plan.models().skip(1).map(|(name, _)| name.to_string()).collect();
         for e in retry_entries(&p, m, jobs, ctx.retry, &extra)? {
             if !have.contains_key(&e.idx()) {
                 journal.append(&e)?;

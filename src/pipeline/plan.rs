@@ -623,10 +623,28 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
         pca: Option<PathBuf>,
         choice: &'a PcaChoice,
         source: Option<String>,
+        /// The model's and sidecar's SHA-256, as the draft hashed them.
+        hashes: (&'a str, &'a str),
     }
-    let mut members = vec![Member { feature: "rgb".into(), model: model_path.clone(), sidecar: sidecar.clone(), pca: f.pca.clone(), choice: &draft.pca, source: f.sources.pca.clone() }];
+    let mut members = vec![Member {
+        feature: "rgb".into(),
+        model: model_path.clone(),
+        sidecar: sidecar.clone(),
+        pca: f.pca.clone(),
+        choice: &draft.pca,
+        source: f.sources.pca.clone(),
+        hashes: (&draft.model.sha256, &draft.sidecar_sha256),
+    }];
     for (e, d) in f.extra.iter().zip(&draft.extra) {
-        members.push(Member { feature: e.feature.clone(), model: std::fs::canonicalize(&e.model)?, sidecar: std::fs::canonicalize(&e.sidecar)?, pca: e.pca.clone(), choice: &d.pca, source: e.sources.pca.clone() });
+        members.push(Member {
+            feature: e.feature.clone(),
+            model: std::fs::canonicalize(&e.model)?,
+            sidecar: std::fs::canonicalize(&e.sidecar)?,
+            pca: e.pca.clone(),
+            choice: &d.pca,
+            source: e.sources.pca.clone(),
+            hashes: (&d.model.sha256, &d.sidecar_sha256),
+        });
     }
     let sides = members.iter().map(|m| vidfeat_features::Sidecar::load(&m.sidecar)).collect::<Result<Vec<_>, _>>()?;
     // The PCAs to fit, all from one decode of the plan's first videos (the decode the run
@@ -682,24 +700,22 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     let mut pcas = pcas.into_iter();
     let (pca_recorded, pca, pca_identity) = pcas.next().expect("the first model's PCA");
     // Each model's files as plan.json records them.
-    let files = |m: &Member, sources: &Sources, (recorded, p): (String, &vidfeat_features::Pca)| -> Result<ModelFiles> {
-        Ok(ModelFiles {
-            model: sources.model.clone().unwrap_or_else(|| m.model.display().to_string()),
-            model_sha256: vidfeat_features::file_sha256(&m.model)?,
-            sidecar: sources.sidecar.clone().unwrap_or_else(|| m.sidecar.display().to_string()),
-            sidecar_sha256: vidfeat_features::file_sha256(&m.sidecar)?,
-            pca: recorded,
-            pca_sha256: p.content_sha256(),
-            pca_dims: p.dims,
-            pca_frames: p.frames,
-            pca_supported: p.supported,
-        })
+    let files = |m: &Member, sources: &Sources, (recorded, p): (String, &vidfeat_features::Pca)| ModelFiles {
+        model: sources.model.clone().unwrap_or_else(|| m.model.display().to_string()),
+        model_sha256: m.hashes.0.to_string(),
+        sidecar: sources.sidecar.clone().unwrap_or_else(|| m.sidecar.display().to_string()),
+        sidecar_sha256: m.hashes.1.to_string(),
+        pca: recorded,
+        pca_sha256: p.content_sha256(),
+        pca_dims: p.dims,
+        pca_frames: p.frames,
+        pca_supported: p.supported,
     };
-    let first = files(&members[0], &f.sources, (pca_recorded, &pca))?;
+    let first = files(&members[0], &f.sources, (pca_recorded, &pca));
     let mut extra_models = vec![];
     let mut extra_identities = vec![];
     for ((m, e), (recorded, p, identity)) in members[1..].iter().zip(&f.extra).zip(pcas) {
-        extra_models.push(ModelPlan { feature: m.feature.clone(), files: files(m, &e.sources, (recorded, &p))? });
+        extra_models.push(ModelPlan { feature: m.feature.clone(), files: files(m, &e.sources, (recorded, &p)) });
         extra_identities.push(identity);
     }
     // --predict: the first model with a classifier head.

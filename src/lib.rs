@@ -6,8 +6,10 @@
 //!   workers, the frame cache and extract);
 //! * [`outputs`]: readers of finished outputs (inspect, verify, report, sample);
 //! * [`telemetry`]: counters, progress, logs and the per-video event log, shared by both;
-//! * [`mirror`]: an output folder in a bucket, worked on through a local mirror.
+//! * [`mirror`]: an output folder in a bucket, worked on through a local mirror;
+//! * [`outdir`]: the one writer of an output folder (atomic files) and what in it vidfeat wrote.
 pub mod mirror;
+pub mod outdir;
 pub mod outputs;
 pub mod pipeline;
 pub mod telemetry;

@@ -253,13 +253,16 @@ pub fn push(url: &str, local: &Path) -> Result<Pushed> {
         .chain(remote.keys().filter(|r| (r.starts_with("frame/") || r.starts_with("video/")) && !files.contains(*r)).map(|r| stem(r)))
         .collect();
     let stale_manifest = |r: &String| r == CACHE_MANIFEST && (!changed.is_empty() || remote.keys().any(|k| !files.contains(k)));
-    for rel in remote.keys().filter(|r| (r.starts_with("done/") && (touched.contains(&stem(r)) || !files.contains(*r))) || stale_manifest(r)) {
+    // Only objects this mirror knew (pulled or pushed by it) are deleted: one that appeared in
+    // the bucket since (another writer's, a user's) is not vidfeat's to remove.
+    let known = m.clone();
+    for rel in remote.keys().filter(|r| (r.starts_with("done/") && (touched.contains(&stem(r)) || (!files.contains(*r) && known.contains_key(*r)))) || stale_manifest(r)) {
         vidfeat_store::delete(&url_of(rel)).map_err(anyhow::Error::msg)?;
         m.remove(rel);
         out.deleted += 1;
     }
     // 2. Objects that left the dataset.
-    for rel in remote.keys().filter(|r| !r.starts_with("done/") && !files.contains(*r)) {
+    for rel in remote.keys().filter(|r| !r.starts_with("done/") && !files.contains(*r) && known.contains_key(*r)) {
         if LOCAL_ONLY.contains(&rel.split('/').next().unwrap_or("")) {
             continue;
         }

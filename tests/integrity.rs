@@ -273,16 +273,32 @@ fn another_datasets_folder_is_refused_until_overwrite_replaces_it() {
     ok(k600(&clean, &["--pca", x.join("pca.npz").to_str().unwrap()]), "clean");
     assert_eq!(shards(&x), shards(&clean));
 
-    // Output of unknown provenance (shards, no dataset.json) is refused as well.
+    // Output of unknown provenance (vidfeat's shards and done markers, no dataset.json: an
+    // older vidfeat's) is refused as well; --overwrite removes what vidfeat's records name and
+    // nothing else.
     let stray = d.path().join("stray");
-    std::fs::create_dir_all(stray.join("frame")).unwrap();
+    for sub in ["frame", "video", "done"] {
+        std::fs::create_dir_all(stray.join(sub)).unwrap();
+        for e in std::fs::read_dir(x.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), stray.join(sub).join(e.file_name())).unwrap();
+        }
+    }
     std::fs::copy(x.join("frame/train-00000-of-00001.tfrecord"), stray.join("frame/old.tfrecord")).unwrap();
     std::fs::write(stray.join("notes.txt"), "mine").unwrap();
     let o = run(d.path(), &list, &stray, &[]);
     assert!(o.status.code() == Some(1) && stderr(&o).contains("without a dataset.json"), "{}", stderr(&o));
-    ok(run(d.path(), &list, &stray, &["--overwrite"]), "overwrite stray");
-    assert!(!stray.join("frame/old.tfrecord").exists());
+    let o = run(d.path(), &list, &stray, &["--overwrite"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 files in") && stderr(&o).contains("frame/old.tfrecord") && stderr(&o).contains("notes.txt"), "says what it left: {}", stderr(&o));
+    assert_eq!(std::fs::read(stray.join("frame/old.tfrecord")).unwrap(), std::fs::read(x.join("frame/train-00000-of-00001.tfrecord")).unwrap(), "a file no record names is not vidfeat's");
     assert_eq!(std::fs::read_to_string(stray.join("notes.txt")).unwrap(), "mine", "files vidfeat did not write are left alone");
+    // A user's files alone (no record of vidfeat's) are not a dataset: nothing to refuse.
+    let users = d.path().join("users");
+    std::fs::create_dir_all(users.join("video")).unwrap();
+    std::fs::write(users.join("video/holiday.mp4"), "mine").unwrap();
+    ok(run(d.path(), &list, &users, &[]), "a folder with a user's files");
+    assert_eq!(std::fs::read_to_string(users.join("video/holiday.mp4")).unwrap(), "mine");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -1,10 +1,12 @@
 //! TFRecord writing and reading, YouTube-8M frame- and video-level schemas, shard naming and
 //! atomic shard commit. The only crate that knows the TFRecord format.
+pub mod atomic;
 pub mod proto;
 pub mod shard;
 pub mod tfrecord;
 pub mod yt8m;
 
+pub use atomic::{write_atomic, At, AtomicFile, FileError};
 pub use shard::{shard_name, shard_of, AtomicShard, Compression};
 pub use tfrecord::{masked_crc, RecordReader, RecordWriter};
 pub use yt8m::{check_feature_name, encode_frame_level, encode_video_level, parse_record, NamedFeature, Parsed, Schema, SegmentLabel, VideoRecord, AUDIO_DIMS, SEGMENT_ROWS};

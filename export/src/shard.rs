@@ -7,6 +7,7 @@ use flate2::write::{GzEncoder, ZlibEncoder};
 
 use sha2::{Digest, Sha256};
 
+use crate::atomic::{At, AtomicFile};
 use crate::tfrecord::RecordWriter;
 
 /// `{split}-{shard:05}-of-{n:05}.tfrecord`
@@ -93,12 +94,11 @@ impl AtomicShard {
 
     pub fn create_with(dest: &Path, compression: Compression) -> std::io::Result<Self> {
         let dir = dest.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("shard");
+        fs::create_dir_all(dir).at("creating the folder", dir)?;
         // The process id keeps two writers of one shard (a worker and the one that took over its
         // lease) off each other's temporary file.
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let f = BufWriter::new(File::create(&tmp)?);
+        let tmp = crate::atomic::temp_name(dest);
+        let f = BufWriter::new(File::create(&tmp).at("creating", &tmp)?);
         let sink = match compression {
             Compression::None => Sink::Plain(f),
             Compression::Gzip => Sink::Gzip(GzEncoder::new(f, flate2::Compression::default())),
@@ -108,22 +108,16 @@ impl AtomicShard {
     }
 
     pub fn write_record(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.writer.as_mut().expect("shard open").write_record(data)
+        let dest = &self.dest;
+        self.writer.as_mut().expect("shard open").write_record(data).at("writing", dest).map_err(Into::into)
     }
 
     /// fsync, rename into place, fsync the directory. Returns the record count.
     pub fn commit(mut self) -> std::io::Result<u64> {
         let w = self.writer.take().expect("shard open");
         let n = w.records();
-        let f = w.into_inner().finish()?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&self.tmp, &self.dest)?;
-        if let Some(dir) = self.dest.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        let f = w.into_inner().finish().at("writing", &self.dest)?;
+        AtomicFile::finish(f, &self.tmp, &self.dest)?;
         Ok(n)
     }
 }

@@ -147,27 +147,67 @@ impl Pca {
         Pca::with_frames(mean, vals, vecs, dims, frames).map_err(|m| perr(path, m))
     }
 
-    /// Writes `.npz` (mean, eigenvals, eigenvecs, and frames when known) or, for a path without
-    /// that extension, a folder with YouTube-8M's three `.npy` files (and `frames.npy`).
-    pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
-        let frames = self.frames.map(|n| Tensor::from_slice(&[n as i64]));
+    /// The files [`Pca::save`] writes at `path`: an `.npz` (mean, eigenvals, eigenvecs, and
+    /// frames when known) or, for a path without that extension, a folder with YouTube-8M's
+    /// three `.npy` files (and `frames.npy`). Built in memory, so a file that could not be
+    /// finished is an error here, never a truncated archive on disk.
+    pub fn files(&self, path: &Path) -> Result<Vec<(std::path::PathBuf, Vec<u8>)>, FeatureError> {
+        use std::io::Write;
+        let f32s = |t: &Tensor| Vec::<f32>::try_from(t.contiguous().view([-1])).map_err(|e| perr(path, e.to_string()));
+        let mut arrays: Vec<(&str, Vec<u64>, Vec<f32>)> = vec![];
+        for (name, t) in [("mean", &self.mean), ("eigenvals", &self.eigenvals), ("eigenvecs", &self.eigenvecs)] {
+            arrays.push((name, t.size().iter().map(|&d| d as u64).collect(), f32s(t)?));
+        }
+        let npy_f32 = |shape: &[u64], data: &[f32]| -> std::io::Result<Vec<u8>> { Ok(npy("<f4", shape, data.iter().flat_map(|x| x.to_le_bytes()).collect())) };
+        let npy_frames = |n: u64| -> std::io::Result<Vec<u8>> { Ok(npy("<i8", &[1], (n as i64).to_le_bytes().to_vec())) };
+        let mut entries: Vec<(String, Vec<u8>)> = vec![];
+        for (name, shape, data) in &arrays {
+            entries.push((format!("{name}.npy"), npy_f32(shape, data)?));
+        }
+        if let Some(n) = self.frames {
+            entries.push(("frames.npy".into(), npy_frames(n)?));
+        }
         if path.extension().is_some_and(|e| e == "npz") {
-            let mut arrays = vec![("mean", &self.mean), ("eigenvals", &self.eigenvals), ("eigenvecs", &self.eigenvecs)];
-            if let Some(f) = &frames {
-                arrays.push(("frames", f));
+            let mut zip = npyz::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let opts = npyz::zip::write::FileOptions::default().compression_method(npyz::zip::CompressionMethod::Stored);
+            for (name, bytes) in &entries {
+                zip.start_file(name.as_str(), opts).map_err(|e| perr(path, e.to_string()))?;
+                zip.write_all(bytes)?;
             }
-            Tensor::write_npz(&arrays, path)?;
+            let bytes = zip.finish().map_err(|e| perr(path, e.to_string()))?.into_inner();
+            Ok(vec![(path.to_path_buf(), bytes)])
         } else {
-            std::fs::create_dir_all(path)?;
-            self.mean.write_npy(path.join("mean.npy"))?;
-            self.eigenvals.write_npy(path.join("eigenvals.npy"))?;
-            self.eigenvecs.write_npy(path.join("eigenvecs.npy"))?;
-            if let Some(f) = &frames {
-                f.write_npy(path.join("frames.npy"))?;
-            }
+            Ok(entries.into_iter().map(|(name, bytes)| (path.join(name), bytes)).collect())
+        }
+    }
+
+    /// Writes the PCA at `path` ([`Pca::files`]), each file whole or not at all (a temporary
+    /// name, fsync, rename): a save that fails (a full disk) leaves no file under its name.
+    pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
+        for (p, bytes) in self.files(path)? {
+            vidfeat_export::write_atomic(&p, &bytes).map_err(std::io::Error::from)?;
         }
         Ok(())
     }
+}
+
+/// A `.npy` file (format 1.0, C order, little-endian) of `data` (raw bytes of `descr`), with
+/// the header spelled as numpy writes it and as tch's reader parses it (`(1280,)`: no space
+/// after the last comma, which npyz puts there and tch's parser refuses).
+fn npy(descr: &str, shape: &[u64], data: Vec<u8>) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n', padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend(data);
+    out
 }
 
 /// Streaming mean and covariance (f64); holds D + D*D numbers however many rows it sees.

@@ -222,16 +222,16 @@ impl Vocabulary {
         h
     }
 
-    /// Writes `Index,KnowledgeGraphId,Name` so readers can map indices back to names.
-    pub fn write_csv(&self, path: &Path) -> Result<(), LabelError> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-        writeln!(f, "Index,KnowledgeGraphId,Name")?;
+    /// `Index,KnowledgeGraphId,Name` lines (with the header), so readers can map indices
+    /// back to names; the caller writes them (atomically) as `vocabulary.csv`.
+    pub fn csv(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(64 * self.classes.len() + 32);
+        let _ = writeln!(f, "Index,KnowledgeGraphId,Name");
         for c in &self.classes {
             let q = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
-            writeln!(f, "{},{},{}", c.index, q(c.kg_id.as_deref().unwrap_or("")), q(&c.name))?;
+            let _ = writeln!(f, "{},{},{}", c.index, q(c.kg_id.as_deref().unwrap_or("")), q(&c.name));
         }
-        f.flush()?;
-        Ok(())
+        f
     }
 }
 
@@ -303,7 +303,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("vocabulary.csv");
         let v = Vocabulary::load("yt8m").unwrap();
-        v.write_csv(&p).unwrap();
+        std::fs::write(&p, v.csv()).unwrap();
         let back = Vocabulary::load(p.to_str().unwrap()).unwrap();
         assert_eq!(back.classes, v.classes);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -310,9 +310,7 @@ pub fn report(cfg: &ReportConfig) -> Result<serde_json::Value> {
     if let Some(p) = cfg.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(p)?;
     }
-    let tmp = cfg.out.with_extension("html.tmp");
-    std::fs::write(&tmp, &h)?;
-    std::fs::rename(&tmp, &cfg.out)?;
+    crate::outdir::write_atomic(&cfg.out, h.as_bytes())?;
     Ok(json!({
         "report": cfg.out.display().to_string(),
         "bytes": h.len(),

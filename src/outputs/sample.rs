@@ -8,7 +8,6 @@
 //! class can end above K; a class with fewer than K videos gives all it has). The sample is
 //! written in the source's order. Features are streamed: the sample is never held in memory.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -293,8 +292,11 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
                     w.finish()?;
                 }
             }
-            drop(npz);
-            std::fs::rename(&tmp, &path)?;
+            // The archive's directory is written here: an error (a full disk) is an error, not
+            // a truncated file that a drop would leave.
+            let f = npz.zip_writer().finish().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            let f = f.into_inner().map_err(|e| e.into_error())?;
+            crate::outdir::AtomicFile::finish(f, &tmp, &path)?;
             files_written.push("sample.npz".into());
         }
         Format::Webdataset => {
@@ -307,9 +309,8 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
             let mut done = HashSet::new();
             let finish = |b: Option<(tar::Builder<std::fs::File>, PathBuf, PathBuf)>| -> Result<()> {
                 if let Some((b, tmp, path)) = b {
-                    let f = b.into_inner()?;
-                    f.sync_all()?;
-                    std::fs::rename(tmp, path)?;
+                    let f = b.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+                    crate::outdir::AtomicFile::finish(f, &tmp, &path)?;
                 }
                 Ok(())
             };
@@ -351,7 +352,7 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
         }
     }
     if vocab_path.exists() {
-        std::fs::copy(&vocab_path, cfg.out.join("vocabulary.csv"))?;
+        crate::outdir::write_atomic(&cfg.out.join("vocabulary.csv"), &std::fs::read(&vocab_path)?)?;
         files_written.push("vocabulary.csv".into());
     }
     let short: Vec<i64> = counts.iter().filter(|(_, &n)| n < cfg.per_class).map(|(&c, _)| c).collect();
@@ -371,8 +372,7 @@ pub fn sample(cfg: &SampleConfig) -> Result<serde_json::Value> {
         "ids": picked.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         "files": files_written,
     });
-    let mut f = std::fs::File::create(cfg.out.join("sample.json"))?;
-    f.write_all(&serde_json::to_vec_pretty(&manifest)?)?;
+    crate::outdir::write_atomic(&cfg.out.join("sample.json"), &serde_json::to_vec_pretty(&manifest)?)?;
     Ok(manifest)
 }
 

@@ -51,7 +51,7 @@ pub struct CachedVideo {
 
 pub struct CacheWriter {
     dir: PathBuf,
-    index: std::io::BufWriter<std::fs::File>,
+    index: crate::outdir::AtomicFile,
     manifest: serde_json::Value,
     level: i32,
     frame_bytes: usize,
@@ -61,11 +61,19 @@ pub struct CacheWriter {
 
 impl CacheWriter {
     pub fn create(dir: &Path, prepared: &Prepared, sidecar: &Sidecar, decode: serde_json::Value, level: i32) -> Result<Self> {
-        let _ = std::fs::remove_file(dir.join("manifest.json"));
-        // Rebuilt whole: the frames of an earlier cache in this folder go.
-        let _ = std::fs::remove_dir_all(dir.join("frames"));
-        std::fs::create_dir_all(dir.join("frames"))?;
-        let index = std::io::BufWriter::new(std::fs::File::create(dir.join("videos.jsonl"))?);
+        crate::outdir::remove_file(&dir.join("manifest.json"))?;
+        // Rebuilt whole: the frames of an earlier cache in this folder go (only files of the
+        // names a cache writes: NNNNNNNN.rgb.zst, and their temporary files).
+        let frames = dir.join("frames");
+        for e in std::fs::read_dir(&frames).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let core = n.strip_prefix('.').and_then(|r| r.rsplit_once(".rgb.zst.").map(|(a, _)| a)).or_else(|| n.strip_suffix(".rgb.zst"));
+            if core.is_some_and(|c| c.len() == 8 && c.bytes().all(|b| b.is_ascii_digit())) && e.file_type().is_ok_and(|t| t.is_file()) {
+                crate::outdir::remove_file(&e.path())?;
+            }
+        }
+        crate::outdir::create_dir_all(&frames)?;
+        let index = crate::outdir::AtomicFile::create(&dir.join("videos.jsonl"))?;
         let (h, w) = (sidecar.input_size[0], sidecar.input_size[1]);
         let manifest = json!({
             "format": FORMAT,
@@ -104,10 +112,8 @@ impl CacheWriter {
                     bail!("video {}: {} bytes for {rows} rows", job.task.id, frames.len());
                 }
                 let name = format!("frames/{:08}.rgb.zst", d.idx);
-                let tmp = self.dir.join(format!("{name}.tmp"));
                 let data = zstd::bulk::compress(&frames, self.level)?;
-                std::fs::write(&tmp, data)?;
-                std::fs::rename(&tmp, self.dir.join(&name))?;
+                crate::outdir::write_atomic(&self.dir.join(&name), &data)?;
                 entry.frames = Some(name);
                 entry.rows = rows;
                 entry.seconds = seconds;
@@ -129,18 +135,16 @@ impl CacheWriter {
                 entry.error = Some((kind, reason));
             }
         }
-        serde_json::to_writer(&mut self.index, &entry)?;
-        self.index.write_all(b"\n")?;
+        let mut line = serde_json::to_vec(&entry)?;
+        line.push(b'\n');
+        self.index.write_all(&line)?;
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<()> {
-        self.index.flush()?;
-        self.index.get_ref().sync_all()?;
-        let tmp = self.dir.join(".manifest.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.manifest)?)?;
-        std::fs::rename(&tmp, self.dir.join("manifest.json"))?;
-        Ok(())
+    /// videos.jsonl in place, then manifest.json, which marks the cache complete.
+    pub fn finish(self) -> Result<()> {
+        self.index.commit()?;
+        crate::outdir::write_atomic(&self.dir.join("manifest.json"), &serde_json::to_vec_pretty(&self.manifest)?)
     }
 }
 

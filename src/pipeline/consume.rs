@@ -141,6 +141,7 @@ pub fn consume(
         s.spawn(move || batch_and_extract(rx, ext_tx, &model, batch, progress));
         write_outputs(s, cfg, &prepared.jobs, &prepared.shard_counts, given_pca, dim, pca_dims, ext_rx, &mut |f| log.record(f))
     })?;
+    log.commit()?;
 
     let ok = summary["videos_ok"].as_u64().unwrap_or(0);
     let failed_total = log.total();
@@ -176,9 +177,7 @@ pub fn consume(
     summary["settings"]["compression"] = json!(format!("{:?}", cfg.compression).to_uppercase());
     summary["settings"]["id_key"] = json!(if cfg.schema.legacy_2017 { "video_id" } else { "id" });
     summary["settings"]["audio"] = json!(if cfg.schema.audio_zero { "zero" } else { "none" });
-    let tmp = cfg.out.join(".summary.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary)?)?;
-    std::fs::rename(&tmp, cfg.out.join("summary.json"))?;
+    crate::outdir::write_atomic(&cfg.out.join("summary.json"), &serde_json::to_vec_pretty(&summary)?)?;
     Ok(RunReport { outcome, summary })
 }
 

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 pub const DATASET_FILE: &str = "dataset.json";
@@ -181,55 +181,21 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
-/// Files in `out` that only a dataset has (so a folder with them holds one): a frozen plan or
-/// shard files. A run whose lists resolved to no video leaves its summary and failures and
-/// nothing else: no dataset, so a run with the lists fixed may go there.
+/// Whether `out` holds a dataset: a frozen plan, or shard files or done markers vidfeat wrote
+/// (see [`crate::outdir::owned`]). A run whose lists resolved to no video leaves its summary
+/// and failures and nothing else: no dataset, so a run with the lists fixed may go there; a
+/// user's own files in the folder are not a dataset either.
 fn holds_output(out: &Path) -> bool {
-    let any_file = |d: &str| std::fs::read_dir(out.join(d)).into_iter().flatten().flatten().any(|e| e.file_type().is_ok_and(|t| t.is_file()));
-    out.join("plan.json").exists() || ["frame", "video", "done"].iter().any(|d| any_file(d))
+    out.join("plan.json").exists() || crate::outdir::owned(out).files.iter().any(|f| ["frame/", "video/", "done/"].iter().any(|d| f.starts_with(d)))
 }
 
-/// The names a run, plan or extract writes into OUT (the download cache is kept: it holds
-/// content, valid for any dataset).
-const OWNED: &[&str] = &[
-    DATASET_FILE,
-    "summary.json",
-    "plan.json",
-    "plan.jsonl",
-    "plan-summary.json",
-    "failures.jsonl",
-    "vocabulary.csv",
-    "pca.npz",
-    "frame",
-    "video",
-    "done",
-    "journal",
-    "leases",
-    "events",
-];
-
 /// Removes the dataset in `out`: `dataset.json` first (so an interrupted removal leaves a
-/// folder that claims nothing), then everything else vidfeat wrote there (further models'
-/// fitted `pca-NAME.npz` too).
+/// folder that claims nothing), then every other file vidfeat wrote there, as its records show
+/// ([`crate::outdir::owned`]); files it did not write are left, and named.
 fn remove_dataset(out: &Path) -> Result<()> {
-    let fitted: Vec<String> = std::fs::read_dir(out)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("pca-") && n.ends_with(".npz"))
-        .collect();
-    for name in OWNED.iter().copied().chain(fitted.iter().map(String::as_str)) {
-        let p = out.join(name);
-        let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-        match r {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
-        }
-        if name == DATASET_FILE {
-            crate::pipeline::sync_dir(out);
-        }
+    let left = crate::outdir::remove_owned(out)?;
+    if let Some(m) = crate::outdir::describe_left(out, &left) {
+        tracing::warn!("--overwrite: {m}");
     }
     Ok(())
 }
@@ -239,6 +205,21 @@ fn remove_dataset(out: &Path) -> Result<()> {
 /// differs, unless `overwrite`, which removes that dataset first. Returns the PCAs to reuse:
 /// the ones an earlier run fitted in this folder, when none is given.
 pub fn check_out(out: &Path, draft: &Draft, overwrite: bool) -> Result<Reuse> {
+    let reuse = check_identity(out, draft, overwrite)?;
+    // A PCA this run will fit goes to pca.npz / pca-NAME.npz: one there that vidfeat did not
+    // fit in this folder (a user's own, copied in) is not replaced.
+    let owned = crate::outdir::owned(out);
+    let fits = std::iter::once(("rgb", &draft.pca, reuse.pca.is_some())).chain(draft.extra.iter().zip(reuse.extra.iter().chain(std::iter::repeat(&None))).map(|(e, r)| (e.feature.as_str(), &e.pca, r.is_some())));
+    for (feature, choice, reused) in fits {
+        if matches!(choice, PcaChoice::Fit { .. }) && !reused && draft.layout == "plan" {
+            let file = fitted_pca_file(feature);
+            crate::outdir::refuse_foreign(out, &owned, &file, &format!("give it as --pca {} to use it, or move it away", out.join(&file).display()))?;
+        }
+    }
+    Ok(reuse)
+}
+
+fn check_identity(out: &Path, draft: &Draft, overwrite: bool) -> Result<Reuse> {
     let Some(old) = read_identity(out) else {
         if holds_output(out) {
             if overwrite {
@@ -384,42 +365,38 @@ pub fn shard_paths(dir: &Path, name: &str) -> Result<ShardPaths> {
     })
 }
 
-/// The shard stem a file in one of the shard folders belongs to: `NAME.tfrecord` (frame,
-/// video), `NAME.json` (done), `NAME.journal`, `NAME.lease`, or a writer's temporary file
-/// `.NAME.tfrecord...tmp` / `.NAME.json...tmp`.
-fn stem_of<'a>(dir: &str, file: &'a str) -> Option<&'a str> {
-    let suffix = match dir {
-        "frame" | "video" => ".tfrecord",
-        "done" => ".json",
-        "journal" => ".journal",
-        _ => ".lease",
-    };
-    match file.strip_prefix('.') {
-        Some(tmp) if tmp.ends_with(".tmp") => tmp.find(suffix).map(|i| &tmp[..i]),
-        Some(_) => None,
-        None => file.strip_suffix(suffix),
+/// Removes the files of shards that are not in `names` (file names, `x.tfrecord`): shards of a
+/// split or a shard count that went away. Only files vidfeat wrote, as `owned` (the folder's
+/// records before the new plan replaced them) and the records still there show: shard files
+/// first, their done markers last. Returns how many shards were removed.
+pub fn remove_stale_shards(out: &Path, owned: &crate::outdir::Owned, names: &BTreeSet<String>) -> Result<usize> {
+    let now = crate::outdir::owned(out);
+    let mut files: BTreeSet<&String> = owned.files.iter().chain(&now.files).collect();
+    let shards: BTreeSet<&String> = owned.shards.iter().chain(&now.shards).filter(|s| !names.contains(*s)).collect();
+    let mut removed = 0;
+    let mut doomed: Vec<String> = vec![];
+    for name in shards {
+        let p = shard_paths(out, name)?;
+        let had = p.frame.exists() || p.video.exists() || p.done.exists();
+        let stem = name.strip_suffix(".tfrecord").unwrap_or(name);
+        for f in files.iter().filter(|f| {
+            let (dir, file) = f.split_once('/').unwrap_or(("", f));
+            SHARD_DIR_NAMES.contains(&dir) && (file == name || file == format!("{stem}.json") || file == format!("{stem}.journal") || file.starts_with(&format!("{stem}.lease")) || file.starts_with(&format!("{stem}.stale.")) || vidfeat_export::atomic::is_temp_of(file, name) || vidfeat_export::atomic::is_temp_of(file, &format!("{stem}.json")))
+        }) {
+            doomed.push((*f).clone());
+        }
+        removed += had as usize;
     }
+    files.clear();
+    doomed.sort_by_key(|f| (f.starts_with("done/"), f.clone()));
+    doomed.dedup();
+    for f in doomed {
+        crate::outdir::remove_file(&out.join(&f))?;
+    }
+    Ok(removed)
 }
 
-/// Removes the files of shards that are not in `names` (file names, `x.tfrecord`): shards of a
-/// split or a shard count that went away. Returns how many shards were removed.
-pub fn remove_stale_shards(out: &Path, names: &BTreeSet<String>) -> Result<usize> {
-    let keep: BTreeSet<&str> = names.iter().map(|n| n.strip_suffix(".tfrecord").unwrap_or(n)).collect();
-    let mut removed: BTreeSet<String> = BTreeSet::new();
-    for dir in ["frame", "video", "done", "journal", "leases"] {
-        for e in std::fs::read_dir(out.join(dir)).into_iter().flatten().flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let Some(stem) = stem_of(dir, &n) else { continue };
-            if !keep.contains(stem) {
-                std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
-                if matches!(dir, "frame" | "video" | "done") && !n.starts_with('.') {
-                    removed.insert(stem.to_string());
-                }
-            }
-        }
-    }
-    Ok(removed.len())
-}
+const SHARD_DIR_NAMES: &[&str] = crate::outdir::SHARD_DIRS;
 
 #[cfg(test)]
 mod tests {
@@ -428,27 +405,30 @@ mod tests {
     #[test]
     fn stale_shard_files_and_only_those_are_removed() {
         let d = tempfile::tempdir().unwrap();
+        let marker = |shard: &str| format!("{{\"shard\":\"{shard}\",\"split\":\"train\",\"videos\":0,\"failed\":0,\"rows\":0,\"seconds_of_video\":0.0,\"frame_sha256\":\"\",\"video_sha256\":\"\",\"frame_bytes\":1,\"video_bytes\":1,\"failures\":[],\"video_seconds\":[],\"worker\":\"w\",\"vidfeat\":\"0\",\"finished_at\":0,\"key\":\"k\"}}");
         let files = [
-            "frame/train-00000-of-00002.tfrecord",
-            "frame/train-00001-of-00002.tfrecord",
-            "frame/train-00000-of-00001.tfrecord",
-            "frame/.train-00000-of-00001.tfrecord.123.tmp",
-            "video/train-00000-of-00001.tfrecord",
-            "video/val.v2-00000-of-00001.tfrecord",
-            "done/train-00000-of-00001.json",
-            "done/.train-00000-of-00001.json.77.tmp",
-            "journal/train-00000-of-00001.journal",
-            "leases/train-00000-of-00001.lease",
-            "frame/notes.txt",
+            ("frame/train-00000-of-00002.tfrecord", "x".to_string()),
+            ("frame/train-00001-of-00002.tfrecord", "x".into()),
+            ("frame/train-00000-of-00001.tfrecord", "x".into()),
+            ("frame/.train-00000-of-00001.tfrecord.123.tmp", "x".into()),
+            ("video/train-00000-of-00001.tfrecord", "x".into()),
+            ("video/val.v2-00000-of-00001.tfrecord", "x".into()),
+            ("done/train-00000-of-00001.json", marker("train-00000-of-00001.tfrecord")),
+            ("done/.train-00000-of-00001.json.77.tmp", "x".into()),
+            ("journal/train-00000-of-00001.journal", "VFJ2".into()),
+            ("leases/train-00000-of-00001.lease", "{\"owner\":\"w\",\"pid\":1}".into()),
+            ("frame/notes.txt", "x".into()),
+            ("frame/old-00000-of-00001.tfrecord", "a user's, named by no record".into()),
         ];
-        for f in files {
+        for (f, body) in &files {
             std::fs::create_dir_all(d.path().join(f).parent().unwrap()).unwrap();
-            std::fs::write(d.path().join(f), b"x").unwrap();
+            std::fs::write(d.path().join(f), body).unwrap();
         }
         let keep: BTreeSet<String> = ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord", "val.v2-00000-of-00001.tfrecord"].map(String::from).into();
-        assert_eq!(remove_stale_shards(d.path(), &keep).unwrap(), 1);
-        let left: Vec<&str> = files.iter().copied().filter(|f| d.path().join(f).exists()).collect();
-        assert_eq!(left, ["frame/train-00000-of-00002.tfrecord", "frame/train-00001-of-00002.tfrecord", "video/val.v2-00000-of-00001.tfrecord", "frame/notes.txt"]);
+        let owned = crate::outdir::owned(d.path());
+        assert_eq!(remove_stale_shards(d.path(), &owned, &keep).unwrap(), 1);
+        let left: Vec<&str> = files.iter().map(|(f, _)| *f).filter(|f| d.path().join(f).exists()).collect();
+        assert_eq!(left, ["frame/train-00000-of-00002.tfrecord", "frame/train-00001-of-00002.tfrecord", "video/val.v2-00000-of-00001.tfrecord", "frame/notes.txt", "frame/old-00000-of-00001.tfrecord"]);
     }
 
     #[test]

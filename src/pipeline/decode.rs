@@ -270,7 +270,7 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
     let mut log = FailureLog::create(&cfg.cache.join("failures.jsonl"))?;
     let prepared = prepare(&cfg.jobs, &mut log)?;
     if let Some(v) = &prepared.vocab {
-        v.write_csv(&cfg.cache.join("vocabulary.csv"))?;
+        crate::outdir::write_atomic(&cfg.cache.join("vocabulary.csv"), &v.csv())?;
     }
     let sidecar = Sidecar::load(&cfg.sidecar)?;
     let opts = cfg.decode.options(&sidecar)?;
@@ -288,6 +288,7 @@ pub fn decode_to_cache(cfg: &DecodeToCacheConfig) -> Result<serde_json::Value> {
         })
     })?;
     let stats = (writer.videos_ok, writer.rows);
+    log.commit()?;
     writer.finish()?;
     let summary = json!({
         "videos_ok": stats.0,

@@ -89,7 +89,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
         log.record(f)?;
     }
     if let Some(v) = &prepared.vocab {
-        v.write_csv(&out.join("vocabulary.csv"))?;
+        crate::outdir::write_atomic(&out.join("vocabulary.csv"), &v.csv())?;
     }
     let progress: Progress = (Mutex::new(0), Condvar::new());
     let settings = json!({"settings": cache.manifest["decode"].clone(), "frame_cache": cfg.cache.display().to_string(), "fp16": model.is_half(), "precision": model.precision(), "provenance": cfg.provenance, "sampling": cache.manifest["decode"]["sampling"].clone()});
@@ -132,7 +132,7 @@ pub fn extract(cfg: &ExtractConfig) -> Result<RunReport> {
         };
         crate::pipeline::dataset::write_identity(out, &draft.identity(pca, vec![]))?;
         let names = prepared.shard_counts.iter().flat_map(|(s, &n)| (0..n).map(move |k| vidfeat_export::shard_name(s, k, n))).collect();
-        crate::pipeline::dataset::remove_stale_shards(out, &names)?;
+        crate::pipeline::dataset::remove_stale_shards(out, &crate::outdir::owned(out), &names)?;
         Ok(r)
     })
 }

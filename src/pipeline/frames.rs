@@ -46,7 +46,7 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
         vidfeat_decode::check_clip(cfg.fps, n, rate).map_err(anyhow::Error::msg)?;
     }
     std::fs::create_dir_all(&cfg.out)?;
-    let mut raw = if cfg.raw { Some(std::io::BufWriter::new(std::fs::File::create(cfg.out.join("frames.rgb24"))?)) } else { None };
+    let mut raw = if cfg.raw { Some(crate::outdir::AtomicFile::create(&cfg.out.join("frames.rgb24"))?) } else { None };
     let mut rows = vec![];
     let mut origin: Option<f64> = None;
     let mut err: Option<anyhow::Error> = None;
@@ -62,7 +62,10 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
             // A clip row: one PNG per frame, frame_KKKKK_JJ.png.
             None => f.rgb.chunks_exact(frame).enumerate().try_for_each(|(j, px)| {
                 let name = if f.clip_frames.is_empty() { format!("frame_{:05}.png", f.index) } else { format!("frame_{:05}_{j:02}.png", f.index) };
-                image::RgbImage::from_raw(f.width, f.height, px.to_vec()).context("frame buffer size").and_then(|img| img.save(cfg.out.join(name)).map_err(anyhow::Error::from))
+                let img = image::RgbImage::from_raw(f.width, f.height, px.to_vec()).context("frame buffer size")?;
+                let mut png = std::io::Cursor::new(vec![]);
+                img.write_to(&mut png, image::ImageFormat::Png)?;
+                crate::outdir::write_atomic(&cfg.out.join(name), png.get_ref())
             }),
         };
         if let Err(e) = r {
@@ -89,8 +92,8 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
     if let Some(e) = err {
         return Err(e);
     }
-    if let Some(mut out) = raw {
-        out.flush()?;
+    if let Some(out) = raw {
+        out.commit()?;
     }
     let meta = json!({
         "video": cfg.video.display().to_string(),
@@ -113,6 +116,6 @@ pub fn write_frames(cfg: &FramesConfig) -> Result<(u64, u32, u32)> {
         "warnings": report.warnings,
         "rows": rows,
     });
-    std::fs::write(cfg.out.join("frames.json"), serde_json::to_vec_pretty(&meta)?)?;
+    crate::outdir::write_atomic(&cfg.out.join("frames.json"), &serde_json::to_vec_pretty(&meta)?)?;
     Ok((report.rows, w, h))
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use vidfeat_export::{shard_of, SegmentLabel};
 use vidfeat_ingest::Task;
@@ -97,11 +97,13 @@ pub fn log_failed(id: &str, kind: &str, reason: &str) {
     tracing::warn!("failed: {id} ({kind}): {reason}");
 }
 
-/// `OUT/failures.jsonl`, appended line by line through a buffer, with counts by kind: a
+/// `OUT/failures.jsonl`, written line by line through a buffer, with counts by kind: a
 /// failure costs its line, nothing is held (a plan of millions of missing files stays flat).
-/// Without a file it only counts (and keeps the first few, for messages).
+/// The file is written under a temporary name and appears whole at [`FailureLog::commit`];
+/// a log dropped without one leaves the old file as it was. Without a file it only counts (and
+/// keeps the first few, for messages).
 pub struct FailureLog {
-    file: Option<std::io::BufWriter<std::fs::File>>,
+    file: Option<crate::outdir::AtomicFile>,
     pub by_kind: BTreeMap<String, u64>,
     /// The first failures, for messages that name a few.
     pub first: Vec<Failure>,
@@ -114,8 +116,8 @@ const FIRST_KEPT: usize = 5;
 
 impl FailureLog {
     pub fn create(path: &Path) -> Result<Self> {
-        let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(FailureLog { file: Some(std::io::BufWriter::with_capacity(1 << 16, f)), by_kind: BTreeMap::new(), first: vec![], echo: true })
+        let f = crate::outdir::AtomicFile::create(path)?;
+        Ok(FailureLog { file: Some(f), by_kind: BTreeMap::new(), first: vec![], echo: true })
     }
 
     /// A log that writes no file.
@@ -133,8 +135,9 @@ impl FailureLog {
             _ => {}
         }
         if let Some(w) = self.file.as_mut() {
-            serde_json::to_writer(&mut *w, &f)?;
-            w.write_all(b"\n")?;
+            let mut line = serde_json::to_vec(&f)?;
+            line.push(b'\n');
+            w.write_all(&line)?;
         }
         if self.first.len() < FIRST_KEPT {
             self.first.push(f);
@@ -142,22 +145,16 @@ impl FailureLog {
         Ok(())
     }
 
-    /// Writes out what is buffered.
-    pub fn flush(&mut self) -> Result<()> {
-        if let Some(w) = self.file.as_mut() {
-            w.flush()?;
+    /// Puts the file in place (fsynced); later records are only counted.
+    pub fn commit(&mut self) -> Result<()> {
+        if let Some(f) = self.file.take() {
+            f.commit()?;
         }
         Ok(())
     }
 
     pub fn total(&self) -> u64 {
         self.by_kind.values().sum()
-    }
-}
-
-impl Drop for FailureLog {
-    fn drop(&mut self) {
-        let _ = self.flush();
     }
 }
 

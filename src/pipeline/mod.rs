@@ -54,29 +54,14 @@ pub fn torch_setup(device: &str, torch_threads: usize, cudnn_benchmark: bool) ->
     Ok(device)
 }
 
-/// Writes a small file whole or not at all: a temporary file beside it, fsynced, renamed over
-/// it, the folder fsynced.
+/// Writes a file whole or not at all (see [`crate::outdir`]).
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_dir(dir);
-    Ok(())
+    crate::outdir::write_atomic(path, bytes)
 }
 
 /// fsyncs a folder (so a rename or removal in it is durable); best effort.
 pub fn sync_dir(dir: &std::path::Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::outdir::sync_dir(dir)
 }
 
 /// What made an output, for `summary.json`, `plan.json` and the report: vidfeat's version and

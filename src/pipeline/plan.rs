@@ -229,7 +229,7 @@ impl PlannedTask {
 }
 
 /// What [`plan`] found: its summary, and the hash of every shard's tasks.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Planned {
     pub summary: serde_json::Value,
     /// Shard file name -> SHA-256 over its ordered tasks, for every shard of every split (empty
@@ -237,6 +237,52 @@ pub struct Planned {
     pub shard_tasks: BTreeMap<String, String>,
     /// SHA-256 of the plan.jsonl written.
     pub plan_jsonl_sha256: String,
+    /// The plan.jsonl written: in place, or (in a folder with a frozen plan) staged until
+    /// [`freeze`] writes the plan.json that goes with it.
+    pub tasks: StagedTasks,
+}
+
+/// A plan.jsonl staged under its temporary name: a folder's plan.jsonl always is the one its
+/// plan.json was frozen with, until the new plan.json is written beside it; a plan that stops
+/// before (a PCA that cannot be saved, a disk that fills, `--strict`) leaves both as they were.
+pub struct StagedTasks {
+    dest: PathBuf,
+    file: std::sync::Mutex<Option<crate::outdir::AtomicFile>>,
+}
+
+impl std::fmt::Debug for StagedTasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StagedTasks({})", self.dest.display())
+    }
+}
+
+impl StagedTasks {
+    fn new(dest: PathBuf, mut file: crate::outdir::AtomicFile, stage: bool) -> Result<Self> {
+        file.flush()?;
+        let file = if stage {
+            Some(file)
+        } else {
+            file.commit()?;
+            None
+        };
+        Ok(StagedTasks { dest, file: std::sync::Mutex::new(file) })
+    }
+
+    /// Where the tasks can be read now.
+    pub fn path(&self) -> PathBuf {
+        match &*self.file.lock().unwrap() {
+            Some(f) => f.temp_path().to_path_buf(),
+            None => self.dest.clone(),
+        }
+    }
+
+    /// Puts the staged plan.jsonl in place (fsynced); nothing when it is already.
+    pub fn commit(&self) -> Result<()> {
+        if let Some(f) = self.file.lock().unwrap().take() {
+            f.commit()?;
+        }
+        Ok(())
+    }
 }
 
 impl Planned {
@@ -284,13 +330,14 @@ fn local_identity(p: &Path) -> Option<Identity> {
 /// (one resolved task per line, with its shard and source identity), `out/failures.jsonl`,
 /// `out/vocabulary.csv` and `out/plan-summary.json`.
 pub fn plan(spec: &JobSpec, out: &Path) -> Result<Planned> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::outdir::create_dir_all(out)?;
     let mut log = FailureLog::create(&out.join("failures.jsonl"))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(out.join("plan.jsonl"))?);
-    let planned = resolve(spec, &mut log, Some(&mut w), Some(out))?;
-    w.flush()?;
-    log.flush()?;
-    std::fs::write(out.join("plan-summary.json"), serde_json::to_vec_pretty(&planned.summary)?)?;
+    let mut w = crate::outdir::AtomicFile::create(&out.join("plan.jsonl"))?;
+    let mut planned = resolve(spec, &mut log, Some(&mut w), Some(out))?;
+    log.commit()?;
+    crate::outdir::write_atomic(&out.join("plan-summary.json"), &serde_json::to_vec_pretty(&planned.summary)?)?;
+    // Beside a frozen plan, the new tasks wait for the plan.json that goes with them.
+    planned.tasks = StagedTasks::new(out.join("plan.jsonl"), w, out.join("plan.json").exists())?;
     Ok(planned)
 }
 
@@ -300,7 +347,7 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
     use serde_json::json;
     let prepared = prepare(spec, log)?;
     if let (Some(v), Some(dir)) = (&prepared.vocab, vocab_dir) {
-        v.write_csv(&dir.join("vocabulary.csv"))?;
+        crate::outdir::write_atomic(&dir.join("vocabulary.csv"), &v.csv())?;
     }
     // Counted by split and label index as they go (no string per row), named at the end.
     let mut by_split: BTreeMap<&str, u64> = BTreeMap::new();
@@ -415,7 +462,7 @@ fn resolve(spec: &JobSpec, log: &mut FailureLog, mut plan_out: Option<&mut dyn W
     // Millions of small allocations would take seconds to free one by one; the process is
     // about to end and hands the memory back whole.
     std::mem::forget(prepared);
-    Ok(Planned { summary, shard_tasks, plan_jsonl_sha256: hex::encode(whole.finalize()) })
+    Ok(Planned { summary, shard_tasks, plan_jsonl_sha256: hex::encode(whole.finalize()), tasks: StagedTasks { dest: PathBuf::new(), file: Default::default() } })
 }
 
 /// List problems a plan summary counts (what `--strict` refuses).
@@ -612,6 +659,14 @@ pub enum Frozen {
 #[cfg(feature = "ffmpeg")]
 pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pipeline::dataset::Draft) -> Result<Frozen> {
     use crate::pipeline::dataset::{fitted_pca_file, PcaChoice, PcaIdentity};
+    // What vidfeat wrote here before this plan replaces the records that name it; a file at a
+    // shard's name that no record shows to be vidfeat's is a user's, and is not replaced.
+    let owned_before = crate::outdir::owned(out);
+    for name in planned.shard_tasks.keys() {
+        for level in ["frame", "video"] {
+            crate::outdir::refuse_foreign(out, &owned_before, &format!("{level}/{name}"), "move it away, or give another --out")?;
+        }
+    }
     let model_path = std::fs::canonicalize(&f.model)?;
     let sidecar = sidecar_path(f, &model_path)?;
     // Every model: features, model, sidecar, its --pca (or the fit reused), the draft's choice,
@@ -657,7 +712,7 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     if !fit.is_empty() {
         let files: Vec<String> = fit.iter().map(|m| m.out.display().to_string()).collect();
         tracing::info!("fitting {} on up to {} frames into {}", crate::telemetry::count(fit.len() as u64, "PCA"), f.pca_sample_frames, files.join(", "));
-        let jobs = crate::pipeline::worker::read_plan_tasks(out, &planned.plan_jsonl_sha256)?;
+        let jobs = crate::pipeline::worker::read_plan_tasks_at(&planned.tasks.path(), &planned.plan_jsonl_sha256)?;
         let cfg = crate::pipeline::pca::PcaFitConfig {
             models: fit,
             decode_for: sides.clone(),
@@ -759,15 +814,15 @@ pub fn freeze(out: &Path, f: &FreezeConfig, planned: &Planned, draft: &crate::pi
     let changed = old.as_ref().is_none_or(|o| o.shard_keys != plan.shard_keys || o.settings_sha256 != plan.settings_sha256);
     if changed {
         // It described the folder as it was; the worker that completes the new plan writes it.
-        match std::fs::remove_file(out.join("summary.json")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
+        crate::outdir::remove_file(&out.join("summary.json"))?;
     }
     crate::pipeline::dataset::write_identity(out, &draft.identity(pca_identity, extra_identities))?;
+    // plan.jsonl and plan.json go in place together (the window between the two renames is
+    // one rename: a worker that meets it refuses the pair by its hash).
+    planned.tasks.commit()?;
     plan.write(out)?;
     let names: std::collections::BTreeSet<String> = plan.shard_keys.keys().cloned().collect();
-    let removed = crate::pipeline::dataset::remove_stale_shards(out, &names)?;
+    let removed = crate::pipeline::dataset::remove_stale_shards(out, &owned_before, &names)?;
     let refetched = crate::pipeline::worker::invalidate_changed_downloads(out, &plan, &f.decode.fetch_in(out).dir)?;
     if refetched > 0 {
         tracing::info!("{} rebuilt: their downloaded sources now hold other content", crate::telemetry::count(refetched as u64, "shard"));

@@ -34,8 +34,7 @@ pub fn write(dir: &Path, plan: &PlanSettings) -> Result<serde_json::Value> {
     let names: Vec<String> = vidfeat_labels::Vocabulary::load(&head.vocabulary).map(|v| v.classes.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
     // Labels are comparable when the dataset's vocabulary is the classifier's.
     let comparable = plan.vocabulary.as_ref().is_some_and(|v| v.name == head.vocabulary);
-    let tmp = dir.join(".predictions.jsonl.tmp");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut out = crate::outdir::AtomicFile::create(&dir.join("predictions.jsonl"))?;
     let (mut videos, mut labelled, mut top1, mut top5) = (0u64, 0u64, 0u64, 0u64);
     let mut confused: BTreeMap<(i64, i64), u64> = BTreeMap::new();
     let k = plan.predict.max(5);
@@ -67,8 +66,7 @@ pub fn write(dir: &Path, plan: &PlanSettings) -> Result<serde_json::Value> {
             }
         }
     }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, dir.join("predictions.jsonl"))?;
+    out.commit()?;
     let mut s = json!({"videos": videos, "top": plan.predict, "vocabulary": head.vocabulary});
     if comparable {
         let rate = |n: u64| if labelled == 0 { serde_json::Value::Null } else { json!(((n as f64 / labelled as f64) * 1e4).round() / 1e4) };

@@ -32,7 +32,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let draft = draft(&cfg.freeze, &cfg.jobs)?;
     let mut fz = cfg.freeze.clone();
     fz.reuse(crate::pipeline::dataset::check_out(out, &draft, fz.overwrite)?);
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::outdir::create_dir_all(out)?;
     crate::telemetry::EventLog::open(out, &crate::pipeline::worker::worker_id()).started();
     let planned = plan(&cfg.jobs, out)?;
     let mut extra_failures: Vec<Failure> = vec![];
@@ -68,10 +68,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     // failures.jsonl: list and plan problems (as the plan wrote them), then each video's
     // failure; streamed, never held.
     let path = out.join("failures.jsonl");
-    let tmp = out.join(".failures.jsonl.tmp");
     let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
     {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut w = crate::outdir::AtomicFile::create(&path)?;
         if let Ok(f) = std::fs::File::open(&path) {
             for l in std::io::BufReader::new(f).lines() {
                 let l = l?;
@@ -86,9 +85,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
             w.write_all(b"\n")?;
             *by_kind.entry(f.kind.clone()).or_default() += 1;
         }
-        w.flush()?;
+        w.commit()?;
     }
-    std::fs::rename(&tmp, &path)?;
     let failed: u64 = by_kind.values().sum();
     // What failed before the worker (list rows, missing files, a PCA that could not be fitted)
     // joins its counts, so the closing progress line agrees with this summary.

@@ -60,7 +60,7 @@ pub mod status;
 
 pub use journal::{Entry, Journal};
 pub use lease::{lease_age, Lease, TryLease};
-pub use shards::{invalidate_changed_downloads, read_done, read_plan_tasks, read_tasks, run_shard, work_loop, worker_slot, Assignment, DoneMarker, ShardCtx, TRANSIENT_KINDS};
+pub use shards::{done_in_bucket_now, write_summary_with, invalidate_changed_downloads, read_done, read_plan_tasks, read_plan_tasks_at, read_tasks, run_shard, work_loop, worker_slot, Assignment, DoneMarker, ShardCtx, TRANSIENT_KINDS};
 pub use status::{shard_failures, status, status_of_bucket};
 
 /// Test-only fault injection: `VIDFEAT_CRASH_AT=point[:n]` kills the process with SIGKILL at
@@ -127,18 +127,8 @@ pub struct WorkConfig {
 #[cfg(feature = "ffmpeg")]
 pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     use crate::pipeline::plan::PlanSettings;
-    if let Some(url) = &cfg.bucket {
-        let shard_file = |rel: &str| rel.starts_with("frame/") || rel.starts_with("video/");
-        crate::mirror::pull_where(url, &cfg.dir, &|rel| !shard_file(rel)).with_context(|| format!("reading the plan {url}"))?;
-        if matches!(cfg.assignment, Assignment::Claim) {
-            // Leases are objects made with create-if-absent and kept with compare-and-swap: a
-            // store that ignores those conditions would let two workers hold one shard.
-            anyhow::ensure!(
-                vidfeat_store::conditional_writes_work(&format!("{url}/leases")).map_err(anyhow::Error::msg)?,
-                "--claim on {url}: this store does not honour conditional writes (create-if-absent, compare-and-swap), which shard leases need; give each worker a static slot instead (--worker-index I --num-workers N, or the Slurm / Kubernetes Indexed Job variables)"
-            );
-        }
-    }
+    let out = crate::outdir::OutDir::mirroring(&cfg.dir, cfg.bucket.as_deref());
+    out.pull_records(matches!(cfg.assignment, Assignment::Claim))?;
     let plan = PlanSettings::load(&cfg.dir)?;
     // What `run` decoded to fit its PCA is not this worker's progress.
     crate::telemetry::reset();
@@ -253,7 +243,6 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         })
     };
     let compute = json!({"device": format!("{device:?}"), "torch_threads": tch::get_num_threads(), "hwdec": cfg.hwdec.name(), "batch_size": batch});
-    let publish = |name: &str| crate::mirror::push_shard(cfg.bucket.as_deref().unwrap_or_default(), &cfg.dir, name.trim_end_matches(".tfrecord"));
     let ctx = ShardCtx {
         dir: &cfg.dir,
         plan: &plan,
@@ -262,17 +251,10 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
         retry: &cfg.retry,
         compute: &compute,
         process: &process,
-        after_commit: cfg.bucket.as_ref().map(|_| &publish as &dyn Fn(&str) -> Result<()>),
-        bucket: cfg.bucket.as_deref(),
+        out: &out,
     };
     let mut r = work_loop(&ctx, &cfg.assignment, cfg.lease_ttl)?;
-    if let Some(url) = &cfg.bucket {
-        let events = format!("events/{}", crate::telemetry::EventLog::file_name(&owner));
-        if cfg.dir.join(&events).exists() {
-            crate::mirror::push_file(url, &cfg.dir, &events)?;
-        }
-        r["complete"] = json!(bucket_summary(url, &cfg.dir, &plan)?);
-    }
+    out.publish(&format!("events/{}", crate::telemetry::EventLog::file_name(&owner)))?;
     r["failed"] = json!(failed.load(std::sync::atomic::Ordering::SeqCst));
     r["worker"] = json!(owner);
     r["model"] = json!(model.sidecar.name);
@@ -280,24 +262,6 @@ pub fn work(cfg: &WorkConfig) -> Result<serde_json::Value> {
     r["device"] = json!(format!("{device:?}"));
     r["batch_size"] = json!(batch);
     Ok(r)
-}
-
-/// On a bucket: when every shard's marker is there, with the key plan.json gives it and beside
-/// shard objects of the sizes it records, writes `summary.json` from the markers and publishes
-/// it. Whether the plan is complete.
-#[cfg(feature = "ffmpeg")]
-fn bucket_summary(url: &str, dir: &std::path::Path, plan: &crate::pipeline::plan::PlanSettings) -> Result<bool> {
-    // Predictions are read from every video shard (one small record per video).
-    crate::mirror::pull_where(url, dir, &|rel| rel.starts_with("done/") || (plan.predict > 0 && rel.starts_with("video/")))?;
-    let sizes = crate::mirror::remote_sizes(url)?;
-    if !shards::write_summary_with(dir, plan, &|name| done_in_bucket(dir, plan, &sizes, name))? {
-        return Ok(false);
-    }
-    if plan.predict > 0 {
-        crate::mirror::push_file(url, dir, "predictions.jsonl")?;
-    }
-    crate::mirror::push_file(url, dir, "summary.json")?;
-    Ok(true)
 }
 
 /// A shard's done marker as a bucket holds it: the marker (pulled into `dir`) with the plan's

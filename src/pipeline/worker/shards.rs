@@ -69,13 +69,8 @@ pub fn read_done(dir: &Path, name: &str, key: &str) -> Option<DoneMarker> {
 /// The failure kinds `--retry-failed` attempts again when no kinds are named: the transient ones.
 pub const TRANSIENT_KINDS: [&str; 2] = ["download_failed", "timeout"];
 
-/// When every shard is done: `summary.json` in the layout of `vidfeat run` (verify reads it).
-fn write_summary_if_complete(dir: &Path, plan: &PlanSettings) -> Result<bool> {
-    write_summary_with(dir, plan, &|name| read_done(dir, name, plan.key(name)))
-}
-
-/// [`write_summary_if_complete`] with another view of which shards are done (a worker on a
-/// bucket sees the bucket's markers and object sizes, not files).
+/// When every shard is done (as `done` says: a worker on a bucket sees the bucket's markers and
+/// object sizes, not files): `summary.json` in the layout of `vidfeat run` (verify reads it).
 pub fn write_summary_with(dir: &Path, plan: &PlanSettings, done: &dyn Fn(&str) -> Option<DoneMarker>) -> Result<bool> {
     let mut shards: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let (mut ok, mut failed, mut rows, mut secs) = (0u64, 0u64, 0u64, 0f64);
@@ -138,7 +133,7 @@ pub fn write_summary_with(dir: &Path, plan: &PlanSettings, done: &dyn Fn(&str) -
         summary["predictions"] = crate::pipeline::predictions::write(dir, plan)?;
     } else {
         // An earlier build's predictions do not describe these shards.
-        let _ = std::fs::remove_file(dir.join("predictions.jsonl"));
+        crate::outdir::remove_file(&dir.join("predictions.jsonl"))?;
     }
     crate::pipeline::write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(&summary)?)?;
     Ok(true)
@@ -166,20 +161,31 @@ pub fn worker_slot(index: Option<usize>, count: Option<usize>, env: &dyn Fn(&str
 /// The plan's tasks, in plan order (by split and shard), checked against the SHA-256 of the
 /// plan.jsonl that plan.json was frozen with.
 pub fn read_plan_tasks(dir: &Path, sha256: &str) -> Result<Vec<Job>> {
-    let (jobs, got) = read_tasks(dir)?;
+    read_plan_tasks_at(&dir.join("plan.jsonl"), sha256)
+}
+
+/// [`read_plan_tasks`] of the plan.jsonl at `path` (a plan's staged one).
+pub fn read_plan_tasks_at(path: &Path, sha256: &str) -> Result<Vec<Job>> {
+    let (jobs, got) = read_tasks_at(path)?;
     anyhow::ensure!(
         got == sha256,
         "{}: plan.jsonl is not the one plan.json was frozen with (rewritten by a dry run, or a plan interrupted between the two): run `vidfeat plan` again",
-        dir.display()
+        path.parent().unwrap_or(path).display()
     );
     Ok(jobs)
 }
 
 /// The tasks of a folder's plan.jsonl, and the file's SHA-256.
 pub fn read_tasks(dir: &Path) -> Result<(Vec<Job>, String)> {
+    read_tasks_at(&dir.join("plan.jsonl"))
+}
+
+/// The tasks of the plan.jsonl at `path`, and the file's SHA-256.
+pub fn read_tasks_at(path: &Path) -> Result<(Vec<Job>, String)> {
     use sha2::Digest;
     use std::io::BufRead;
-    let f = std::fs::File::open(dir.join("plan.jsonl")).with_context(|| format!("{}: no plan.jsonl", dir.display()))?;
+    let dir = path.parent().unwrap_or(path);
+    let f = std::fs::File::open(path).with_context(|| format!("{}: no plan.jsonl", dir.display()))?;
     let mut out = vec![];
     let mut h = sha2::Sha256::new();
     let mut r = std::io::BufReader::new(f);
@@ -222,7 +228,12 @@ pub fn invalidate_changed_downloads(dir: &Path, plan: &PlanSettings, fetch_dir: 
             fetched_sha256(&source, plan, fetch_dir).is_some_and(|now| now != *sha)
         });
         if changed {
-            std::fs::remove_file(shard_paths(dir, &name)?.done)?;
+            // The shard files go with their marker (marker last): a shard file no record
+            // names would be taken for someone else's.
+            let p = shard_paths(dir, &name)?;
+            for f in [&p.frame, &p.video, &p.done] {
+                crate::outdir::remove_file(f)?;
+            }
             n += 1;
         }
     }
@@ -243,17 +254,12 @@ pub struct ShardCtx<'a> {
     /// Computes the finished entries of the given jobs (the FFmpeg + CNN side), calling `sink`
     /// for each in job order.
     pub process: &'a dyn Fn(&[Job], &mut dyn FnMut(usize, Entry) -> Result<()>) -> Result<()>,
-    /// Called with each shard's name once it is committed and marked done (a worker on a
-    /// bucket publishes it there).
-    pub after_commit: Option<&'a dyn Fn(&str) -> Result<()>>,
-    /// The plan folder's bucket URL when `dir` mirrors one: leases are objects there, and a
-    /// shard is done when the bucket says so (its marker, beside shard objects of the sizes
-    /// it records), looked up afresh each time.
-    pub bucket: Option<&'a str>,
+    /// The output folder and what is behind it (a bucket): done-ness, leases, publishing.
+    pub out: &'a crate::outdir::OutDir,
 }
 
-/// A shard's done marker as the bucket holds it now (see [`ShardCtx::bucket`]).
-fn done_in_bucket_now(url: &str, plan: &PlanSettings, name: &str) -> Option<DoneMarker> {
+/// A shard's done marker as the bucket holds it now (see [`crate::outdir::OutDir::done`]).
+pub fn done_in_bucket_now(url: &str, plan: &PlanSettings, name: &str) -> Option<DoneMarker> {
     let stem = name.trim_end_matches(".tfrecord");
     let m: DoneMarker = serde_json::from_slice(&vidfeat_store::read(&format!("{url}/done/{stem}.json"), 1 << 28).ok()?).ok()?;
     super::marker_describes(&m, plan, name, &|sub| vidfeat_store::head(&format!("{url}/{sub}/{name}")).ok().map(|m| m.size)).then_some(m)
@@ -471,11 +477,7 @@ enum Todo {
 }
 
 fn todo_of(ctx: &ShardCtx, name: &str) -> Todo {
-    let done = match ctx.bucket {
-        Some(url) => done_in_bucket_now(url, ctx.plan, name),
-        None => read_done(ctx.dir, name, ctx.plan.key(name)),
-    };
-    match done {
+    match ctx.out.done(ctx.plan, name) {
         Some(m) if m.failures.iter().any(|f| ctx.retry.contains(&f.kind)) => Todo::Retry(Box::new(m)),
         Some(_) => Todo::Done,
         None => Todo::Build,
@@ -506,11 +508,7 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
             continue;
         }
         crash_point("before_lease");
-        let acquired = match (ctx.bucket, assignment) {
-            (Some(_), Assignment::Static { .. }) => TryLease::Got(Lease::unguarded(ctx.owner)),
-            (Some(url), Assignment::Claim) => Lease::try_acquire_object(&format!("{url}/leases/{}.lease", name.trim_end_matches(".tfrecord")), ctx.owner, ttl)?,
-            (None, _) => Lease::try_acquire(&paths.lease, ctx.owner, ttl)?,
-        };
+        let acquired = ctx.out.lease(name, ctx.owner, ttl, matches!(assignment, Assignment::Claim))?;
         let lease = match acquired {
             TryLease::Got(l) => l,
             TryLease::Busy(owner, age) => {
@@ -541,21 +539,19 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
             Todo::Retry(m) => Some(m.as_ref()),
             _ => None,
         };
-        if let (Some(url), Some(_)) = (ctx.bucket, retry_of) {
-            // A retry rebuilds the shard from its own records: fetch them.
-            crate::mirror::pull_where(url, ctx.dir, &|rel| rel == format!("frame/{name}") || rel == format!("video/{name}") || rel == format!("done/{}.json", name.trim_end_matches(".tfrecord")))?;
+        if retry_of.is_some() {
+            // A retry rebuilds the shard from its own records.
+            ctx.out.fetch_shard(name)?;
         }
         let m = run_shard(ctx, name, jobs, &lease, retry_of)?;
-        if let Some(publish) = ctx.after_commit {
-            publish(name)?;
-        }
+        ctx.out.publish_shard(name)?;
         tracing::info!("{name}: done, {}, {} failed", crate::telemetry::count(m.videos, "video"), m.failed);
         rebuilt += existed as u64;
         retried += retry_of.is_some() as u64;
         processed.push(name.clone());
         drop(lease);
     }
-    let complete = write_summary_if_complete(ctx.dir, ctx.plan)?;
+    let complete = ctx.out.summary_if_complete(ctx.plan)?;
     Ok(json!({"processed": processed, "rebuilt": rebuilt, "retried": retried, "skipped_done": skipped, "busy": busy, "complete": complete}))
 }
 

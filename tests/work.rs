@@ -211,31 +211,103 @@ fn ghost_lease(dir: &Path, shard: &str, age: Duration) {
     std::fs::File::options().append(true).open(&p).unwrap().set_modified(std::time::SystemTime::now() - age).unwrap();
 }
 
+/// A worker on another node that beats its lease (touches it) every 200 ms until `stop`.
+fn beating_ghost(dir: &Path, shard: &str) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    ghost_lease(dir, shard, Duration::from_secs(0));
+    let p = dir.join("leases").join(format!("{shard}.lease"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(f) = std::fs::File::options().append(true).open(&p) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    (stop, h)
+}
+
 #[test]
 fn stale_leases_are_taken_over_and_live_ones_respected() {
     let d = tempfile::tempdir().unwrap();
     let list = window_list(d.path(), 4);
     let dir = d.path().join("p");
     plan(&list, &dir, 2, None);
-    // Shard 0: a worker on another node died an hour ago. Shard 1: one is alive there now.
+    // Shard 0: a worker on another node died an hour ago. Shard 1: one is alive there now,
+    // beating its lease.
     ghost_lease(&dir, "train-00000-of-00002", Duration::from_secs(3600));
-    ghost_lease(&dir, "train-00001-of-00002", Duration::from_secs(0));
+    let (stop, beats) = beating_ghost(&dir, "train-00001-of-00002");
     let st = String::from_utf8(bin().args(["status", dir.to_str().unwrap(), "--lease-ttl", "60"]).output().unwrap().stdout).unwrap();
     assert!(st.contains("stale_lease") && st.contains("in_progress"), "{st}");
 
-    let o = ok(work(&dir, &["--claim", "--lease-ttl", "60", "--json"]).output().unwrap(), "claim worker");
+    // The claim worker takes the dead one's shard over, sees the live one beat, and leaves
+    // that shard to it: the plan is not complete, which its exit status says (4).
+    let o = work(&dir, &["--claim", "--lease-ttl", "3", "--json"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["processed"], serde_json::json!(["train-00000-of-00002.tfrecord"]), "{r}");
-    assert_eq!(r["busy"], serde_json::json!(["train-00001-of-00002.tfrecord"]));
+    assert_eq!((r["busy"].clone(), r["complete"].clone()), (serde_json::json!(["train-00001-of-00002.tfrecord"]), serde_json::json!(false)));
     assert!(String::from_utf8_lossy(&o.stderr).contains("taking over"));
 
     // A static worker whose shard is held by a live worker stops with a clear error.
     let o = work(&dir, &["--worker-index", "1", "--num-workers", "2", "--lease-ttl", "60"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("same index"), "{}", String::from_utf8_lossy(&o.stderr));
-    // Once that lease expires (a shorter TTL here), the shard is taken over and the plan completes.
-    ok(work(&dir, &["--worker-index", "1", "--num-workers", "2", "--lease-ttl", "1"]).output().unwrap(), "takeover");
+
+    // The live one dies on its node (its heartbeat stops; its lease is still fresh): a claim
+    // worker started now finds the lease held, sees no heartbeat, waits for the TTL, takes
+    // the shard over and finishes the plan (exit 0).
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    beats.join().unwrap();
+    let o = ok(work(&dir, &["--claim", "--lease-ttl", "3", "--json"]).output().unwrap(), "the waiting claim worker");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((r["processed"].clone(), r["complete"].clone()), (serde_json::json!(["train-00001-of-00002.tfrecord"]), serde_json::json!(true)), "{r}");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("held by other workers") && e.contains("taking over"), "{e}");
     assert_eq!(frame_ids(&dir), plan_ids(&dir));
+    verify_ok(&dir);
+}
+
+#[test]
+fn a_claim_worker_killed_holding_a_lease_is_finished_by_the_one_left() {
+    let d = tempfile::tempdir().unwrap();
+    let list = window_list(d.path(), 8);
+    let dir = d.path().join("p");
+    plan(&list, &dir, 2, None);
+    // Both claim at once; one is killed (SIGKILL) in the middle of its shard, lease held.
+    let killed = work(&dir, &["--claim", "--lease-ttl", "30", "--json", "--torch-threads", "1"]).env("VIDFEAT_CRASH_AT", "after_journal_entry:2").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let survivor = work(&dir, &["--claim", "--lease-ttl", "30", "--json", "--torch-threads", "1"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let k = killed.wait_with_output().unwrap();
+    let o = survivor.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "the survivor finishes the plan: {}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["complete"], true, "{r}");
+    if k.status.signal() == Some(9) {
+        // It held a shard when it died: the survivor took that one over (its process is gone
+        // on this host, so without waiting for the TTL) and resumed from its journal.
+        assert_eq!(r["processed"].as_array().unwrap().len(), 2, "{r}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("taking over"), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(frame_ids(&dir), plan_ids(&dir));
+    verify_ok(&dir);
+    let s: serde_json::Value = serde_json::from_slice(&bin().args(["status", dir.to_str().unwrap(), "--json"]).output().unwrap().stdout).unwrap();
+    assert_eq!(s["complete"], true);
+}
+
+#[test]
+fn the_command_plan_prints_for_workers_works_as_printed() {
+    let d = tempfile::tempdir().unwrap();
+    let list = window_list(d.path(), 3);
+    let dir = d.path().join("p");
+    let o = ok(bin().args(["plan", list.to_str().unwrap(), "--vocab", "kinetics-400", "--out", dir.to_str().unwrap(), "--shards", "2", "--max-frames", "2"]).output().unwrap(), "plan");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out.lines().find(|l| l.contains("vidfeat work")).unwrap_or_else(|| panic!("no worker command: {out}"));
+    let cmd = line.split('`').nth(1).unwrap_or_else(|| panic!("no `command` in: {line}"));
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    assert_eq!(words[0], "vidfeat", "{cmd}");
+    let o = ok(bin().args(&words[1..]).output().unwrap(), cmd);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("plan complete: true"), "{}", String::from_utf8_lossy(&o.stderr));
     verify_ok(&dir);
 }
 

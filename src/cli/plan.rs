@@ -50,7 +50,17 @@ pub fn exec(a: PlanArgs) -> Result<ExitCode> {
     r
 }
 
+/// `s` as one shell word (quoted when it holds anything but plain path characters).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:+=@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 fn exec_in(a: PlanArgs, out: PathBuf, out_url: Option<String>) -> Result<ExitCode> {
+    let shown_out = out_url.clone();
     let (list, json_out) = (a.list, a.json);
     let strict = list.strict;
     let fetch_cmd = list.fetch_cmd.clone();
@@ -109,12 +119,14 @@ fn exec_in(a: PlanArgs, out: PathBuf, out_url: Option<String>) -> Result<ExitCod
                 );
             }
             vidfeat::pipeline::plan::Frozen::Plan { plan, removed } => {
+                // The folder workers are given: the bucket URL when the plan lives in one.
+                let shown = shown_out.clone().unwrap_or_else(|| out.display().to_string());
                 let msg = format!(
-                    "frozen: {} ({}{}); run `vidfeat work --plan {}` on each worker",
+                    "frozen: {} ({}{}); on each worker run `vidfeat work --plan {} --claim` (or give each a slot: --worker-index I --num-workers N)",
                     out.join("plan.json").display(),
                     vidfeat::telemetry::count(plan.shard_keys.len() as u64, "shard"),
                     if removed > 0 { format!(", {removed} no longer in the plan removed") } else { String::new() },
-                    out.display()
+                    shell_word(&shown)
                 );
                 if json_out {
                     tracing::info!("{msg}");

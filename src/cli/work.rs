@@ -93,19 +93,28 @@ pub fn exec(a: WorkArgs) -> Result<ExitCode> {
         hwdec: a.hwdec.parse().map_err(anyhow::Error::msg)?,
         bucket,
     };
+    let claim = matches!(cfg.assignment, vidfeat::pipeline::worker::Assignment::Claim);
     let r = vidfeat::pipeline::worker::work(&cfg)?;
     vidfeat::telemetry::finish_display();
+    let complete = r["complete"].as_bool().unwrap_or(false);
     if a.json {
         println!("{r}");
     } else {
+        let busy = r["busy"].as_array().map_or(0, Vec::len);
         tracing::info!(
-            "worker: {} processed, {} already done, {} held by others; plan complete: {}",
+            "worker: {} processed, {} already done{}; plan complete: {complete}",
             vidfeat::telemetry::count(r["processed"].as_array().map_or(0, Vec::len) as u64, "shard"),
             r["skipped_done"],
-            r["busy"].as_array().map_or(0, Vec::len),
-            r["complete"]
+            if busy > 0 { format!(", {busy} held by live workers (they finish them)") } else { String::new() },
         );
     }
-    Ok(ExitCode::from(if r["failed"].as_u64().unwrap_or(0) > 0 { 2 } else { 0 }))
+    // A claim worker answers for the plan: 4 when live others still hold shards.
+    Ok(ExitCode::from(match (claim && !complete, r["failed"].as_u64().unwrap_or(0) > 0) {
+        (true, _) => EXIT_INCOMPLETE,
+        (false, true) => 2,
+        _ => 0,
+    }))
 }
 
+/// `work --claim`: the plan is not complete, live workers still hold shards.
+pub const EXIT_INCOMPLETE: u8 = 4;

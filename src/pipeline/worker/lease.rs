@@ -34,6 +34,11 @@ pub fn lease_age(path: &Path) -> Option<Duration> {
     Some(SystemTime::now().duration_since(m).unwrap_or_default())
 }
 
+/// A lease file's heartbeat stamp: its modification time, ns.
+fn beat_stamp(path: &Path) -> u128 {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
+}
+
 pub(crate) fn lease_owner(path: &Path) -> Option<String> {
     serde_json::from_slice::<LeaseBody>(&std::fs::read(path).ok()?).ok().map(|b| b.owner)
 }
@@ -80,8 +85,10 @@ pub struct Lease {
 
 pub enum TryLease {
     Got(Lease),
-    /// Held by a live worker: (owner, seconds since its heartbeat).
-    Busy(String, u64),
+    /// Held by a live worker: (owner, seconds since its heartbeat, the heartbeat's own stamp:
+    /// a file's modification time in ns, an object's beat time; it changes at each beat, so a
+    /// waiter tells a live holder from a dead one before the TTL runs out).
+    Busy(String, u64, u128),
 }
 
 impl Lease {
@@ -98,7 +105,7 @@ impl Lease {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let age = lease_age(path).unwrap_or_default();
                     if age < ttl && !owner_dead_here(path) {
-                        return Ok(TryLease::Busy(lease_owner(path).unwrap_or_else(|| "?".into()), age.as_secs()));
+                        return Ok(TryLease::Busy(lease_owner(path).unwrap_or_else(|| "?".into()), age.as_secs(), beat_stamp(path)));
                     }
                     // Stale: move it aside (rename is atomic: one taker wins), then retry the
                     // exclusive create.
@@ -116,7 +123,7 @@ impl Lease {
                 Err(e) => return Err(e).with_context(|| format!("lease {}", path.display())),
             }
         }
-        Ok(TryLease::Busy(lease_owner(path).unwrap_or_else(|| "?".into()), 0))
+        Ok(TryLease::Busy(lease_owner(path).unwrap_or_else(|| "?".into()), 0, beat_stamp(path)))
     }
 
     fn start(path: &Path, owner: &str, ttl: Duration) -> Lease {
@@ -180,18 +187,19 @@ impl Lease {
                 Err(e) => return Err(anyhow::Error::msg(e)),
             };
             let held: Option<LeaseBody> = serde_json::from_slice(&bytes).ok();
-            let age = now_s().saturating_sub(held.as_ref().map_or(0, |b| b.beat.max(b.acquired)));
+            let beat = held.as_ref().map_or(0, |b| b.beat.max(b.acquired));
+            let age = now_s().saturating_sub(beat);
             let holder = held.map_or_else(|| "?".to_string(), |b| b.owner);
             if age < ttl.as_secs() {
-                return Ok(TryLease::Busy(holder, age));
+                return Ok(TryLease::Busy(holder, age, beat as u128));
             }
-            let Some(etag) = meta.etag else { return Ok(TryLease::Busy(holder, age)) };
+            let Some(etag) = meta.etag else { return Ok(TryLease::Busy(holder, age, beat as u128)) };
             if let Some(Some(new)) = vidfeat_store::replace_if(url, body(), &etag).map_err(anyhow::Error::msg)? {
                 tracing::info!("taking over {url} from {holder} (no heartbeat for {age} s)");
                 return Ok(TryLease::Got(Lease::start_object(url, owner, ttl, new)));
             }
         }
-        Ok(TryLease::Busy("?".into(), 0))
+        Ok(TryLease::Busy("?".into(), 0, 0))
     }
 
     fn start_object(url: &str, owner: &str, ttl: Duration, etag: String) -> Lease {
@@ -258,7 +266,7 @@ mod tests {
         let p = d.path().join("leases/a.lease");
         let ttl = Duration::from_secs(60);
         let TryLease::Got(l) = Lease::try_acquire(&p, "w1", ttl).unwrap() else { panic!("free lease") };
-        assert!(matches!(Lease::try_acquire(&p, "w2", ttl).unwrap(), TryLease::Busy(o, _) if o == "w1"));
+        assert!(matches!(Lease::try_acquire(&p, "w2", ttl).unwrap(), TryLease::Busy(o, _, _) if o == "w1"));
         assert!(l.held());
         // w1 dies without releasing (forget skips Drop); its heartbeat stops. Age the file.
         std::mem::forget(l);

@@ -484,9 +484,27 @@ fn todo_of(ctx: &ShardCtx, name: &str) -> Todo {
     }
 }
 
+/// What one try at a shard came to.
+enum Tried {
+    Done,
+    Processed { rebuilt: bool, retried: bool },
+    /// Held by another worker: its heartbeat stamp.
+    Busy(u128),
+}
+
+/// How often a claim worker looks again at shards other workers hold.
+fn claim_poll(ttl: Duration) -> Duration {
+    (ttl / 8).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
 /// Runs the worker loop over its shards. Returns the shards processed here (`processed`, of
 /// which `rebuilt` replaced earlier files and `retried` retried failures), those found current
 /// (`skipped_done`), those held by others (`busy`), and whether the plan is complete.
+///
+/// A claim worker does not stop at shards others hold: it looks at them again every
+/// [`claim_poll`], takes over a lease whose heartbeat stopped (after the TTL, or at once when
+/// its process is gone on this host) and finishes the shard, and leaves only when every shard
+/// is done or held by a worker it has seen beat (a live one, which will finish it).
 pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Result<serde_json::Value> {
     let jobs = read_plan_tasks(ctx.dir, &ctx.plan.plan_jsonl_sha256)?;
     let mut by_shard: BTreeMap<(String, u32), Vec<Job>> = BTreeMap::new();
@@ -495,42 +513,30 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
     }
     let list = ctx.plan.shard_list();
     let mine = assigned(&list, assignment);
-    let (mut processed, mut rebuilt, mut retried, mut skipped, mut busy) = (vec![], 0u64, 0u64, 0u64, vec![]);
+    let claim = matches!(assignment, Assignment::Claim);
+    let (mut processed, mut rebuilt, mut retried, mut skipped) = (vec![], 0u64, 0u64, 0u64);
     let videos_in = |split: &String, shard: &u32| by_shard.get(&(split.clone(), *shard)).map_or(0, |j| j.len() as u64);
     let todo: Vec<Todo> = mine.iter().map(|(_, _, n)| todo_of(ctx, n)).collect();
     crate::telemetry::planned(mine.iter().zip(&todo).filter(|(_, t)| !matches!(t, Todo::Done)).map(|((s, k, _), _)| videos_in(s, k)).sum());
-    for ((split, shard, name), todo) in mine.into_iter().zip(todo) {
+    let attempt = |split: &String, shard: &u32, name: &String| -> Result<Tried> {
         let paths = shard_paths(ctx.dir, name)?;
-        if matches!(todo, Todo::Done) {
-            // A worker killed right after the done marker leaves its journal behind.
-            let _ = std::fs::remove_file(&paths.journal);
-            skipped += 1;
-            continue;
-        }
         crash_point("before_lease");
-        let acquired = ctx.out.lease(name, ctx.owner, ttl, matches!(assignment, Assignment::Claim))?;
-        let lease = match acquired {
+        let lease = match ctx.out.lease(name, ctx.owner, ttl, claim)? {
             TryLease::Got(l) => l,
-            TryLease::Busy(owner, age) => {
+            TryLease::Busy(owner, age, beat) => {
                 if let Assignment::Static { index, .. } = assignment {
                     bail!(
                         "shard {name} (worker {index}'s) is being processed by {owner} (heartbeat {age} s ago): is another worker running with the same index? Its lease expires {} s after its last heartbeat",
                         ttl.as_secs()
                     );
                 }
-                busy.push(name.clone());
-                crate::telemetry::unplanned(videos_in(split, shard));
-                continue;
+                return Ok(Tried::Busy(beat));
             }
         };
         // Done (or retried) by another worker while we waited for the lease?
-        let todo = match (todo, todo_of(ctx, name)) {
-            (_, Todo::Done) => {
-                crate::telemetry::unplanned(videos_in(split, shard));
-                skipped += 1;
-                continue;
-            }
-            (_, t) => t,
+        let todo = match todo_of(ctx, name) {
+            Todo::Done => return Ok(Tried::Done),
+            t => t,
         };
         let empty = vec![];
         let jobs = by_shard.get(&(split.clone(), *shard)).unwrap_or(&empty);
@@ -546,11 +552,67 @@ pub fn work_loop(ctx: &ShardCtx, assignment: &Assignment, ttl: Duration) -> Resu
         let m = run_shard(ctx, name, jobs, &lease, retry_of)?;
         ctx.out.publish_shard(name)?;
         tracing::info!("{name}: done, {}, {} failed", crate::telemetry::count(m.videos, "video"), m.failed);
-        rebuilt += existed as u64;
-        retried += retry_of.is_some() as u64;
-        processed.push(name.clone());
         drop(lease);
+        Ok(Tried::Processed { rebuilt: existed, retried: retry_of.is_some() })
+    };
+    // Shards held by others: (split, shard, name, the heartbeat stamp first seen, seen to beat).
+    let mut held: Vec<(&String, &u32, &String, u128, bool)> = vec![];
+    // Counts a try; the holder's heartbeat stamp when the shard is held by another worker.
+    let mut tally = |t: Tried, name: &String, skipped: &mut u64| -> Option<u128> {
+        match t {
+            Tried::Done => *skipped += 1,
+            Tried::Processed { rebuilt: r, retried: t } => {
+                rebuilt += r as u64;
+                retried += t as u64;
+                processed.push(name.clone());
+            }
+            Tried::Busy(beat) => return Some(beat),
+        }
+        None
+    };
+    for ((split, shard, name), todo) in mine.into_iter().zip(todo) {
+        if matches!(todo, Todo::Done) {
+            // A worker killed right after the done marker leaves its journal behind.
+            let _ = std::fs::remove_file(shard_paths(ctx.dir, name)?.journal);
+            skipped += 1;
+            continue;
+        }
+        if let Some(beat) = tally(attempt(split, shard, name)?, name, &mut skipped) {
+            crate::telemetry::unplanned(videos_in(split, shard));
+            held.push((split, shard, name, beat, false));
+        }
     }
+    // Claimed shards others hold: wait for each to be done, taken over when its holder stops
+    // beating, or seen to beat (then its holder finishes it, and this worker may go).
+    let mut waited = false;
+    while claim && held.iter().any(|h| !h.4) {
+        if !waited {
+            let names: Vec<&str> = held.iter().map(|h| h.2.as_str()).collect();
+            tracing::info!(
+                "{} held by other workers ({}): waiting for them to be done, or for a lease to go stale ({} s without a heartbeat) to take it over",
+                crate::telemetry::count(held.len() as u64, "shard"),
+                names.join(", "),
+                ttl.as_secs()
+            );
+            waited = true;
+        }
+        std::thread::sleep(claim_poll(ttl));
+        let mut still = vec![];
+        for (split, shard, name, first, live) in held {
+            if matches!(todo_of(ctx, name), Todo::Done) {
+                skipped += 1;
+                continue;
+            }
+            crate::telemetry::planned(videos_in(split, shard));
+            if let Some(beat) = tally(attempt(split, shard, name)?, name, &mut skipped) {
+                crate::telemetry::unplanned(videos_in(split, shard));
+                still.push((split, shard, name, first, live || beat != first));
+            }
+        }
+        held = still;
+    }
+    drop(tally);
+    let busy: Vec<String> = held.iter().map(|h| h.2.clone()).collect();
     let complete = ctx.out.summary_if_complete(ctx.plan)?;
     Ok(json!({"processed": processed, "rebuilt": rebuilt, "retried": retried, "skipped_done": skipped, "busy": busy, "complete": complete}))
 }
